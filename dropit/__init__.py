@@ -1,0 +1,34 @@
+"""DropIT: train with less memory by caching only the largest-magnitude inputs.
+
+Chen et al., "DropIT: Dropping Intermediate Tensors for Memory-Efficient DNN
+Training", ICLR 2023 (arXiv 2202.13808). Convolution and linear layers keep
+their input for the weight gradient; DropIT keeps only its largest-magnitude
+elements, packed compactly, and expands them in backward.
+
+    import dropit
+    model = dropit.to_dropit(model, strategy="mink", gamma=0.9)
+    report = dropit.measure_cache(model, images)   # bytes kept for backward, per layer
+
+The core depends on torch alone; the experiment layer lives in ``dropit.lab``.
+"""
+from .convert import DropITForward, converted_modules, restore, set_gamma, to_dropit
+from .relu import masked_relu
+from .sparsify import DropSpec, sparsify
+from .storage import Compact, expand
+from .strategies import DEFAULT_STRATEGY, STRATEGIES
+
+__all__ = [
+    "to_dropit",
+    "set_gamma",
+    "restore",
+    "converted_modules",
+    "DropITForward",
+    "DropSpec",
+    "sparsify",
+    "expand",
+    "Compact",
+    "masked_relu",
+    "STRATEGIES",
+    "DEFAULT_STRATEGY",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,157 @@
+"""Convert a model to DropIT in place, change its dropping rate, and restore it.
+
+``to_dropit(model, strategy="mink", gamma=0.9)`` walks the module tree (the
+root included) and gives every Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d and
+MultiheadAttention an instance-level ``forward`` that caches a sparsified input
+in training. Nothing else changes: module classes, parameter names and
+``state_dict`` keys stay as they were, so checkpoints load with or without
+DropIT, and ``model.eval()`` or ``torch.no_grad()`` runs the untouched forward.
+
+With ``relu_mask=True`` (the default) every ``nn.ReLU`` also keeps a 1-bit mask
+instead of its dense output, so that the dense input of the convolution after
+it is really freed (see :mod:`dropit.relu`).
+
+Example::
+
+    model = to_dropit(torchvision.models.resnet18(), gamma=0.8,
+                      module_filter_fn=lambda m, name: name not in ("conv1", "fc"))
+    set_gamma(model, 0.5)     # at run time, no re-conversion
+    restore(model)            # back to the plain model
+"""
+from __future__ import annotations
+
+import fnmatch
+import warnings
+from typing import Callable, Iterator, Mapping
+
+import torch
+import torch.nn as nn
+
+from . import attention
+from .layers import get_forward, kind_of
+from .sparsify import DropSpec
+from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy
+
+ModuleFilter = Callable[[nn.Module, str], bool]
+
+
+class DropITForward:
+    """Installed as ``module.forward``: the DropIT forward in training, the original otherwise.
+
+    Holds the layer's :class:`DropSpec`; ``module.forward.spec.gamma`` is the
+    live dropping rate.
+    """
+
+    def __init__(self, module: nn.Module, kind: str, spec: DropSpec):
+        self.module = module
+        self.kind = kind
+        self.spec = spec
+        self._train_forward = get_forward(kind)
+
+    def __call__(self, *args, **kwargs):
+        m = self.module
+        if m.training and torch.is_grad_enabled():
+            return self._train_forward(m, self.spec, *args, **kwargs)
+        return type(m).forward(m, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"DropITForward({self.kind}, gamma={self.spec.gamma}, strategy={self.spec.strategy!r})"
+
+
+def _gamma_for(name: str, gamma: float, gamma_by_name: Mapping[str, float]) -> float:
+    for pattern, g in gamma_by_name.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return g
+    return gamma
+
+
+def to_dropit(
+    model: nn.Module,
+    strategy: str = DEFAULT_STRATEGY,
+    gamma: float = 0.9,
+    *,
+    module_filter_fn: ModuleFilter | None = None,
+    gamma_by_name: Mapping[str, float] | None = None,
+    relu_mask: bool = True,
+    value_dtype=None,
+) -> nn.Module:
+    """Convert ``model`` in place to cache sparsified inputs; returns the model.
+
+    Args:
+        strategy: ``"mink"`` (exact, the paper's), ``"sampled"`` (linear-time
+            approximation) or ``"random"``; see :mod:`dropit.strategies`.
+        gamma: dropping rate in [0, 1): the fraction of each cached input dropped.
+        module_filter_fn: ``(module, qualified_name) -> bool``; only layers for
+            which it returns True are converted (the root's name is ``""``).
+        gamma_by_name: ``{fnmatch pattern: gamma}`` per-layer rates matched on
+            qualified names, first match wins, e.g. ``{"layer4.*": 0.5}``.
+        relu_mask: also convert ``nn.ReLU`` to keep a 1-bit mask (exact).
+        value_dtype: keep the kept values in ``torch.bfloat16`` or
+            ``torch.float16`` instead of the input's dtype (off by default).
+
+    Raises ValueError, before changing anything, for an unknown strategy, a
+    gamma outside [0, 1) or NaN, or a model that is already converted.
+    """
+    get_strategy(strategy)
+    gamma = check_gamma(gamma)
+    gamma_by_name = {p: check_gamma(g, f"gamma_by_name[{p!r}]") for p, g in (gamma_by_name or {}).items()}
+    DropSpec(gamma, strategy, value_dtype)  # validates value_dtype
+    if any(True for _ in converted_modules(model)):
+        raise ValueError("model is already converted to DropIT; call dropit.restore(model) first, or set_gamma()")
+
+    plan: list[tuple[nn.Module, str, str]] = []
+    skip_children: set[int] = set()
+    for name, module in model.named_modules():
+        if id(module) in skip_children:
+            continue
+        kind = kind_of(module)
+        if kind is None or (kind == "relu" and not relu_mask):
+            continue
+        if module_filter_fn is not None and kind != "relu" and not module_filter_fn(module, name):
+            continue
+        if kind == "mha":
+            if not attention.supports(module):
+                warnings.warn(f"{name or 'root'}: MultiheadAttention with bias_k/add_zero_attn is left dense")
+                continue
+            skip_children.add(id(module.out_proj))  # computed by the MHA forward itself
+        plan.append((module, name, kind))
+
+    for module, name, kind in plan:
+        spec = DropSpec(_gamma_for(name, gamma, gamma_by_name), strategy, value_dtype)
+        module.forward = DropITForward(module, kind, spec)
+    return model
+
+
+def converted_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module, DropITForward]]:
+    """(qualified name, module, its DropITForward) for every converted module."""
+    for name, module in model.named_modules():
+        fwd = module.__dict__.get("forward")
+        if isinstance(fwd, DropITForward):
+            yield name, module, fwd
+
+
+def set_gamma(model: nn.Module, gamma: float | Mapping[str, float]) -> nn.Module:
+    """Change the dropping rate of converted layers without converting again.
+
+    ``gamma`` is one rate for all, or ``{fnmatch pattern: rate}`` for the
+    layers whose qualified names match.
+    """
+    if isinstance(gamma, Mapping):
+        rates = {p: check_gamma(g, f"gamma[{p!r}]") for p, g in gamma.items()}
+        for name, _, fwd in converted_modules(model):
+            if fwd.kind != "relu":
+                g = _gamma_for(name, None, rates)
+                if g is not None:
+                    fwd.spec.gamma = g
+        return model
+    g = check_gamma(gamma)
+    for _, _, fwd in converted_modules(model):
+        fwd.spec.gamma = g
+    return model
+
+
+def restore(model: nn.Module) -> nn.Module:
+    """Undo :func:`to_dropit` in place; returns the plain model."""
+    for _, module, _ in list(converted_modules(model)):
+        del module.__dict__["forward"]
+    return model

@@ -1,0 +1,94 @@
+"""Training-time forwards for converted modules, one per module kind.
+
+Each function takes the original module and its call arguments and computes the
+same output as the module's own forward, routing the cached input through the
+sparsifying functions. They only run in training mode with grad enabled; the
+:class:`~dropit.convert.DropITForward` wrapper calls the untouched forward
+otherwise.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import functional as DF
+from .relu import masked_relu
+from .sparsify import DropSpec
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def linear_forward(m: nn.Linear, spec: DropSpec, x: torch.Tensor) -> torch.Tensor:
+    return DF.linear(x, m.weight, m.bias, spec)
+
+
+def conv_forward(m: nn.modules.conv._ConvNd, spec: DropSpec, x: torch.Tensor) -> torch.Tensor:
+    nd = len(m.kernel_size)
+    if m.padding_mode != "zeros":
+        x = F.pad(x, m._reversed_padding_repeated_twice, mode=m.padding_mode)
+        padding = [0] * nd
+    elif m.padding == "valid":
+        padding = [0] * nd
+    elif m.padding == "same":
+        pads = m._reversed_padding_repeated_twice  # (left_last, right_last, ...)
+        lefts, rights = pads[0::2], pads[1::2]
+        if lefts != rights:  # even kernels: pad the extra element on the right
+            x = F.pad(x, pads)
+            padding = [0] * nd
+        else:
+            padding = list(reversed(lefts))
+    else:
+        padding = list(m.padding)
+    return DF.convolution(
+        x, m.weight, m.bias, spec, stride=m.stride, padding=padding, dilation=m.dilation, groups=m.groups
+    )
+
+
+def conv_transpose_forward(m, spec: DropSpec, x: torch.Tensor, output_size=None) -> torch.Tensor:
+    nd = len(m.kernel_size)
+    output_padding = m._output_padding(x, output_size, m.stride, m.padding, m.kernel_size, nd, m.dilation)
+    return DF.convolution(
+        x,
+        m.weight,
+        m.bias,
+        spec,
+        stride=m.stride,
+        padding=m.padding,
+        dilation=m.dilation,
+        transposed=True,
+        output_padding=output_padding,
+        groups=m.groups,
+    )
+
+
+def relu_forward(m: nn.ReLU, spec: DropSpec, x: torch.Tensor) -> torch.Tensor:
+    return masked_relu(x, inplace=m.inplace)
+
+
+def kind_of(module: nn.Module) -> str | None:
+    """The forward kind DropIT can convert this module with, or None."""
+    if isinstance(module, nn.MultiheadAttention):
+        return "mha"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, _CONV_T):
+        return "conv_transpose"
+    if isinstance(module, _CONV):
+        return "conv"
+    if isinstance(module, nn.ReLU):
+        return "relu"
+    return None
+
+
+def get_forward(kind: str):
+    from .attention import mha_forward
+
+    return {
+        "linear": linear_forward,
+        "conv": conv_forward,
+        "conv_transpose": conv_transpose_forward,
+        "relu": relu_forward,
+        "mha": mha_forward,
+    }[kind]

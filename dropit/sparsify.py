@@ -1,0 +1,70 @@
+"""From a dense input to the compact record DropIT keeps for backward.
+
+:class:`DropSpec` is the per-layer setting (dropping rate, strategy, and the
+optional lower precision for kept values); :func:`sparsify` applies it to one
+tensor. Active :func:`observers` (the memory meter) are told the dense size of
+every tensor sparsified, so reports can show what the compact record replaced.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from .storage import Compact, Layout, compress, compress_meta, memory_order
+from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy, num_kept
+
+_VALUE_DTYPES = (None, torch.bfloat16, torch.float16)
+
+
+@dataclass
+class DropSpec:
+    """How one layer drops: ``gamma`` in [0, 1), a strategy name, value precision."""
+
+    gamma: float = 0.9
+    strategy: str = DEFAULT_STRATEGY
+    value_dtype: torch.dtype | None = None
+    _select: Callable = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.gamma = check_gamma(self.gamma)
+        self._select = get_strategy(self.strategy)
+        if self.value_dtype not in _VALUE_DTYPES:
+            raise ValueError(
+                f"value_dtype must be one of None, torch.bfloat16, torch.float16, got {self.value_dtype!r}"
+            )
+
+    def set_gamma(self, gamma: float) -> None:
+        self.gamma = check_gamma(gamma)
+
+
+_observers: list[Callable[[torch.Tensor, Compact], None]] = []
+
+
+@contextlib.contextmanager
+def observe(callback: Callable[[torch.Tensor, Compact], None]) -> Iterator[None]:
+    """Call ``callback(dense_input, compact_record)`` for each tensor sparsified inside."""
+    _observers.append(callback)
+    try:
+        yield
+    finally:
+        _observers.remove(callback)
+
+
+def sparsify(x: torch.Tensor, spec: DropSpec) -> Compact:
+    """The compact record of x that backward will expand: kept values + positions."""
+    flat, perm = memory_order(x)
+    if spec.gamma == 0.0:
+        record = Compact(flat, None, Layout("dense", x.shape, x.dtype, perm, flat.numel()))
+    elif x.is_meta:
+        record = compress_meta(x, num_kept(flat.numel(), spec.gamma), perm)
+    else:
+        keep = spec._select(flat, spec.gamma)
+        record = compress(x, keep, flat, perm)
+    if spec.value_dtype is not None and record.layout.kind != "dense" and x.dtype.itemsize > spec.value_dtype.itemsize:
+        record = record._replace(values=record.values.to(spec.value_dtype))
+    for callback in _observers:
+        callback(x, record)
+    return record

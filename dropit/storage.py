@@ -1,0 +1,132 @@
+"""Compact storage of a sparsified tensor: kept values plus where they were.
+
+``compress(x, keep)`` returns a :class:`Compact` made of plain tensors (so they
+can go through ``ctx.save_for_backward`` and any memory tool sees them) and a
+small :class:`Layout` of Python metadata. ``expand`` rebuilds the dense tensor,
+zeros at the dropped positions.
+
+Positions are stored in whichever form is smaller at the kept density:
+
+- ``"bits"``  a packed bitmask, n/8 bytes whatever the density;
+- ``"index"`` int32 flat indices, 4 bytes per kept element (smaller below 1/32);
+- ``"dense"`` the masked tensor itself, when values + positions would not be
+  smaller than the dense tensor (very low dropping rates).
+
+Elements are flattened in memory order, so channels_last inputs are not copied.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+_BIT_WEIGHTS: dict[torch.device, torch.Tensor] = {}
+
+
+def _bit_weights(device: torch.device) -> torch.Tensor:
+    w = _BIT_WEIGHTS.get(device)
+    if w is None:
+        w = _BIT_WEIGHTS[device] = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=device)
+    return w
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """(n,) bool -> (ceil(n/8),) uint8, bit i of byte j is mask[8j + i]."""
+    n = mask.numel()
+    pad = (-n) % 8
+    m = mask.view(torch.uint8)
+    if pad:
+        m = torch.cat([m, m.new_zeros(pad)])
+    return (m.view(-1, 8) * _bit_weights(mask.device)).sum(1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: (ceil(n/8),) uint8 -> (n,) bool."""
+    bits = packed.unsqueeze(1).bitwise_and(_bit_weights(packed.device)).ne_(0)
+    return bits.view(-1)[:n]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What ``expand`` needs besides the tensors: shape, dtype, memory order."""
+
+    kind: str  # "bits" | "index" | "dense"
+    shape: torch.Size
+    dtype: torch.dtype
+    permutation: tuple[int, ...] | None  # dims order of the flattened memory layout
+    numel: int
+
+
+class Compact(NamedTuple):
+    values: torch.Tensor  # (k,) kept values, or the dense masked tensor for "dense"
+    positions: torch.Tensor | None  # packed bits or int32 indices
+    layout: Layout
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.values,) if self.positions is None else (self.values, self.positions)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors)
+
+
+def memory_order(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...] | None]:
+    """A flat (n,) view of x in its memory order, and the permutation used."""
+    if x.is_contiguous():
+        return x.view(-1), None
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        perm = (0, 2, 3, 1)
+    elif x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        perm = (0, 2, 3, 4, 1)
+    else:
+        return x.reshape(-1), None
+    return x.permute(perm).reshape(-1), perm
+
+
+def compress(x: torch.Tensor, keep: torch.Tensor, flat: torch.Tensor, perm) -> Compact:
+    """Store the elements of ``flat`` (x in memory order) where ``keep`` is True."""
+    n = flat.numel()
+    es = x.element_size()
+    values = flat.masked_select(keep)
+    k = values.numel()
+    layout_args = (x.shape, x.dtype, perm, n)
+    bits_bytes = (n + 7) // 8
+    index_bytes = 4 * k
+    if k * es + min(bits_bytes, index_bytes) >= n * es:
+        dense = flat.masked_fill(~keep, 0)
+        return Compact(dense, None, Layout("dense", *layout_args))
+    if index_bytes < bits_bytes:
+        idx = keep.nonzero().view(-1).to(torch.int32)
+        return Compact(values, idx, Layout("index", *layout_args))
+    return Compact(values, pack_bits(keep), Layout("bits", *layout_args))
+
+
+def compress_meta(x: torch.Tensor, kept: int, perm) -> Compact:
+    """The record ``compress`` would make for ``kept`` kept elements, on the meta device."""
+    n = x.numel()
+    es = x.element_size()
+    layout_args = (x.shape, x.dtype, perm, n)
+    bits_bytes, index_bytes = (n + 7) // 8, 4 * kept
+    if kept * es + min(bits_bytes, index_bytes) >= n * es:
+        return Compact(x.new_empty(n), None, Layout("dense", *layout_args))
+    values = x.new_empty(kept)
+    if index_bytes < bits_bytes:
+        return Compact(values, x.new_empty(kept, dtype=torch.int32), Layout("index", *layout_args))
+    return Compact(values, x.new_empty(bits_bytes, dtype=torch.uint8), Layout("bits", *layout_args))
+
+
+def expand(values: torch.Tensor, positions: torch.Tensor | None, layout: Layout) -> torch.Tensor:
+    """The dense tensor of ``layout.shape``, zeros where elements were dropped."""
+    values = values.to(layout.dtype)
+    flat = values if layout.kind == "dense" else values.new_zeros(layout.numel)
+    if layout.kind == "index" and not flat.is_meta:
+        flat.index_copy_(0, positions.long(), values)
+    elif layout.kind == "bits" and not flat.is_meta:
+        flat.masked_scatter_(unpack_bits(positions, layout.numel), values)
+    if layout.permutation is None:
+        return flat.view(layout.shape)
+    perm = layout.permutation
+    permuted_shape = [layout.shape[d] for d in perm]
+    inverse = sorted(range(len(perm)), key=perm.__getitem__)
+    return flat.view(permuted_shape).permute(inverse)
