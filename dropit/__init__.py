@@ -12,6 +12,7 @@ elements, packed compactly, and expands them in backward.
 The core depends on torch alone; the experiment layer lives in ``dropit.lab``.
 """
 from .convert import DropITForward, converted_modules, restore, set_gamma, to_dropit
+from .meter import CacheMeter, CacheReport, estimate_cache, measure_cache
 from .relu import masked_relu
 from .sparsify import DropSpec, sparsify
 from .storage import Compact, expand
@@ -28,6 +29,10 @@ __all__ = [
     "expand",
     "Compact",
     "masked_relu",
+    "measure_cache",
+    "estimate_cache",
+    "CacheMeter",
+    "CacheReport",
     "STRATEGIES",
     "DEFAULT_STRATEGY",
 ]

@@ -14,6 +14,7 @@ dtypes whatever autocast state it is called in.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -24,8 +25,17 @@ from .sparsify import DropSpec, sparsify
 from .storage import Layout, expand
 
 
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu", "xla")
+
+
+def _no_autocast(device_type: str):
+    if device_type not in _AUTOCAST_DEVICES:  # meta tensors: nothing to switch off
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, enabled=False)
+
+
 def _autocast_cast(device_type: str, *tensors):
-    if not torch.is_autocast_enabled(device_type):
+    if device_type not in _AUTOCAST_DEVICES or not torch.is_autocast_enabled(device_type):
         return tensors
     dtype = torch.get_autocast_dtype(device_type)
     return tuple(t.to(dtype) if t is not None and t.is_floating_point() else t for t in tensors)
@@ -60,7 +70,7 @@ class _SparseLinear(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         weight, *saved = ctx.saved_tensors
-        with torch.autocast(grad_out.device.type, enabled=False):
+        with _no_autocast(grad_out.device.type):
             grad_x = grad_w = grad_b = None
             g2d = grad_out.reshape(-1, grad_out.shape[-1])  # (N, out)
             if ctx.needs_input_grad[0]:
@@ -89,7 +99,7 @@ class _SparseConv(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         weight, *saved = ctx.saved_tensors
-        with torch.autocast(grad_out.device.type, enabled=False):
+        with _no_autocast(grad_out.device.type):
             x = _load_input(ctx, saved) if ctx.needs_input_grad[1] else _absent_input(ctx, weight)
             mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.bias_sizes is not None and ctx.needs_input_grad[2]]
             grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
@@ -106,7 +116,7 @@ def _absent_input(ctx, weight):
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: DropSpec) -> torch.Tensor:
     """``F.linear`` that caches a sparsified input for the weight gradient."""
     x, weight, bias = _autocast_cast(x.device.type, x, weight, bias)
-    with torch.autocast(x.device.type, enabled=False):
+    with _no_autocast(x.device.type):
         return _SparseLinear.apply(x, weight, bias, spec)
 
 
@@ -126,7 +136,7 @@ def convolution(
     """Any convolution (1d/2d/3d, transposed, grouped) caching a sparsified input."""
     x, weight, bias = _autocast_cast(x.device.type, x, weight, bias)
     output_padding = list(output_padding) if output_padding is not None else [0] * len(stride)
-    with torch.autocast(x.device.type, enabled=False):
+    with _no_autocast(x.device.type):
         return _SparseConv.apply(
             x, weight, bias, spec, list(stride), list(padding), list(dilation), transposed, output_padding, groups
         )

@@ -24,8 +24,8 @@ class _MaskedReLU(torch.autograd.Function):
         ctx.shape = out.shape
         ctx.channels_last = out.dim() == 4 and not out.is_contiguous() and out.is_contiguous(memory_format=torch.channels_last)
         flat = (out.permute(0, 2, 3, 1) if ctx.channels_last else out).reshape(-1)
-        # not (out <= 0) rather than out > 0: nn.ReLU passes the gradient at NaN too.
-        positive = flat.le(0).logical_not_()
+        # out != 0 rather than out > 0: nn.ReLU's backward passes the gradient at NaN too.
+        positive = flat.ne(0)
         ctx.save_for_backward(pack_bits(positive))
         return out
 
@@ -39,7 +39,7 @@ class _MaskedReLU(torch.autograd.Function):
             positive = positive.view(s[0], s[2], s[3], s[1]).permute(0, 3, 1, 2)
         else:
             positive = positive.view(ctx.shape)
-        return grad_out.masked_fill(~positive, 0), None
+        return torch.where(positive, grad_out, 0), None
 
 
 def masked_relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:

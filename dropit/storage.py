@@ -16,35 +16,39 @@ Elements are flattened in memory order, so channels_last inputs are not copied.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
-_BIT_WEIGHTS: dict[torch.device, torch.Tensor] = {}
-
-
-def _bit_weights(device: torch.device) -> torch.Tensor:
-    w = _BIT_WEIGHTS.get(device)
-    if w is None:
-        w = _BIT_WEIGHTS[device] = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=device)
-    return w
+# Bit packing works on 64-bit words holding eight 0/1 bytes: three shift-or steps
+# gather the eight low bits into the lowest byte (and three shift-and steps undo
+# it), a few passes over n/8 words instead of a reduction over n bytes. The byte
+# order inside a word is little-endian on every platform PyTorch ships for.
+assert sys.byteorder == "little", "dropit's bit packing assumes a little-endian machine"
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """(n,) bool -> (ceil(n/8),) uint8, bit i of byte j is mask[8j + i]."""
+    """(n,) bool -> (ceil(n/8),) uint8; bit i of byte j is mask[8j + i]."""
     n = mask.numel()
     pad = (-n) % 8
-    m = mask.view(torch.uint8)
-    if pad:
-        m = torch.cat([m, m.new_zeros(pad)])
-    return (m.view(-1, 8) * _bit_weights(mask.device)).sum(1, dtype=torch.uint8)
+    if pad or mask.storage_offset() % 8 or not mask.is_contiguous():
+        mask = torch.cat([mask.reshape(-1), mask.new_zeros(pad)])
+    w = mask.view(torch.int64)
+    w = w | (w >> 7)
+    w |= w >> 14
+    w |= w >> 28
+    return w.to(torch.uint8)
 
 
 def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: (ceil(n/8),) uint8 -> (n,) bool."""
-    bits = packed.unsqueeze(1).bitwise_and(_bit_weights(packed.device)).ne_(0)
-    return bits.view(-1)[:n]
+    w = packed.to(torch.int64)
+    w = (w | (w << 28)).bitwise_and_(0x0000000F0000000F)
+    w = (w | (w << 14)).bitwise_and_(0x0003000300030003)
+    w = (w | (w << 7)).bitwise_and_(0x0101010101010101)
+    return w.view(torch.bool)[:n]
 
 
 @dataclass(frozen=True)
@@ -88,17 +92,16 @@ def compress(x: torch.Tensor, keep: torch.Tensor, flat: torch.Tensor, perm) -> C
     """Store the elements of ``flat`` (x in memory order) where ``keep`` is True."""
     n = flat.numel()
     es = x.element_size()
-    values = flat.masked_select(keep)
-    k = values.numel()
+    idx = keep.nonzero().view(-1)  # (k,) int64; the one host sync: the kept count
+    k = idx.numel()
     layout_args = (x.shape, x.dtype, perm, n)
     bits_bytes = (n + 7) // 8
     index_bytes = 4 * k
     if k * es + min(bits_bytes, index_bytes) >= n * es:
-        dense = flat.masked_fill(~keep, 0)
-        return Compact(dense, None, Layout("dense", *layout_args))
+        return Compact(torch.where(keep, flat, 0), None, Layout("dense", *layout_args))
+    values = flat.index_select(0, idx)
     if index_bytes < bits_bytes:
-        idx = keep.nonzero().view(-1).to(torch.int32)
-        return Compact(values, idx, Layout("index", *layout_args))
+        return Compact(values, idx.to(torch.int32), Layout("index", *layout_args))
     return Compact(values, pack_bits(keep), Layout("bits", *layout_args))
 
 

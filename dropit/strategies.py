@@ -7,17 +7,19 @@ always the input's own values at their own positions; only the choice differs.
 - ``"mink"``    exact min-k, as in the paper: drop the floor(gamma * n) elements
                 of smallest |x| (one global top-k, O(n log k)).
 - ``"sampled"`` approximate min-k in linear time: estimate the gamma-quantile
-                of |x| from a fixed low-discrepancy sample of 2^16 elements and
-                keep what lies above it. No sort of the whole tensor, no RNG.
-- ``"random"``  keep a uniformly random (1 - gamma) * n elements (ablation
-                baseline; uses torch's global RNG like dropout does).
+                of |x| from a fixed strided sample of about 2^16 elements and
+                keep what lies above it. No sort of the whole tensor, no RNG:
+                the same input always gives the same selection.
+- ``"random"``  keep each element with probability 1 - gamma, (1 - gamma) * n
+                on average (ablation baseline; torch's global RNG, as dropout).
 
-Non-finite inputs: NaN and +-Inf are always kept by every strategy except
-``"random"``, so a NaN reaches the weight gradient exactly as it would without
+Non-finite inputs: NaN and +-Inf are always kept by ``"mink"`` and
+``"sampled"``, so a NaN reaches the weight gradient exactly as it would without
 DropIT instead of being silently dropped.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -26,10 +28,21 @@ import torch
 Strategy = Callable[[torch.Tensor, float], torch.Tensor]
 
 SAMPLE_SIZE = 1 << 16
-# The golden ratio's fractional part times n gives a stride whose multiples
-# modulo n spread evenly over [0, n) (a Weyl sequence), avoiding the aliasing
-# a plain stride has with channel or row layouts.
-_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+@functools.lru_cache(maxsize=256)
+def _sample_stride(n: int) -> int:
+    """The largest prime p <= n / SAMPLE_SIZE with p >= 11, or 1 (use all of x).
+
+    A prime stride walks through every residue of the power-of-two (and 3x, 7x)
+    row, channel and plane sizes that activations have, so the strided sample
+    does not alias with the layout (a stride of 32 over 32-wide rows would see
+    one column); the sample keeps at least SAMPLE_SIZE elements.
+    """
+    p = n // SAMPLE_SIZE
+    while p >= 11 and any(p % d == 0 for d in range(2, math.isqrt(p) + 1)):
+        p -= 1
+    return p if p >= 11 else 1
 
 
 def num_kept(n: int, gamma: float) -> int:
@@ -49,38 +62,33 @@ def mink(x: torch.Tensor, gamma: float) -> torch.Tensor:
     return mask.index_fill_(0, idx, True)
 
 
-def _sample_indices(n: int, device: torch.device) -> torch.Tensor:
-    stride = max(1, round(n * _GOLDEN))
-    while math.gcd(stride, n) != 1:
-        stride += 1
-    return (torch.arange(SAMPLE_SIZE, device=device, dtype=torch.int64) * stride) % n
+def sampled_threshold(x: torch.Tensor, gamma: float) -> torch.Tensor | None:
+    """The estimated gamma-quantile of |x| (a 0-dim tensor, no host sync), or None to keep all.
 
-
-def sampled_threshold(x: torch.Tensor, gamma: float) -> torch.Tensor:
-    """The estimated gamma-quantile of |x| as a 0-dim tensor (no host sync)."""
-    n = x.numel()
-    if n <= SAMPLE_SIZE:
-        sample = x.abs()
-    else:
-        sample = x.take(_sample_indices(n, x.device)).abs()
-    m = sample.numel()
-    rank = math.floor(gamma * m)  # elements at or below the threshold
+    x is flat. Up to 11 * SAMPLE_SIZE elements the quantile is exact; above, it
+    is the quantile of a strided sample of SAMPLE_SIZE or more elements (a view:
+    no copy of x). The relative error of the kept count is then at most about
+    sqrt(gamma / ((1 - gamma) * SAMPLE_SIZE)), 1.2% at gamma = 0.9.
+    """
+    stride = _sample_stride(x.numel())
+    sample = x if stride == 1 else x[::stride]
+    rank = math.floor(gamma * sample.numel())  # sample elements at or below the threshold
     if rank == 0:
-        return sample.new_full((), -1.0)  # below every |x|: keep all
-    return sample.float().kthvalue(rank).values
+        return None
+    return sample.abs().kthvalue(rank).values
 
 
 def sampled(x: torch.Tensor, gamma: float) -> torch.Tensor:
     thr = sampled_threshold(x, gamma)
-    # `not (|x| <= thr)` rather than `|x| > thr` so that NaN is kept.
-    return x.abs().le(thr).logical_not_()
+    if thr is None:
+        return torch.ones_like(x, dtype=torch.bool)
+    # |x| > thr as "clamping changes x": one pass fewer than abs + compare, and
+    # NaN (which clamping leaves NaN, unequal to itself) is kept.
+    return x.clamp(-thr, thr) != x
 
 
 def random(x: torch.Tensor, gamma: float) -> torch.Tensor:
-    n = x.numel()
-    k = num_kept(n, gamma)
-    mask = torch.zeros(n, dtype=torch.bool, device=x.device)
-    return mask.index_fill_(0, torch.randperm(n, device=x.device)[:k], True)
+    return torch.rand(x.shape, device=x.device) >= gamma
 
 
 STRATEGIES: dict[str, Strategy] = {"mink": mink, "sampled": sampled, "random": random}

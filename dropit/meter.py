@@ -1,0 +1,213 @@
+"""A memory meter: the bytes a training forward keeps for backward, per layer.
+
+Every tensor autograd saves passes through a ``saved_tensors_hooks`` pack hook
+(DropIT's own records included, since they are saved with
+``ctx.save_for_backward``). The meter counts each underlying storage once, the
+whole storage even when only a view is saved (that is what stays alive),
+excludes the model's parameters and buffers, and charges the bytes to the
+innermost module running when the tensor was saved.
+
+    report = dropit.measure_cache(model, images)        # one real forward
+    print(report.table())
+    report = dropit.estimate_cache(model, (128, 3, 224, 224))  # meta device, no compute
+
+For DropIT layers the report also gives ``dense_bytes``: the size of the input
+the compact record stands for, so the saving is visible layer by layer. On CUDA
+``peak_cuda_bytes`` is the allocator's peak over the forward (weights, input,
+kept tensors and transients: the paper's "Cache (MB)" protocol).
+"""
+from __future__ import annotations
+
+import copy
+import gc
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from .sparsify import observe
+
+MiB = 2**20
+
+
+@dataclass
+class LayerCache:
+    name: str  # qualified module name; "" is the root, "<outside modules>" for functional ops
+    kind: str  # module class name
+    bytes: int = 0  # kept for backward, each storage once
+    dense_bytes: int = 0  # dense size of the inputs DropIT stored compactly here
+    tensors: int = 0
+
+
+@dataclass
+class CacheReport:
+    layers: list[LayerCache]
+    device: str
+    peak_cuda_bytes: int | None = None
+    _order: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(layer.bytes for layer in self.layers)
+
+    @property
+    def dense_bytes(self) -> int:
+        """Dense size of everything DropIT stored compactly."""
+        return sum(layer.dense_bytes for layer in self.layers)
+
+    def share(self, layer: LayerCache) -> float:
+        total = self.total_bytes
+        return layer.bytes / total if total else 0.0
+
+    def to_rows(self) -> list[dict]:
+        return [
+            {
+                "name": layer.name,
+                "kind": layer.kind,
+                "bytes": layer.bytes,
+                "mib": layer.bytes / MiB,
+                "share": self.share(layer),
+                "dense_bytes": layer.dense_bytes,
+                "tensors": layer.tensors,
+            }
+            for layer in self.layers
+        ]
+
+    def by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for layer in self.layers:
+            out[layer.kind] = out.get(layer.kind, 0) + layer.bytes
+        return out
+
+    def table(self, top: int | None = None) -> str:
+        rows = sorted(self.layers, key=lambda l: -l.bytes)[:top] if top else self.layers
+        width = max([len(r.name or "(root)") for r in rows] + [5])
+        lines = [f"{'layer':<{width}}  {'kind':<20} {'MiB':>10} {'share':>7} {'dense MiB':>10}"]
+        for r in rows:
+            dense = f"{r.dense_bytes / MiB:10.2f}" if r.dense_bytes else f"{'':>10}"
+            lines.append(
+                f"{r.name or '(root)':<{width}}  {r.kind:<20} {r.bytes / MiB:10.2f} {self.share(r):7.1%} {dense}"
+            )
+        lines.append(f"{'total':<{width}}  {'':<20} {self.total_bytes / MiB:10.2f}")
+        if self.peak_cuda_bytes is not None:
+            lines.append(f"CUDA allocator peak over the forward: {self.peak_cuda_bytes / MiB:.1f} MiB")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage()._cdata
+
+
+class CacheMeter:
+    """Context manager recording what is saved for backward inside it.
+
+    ``with CacheMeter(model) as meter: loss = model(x)``; then ``meter.report()``.
+    Use it around a forward only: the hooks return tensors unchanged, so
+    backward still works, but the meter keeps a reference to nothing.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self._names = {id(m): name for name, m in model.named_modules()}
+        self._stack: list[nn.Module] = []
+        self._seen: set[int] = set()
+        self._dense: dict[int, int] = {}
+        self._layers: dict[str, LayerCache] = {}
+        self._excluded = {_storage_key(t) for t in list(model.parameters()) + list(model.buffers())}
+        self._handles: list = []
+        self._device = "cpu"
+
+    def __enter__(self) -> "CacheMeter":
+        for m in self.model.modules():
+            self._handles.append(m.register_forward_pre_hook(self._push))
+            self._handles.append(m.register_forward_hook(self._pop, always_call=True))
+        self._observe = observe(self._on_sparsify)
+        self._observe.__enter__()
+        self._saved = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._saved.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._saved.__exit__(*exc)
+        self._observe.__exit__(*exc)
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._stack.clear()
+
+    def _push(self, module, args):
+        self._stack.append(module)
+
+    def _pop(self, module, args, output):
+        if self._stack and self._stack[-1] is module:
+            self._stack.pop()
+
+    def _on_sparsify(self, dense: torch.Tensor, record) -> None:
+        nbytes = dense.numel() * dense.element_size()
+        keys = [_storage_key(t) for t in record.tensors]
+        for i, key in enumerate(keys):  # charge the dense size once, to the record's first storage
+            self._dense.setdefault(key, nbytes if i == 0 else 0)
+
+    def _pack(self, t: torch.Tensor):
+        key = _storage_key(t)
+        if key in self._excluded or key in self._seen:
+            return t
+        self._seen.add(key)
+        self._device = t.device.type
+        owner = self._stack[-1] if self._stack else None
+        name = self._names.get(id(owner), "<outside modules>") if owner is not None else "<outside modules>"
+        layer = self._layers.get(name)
+        if layer is None:
+            layer = self._layers[name] = LayerCache(name, type(owner).__name__ if owner is not None else "-")
+        layer.bytes += t.untyped_storage().nbytes()
+        layer.dense_bytes += self._dense.get(key, 0)
+        layer.tensors += 1
+        return t
+
+    def report(self, peak_cuda_bytes: int | None = None) -> CacheReport:
+        return CacheReport(list(self._layers.values()), self._device, peak_cuda_bytes)
+
+
+def measure_cache(model: nn.Module, *inputs, **kwargs) -> CacheReport:
+    """One training-mode forward of ``model(*inputs, **kwargs)``; what it keeps for backward.
+
+    The model is put in training mode for the forward and its mode restored
+    afterwards; no backward runs and nothing is kept once this returns.
+    """
+    was_training = model.training
+    model.train()
+    cuda = any(isinstance(t, torch.Tensor) and t.is_cuda for t in inputs)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        with torch.enable_grad(), CacheMeter(model) as meter:
+            out = model(*inputs, **kwargs)
+        peak = None
+        if cuda:
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+        del out
+    finally:
+        model.train(was_training)
+    gc.collect()
+    return meter.report(peak)
+
+
+def estimate_cache(model: nn.Module, *input_shapes, dtype: torch.dtype = torch.float32) -> CacheReport:
+    """:func:`measure_cache` on the meta device: sizes without computing or allocating.
+
+    ``input_shapes`` are shapes (tuples) or tensors; the model is copied to the
+    meta device (the original is untouched). Strategies whose kept count depends
+    on the data are assumed to keep exactly (1 - gamma) * n elements.
+    """
+    meta_model = copy.deepcopy(model).to("meta")
+    meta_inputs = [
+        torch.empty(s.shape, dtype=s.dtype, device="meta") if isinstance(s, torch.Tensor)
+        else torch.empty(tuple(s), dtype=dtype, device="meta")
+        for s in input_shapes
+    ]
+    return measure_cache(meta_model, *meta_inputs)
