@@ -85,7 +85,9 @@ def to_dropit(
             which it returns True are converted (the root's name is ``""``).
         gamma_by_name: ``{fnmatch pattern: gamma}`` per-layer rates matched on
             qualified names, first match wins, e.g. ``{"layer4.*": 0.5}``.
-        relu_mask: also convert ``nn.ReLU`` to keep a 1-bit mask (exact).
+        relu_mask: also convert ``nn.ReLU`` to keep a 1-bit mask (exact) instead
+            of its output; a ReLU's rate comes from its name like a layer's,
+            and at rate 0 it runs as the plain ReLU.
         value_dtype: keep the kept values in ``torch.bfloat16`` or
             ``torch.float16`` instead of the input's dtype (off by default).
 
@@ -139,10 +141,9 @@ def set_gamma(model: nn.Module, gamma: float | Mapping[str, float]) -> nn.Module
     if isinstance(gamma, Mapping):
         rates = {p: check_gamma(g, f"gamma[{p!r}]") for p, g in gamma.items()}
         for name, _, fwd in converted_modules(model):
-            if fwd.kind != "relu":
-                g = _gamma_for(name, None, rates)
-                if g is not None:
-                    fwd.spec.gamma = g
+            g = _gamma_for(name, None, rates)
+            if g is not None:
+                fwd.spec.gamma = g
         return model
     g = check_gamma(gamma)
     for _, _, fwd in converted_modules(model):

@@ -13,6 +13,11 @@ always the input's own values at their own positions; only the choice differs.
 - ``"random"``  keep each element with probability 1 - gamma, (1 - gamma) * n
                 on average (ablation baseline; torch's global RNG, as dropout).
 
+Ties: ``"sampled"`` drops elements tied with its threshold, except where the
+threshold is the largest |x| (a constant tensor, kept whole rather than dropped
+whole); it never keeps zeros. ``"mink"`` keeps exactly its count, breaking
+ties arbitrarily.
+
 Non-finite inputs: NaN and +-Inf are always kept by ``"mink"`` and
 ``"sampled"``, so a NaN reaches the weight gradient exactly as it would without
 DropIT instead of being silently dropped.
@@ -75,7 +80,11 @@ def sampled_threshold(x: torch.Tensor, gamma: float) -> torch.Tensor | None:
     rank = math.floor(gamma * sample.numel())  # sample elements at or below the threshold
     if rank == 0:
         return None
-    return sample.abs().kthvalue(rank).values
+    mag = sample.abs()
+    thr = mag.kthvalue(rank).values
+    # A threshold equal to the largest |x| (a constant tensor) would drop all:
+    # step it towards zero so the ties are kept whole instead. Zero stays zero.
+    return torch.where(thr == mag.max(), torch.nextafter(thr, thr.new_zeros(())), thr)
 
 
 def sampled(x: torch.Tensor, gamma: float) -> torch.Tensor:

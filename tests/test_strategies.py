@@ -1,0 +1,110 @@
+"""Selection strategies: kept counts, kept energy against exact min-k, edge cases."""
+import math
+
+import pytest
+import torch
+
+from dropit.strategies import SAMPLE_SIZE, STRATEGIES, mink, num_kept, sampled, sampled_threshold
+
+N = 1 << 20
+
+
+def _distributions():
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randn(512, N // 512, generator=g) * torch.logspace(-2, 2, 512).unsqueeze(1)
+    return {
+        "gaussian": torch.randn(N, generator=g),
+        "post-relu": torch.randn(N, generator=g).clamp_min(0),
+        "laplace": torch.distributions.Laplace(0.0, 1.0).sample((N,)),
+        "student-t2": torch.distributions.StudentT(2.0).sample((N,)),
+        "per-row-scaled": rows.reshape(-1),
+        "nchw-post-relu": (torch.randn(8, 64, 32, 32, generator=g) * torch.linspace(0.1, 3, 32)).relu().reshape(-1),
+    }
+
+
+DISTRIBUTIONS = _distributions()
+
+
+def test_mink_keeps_exactly_the_largest_magnitudes():
+    x = torch.randn(10_001)
+    keep = mink(x, 0.9)
+    assert int(keep.sum()) == num_kept(x.numel(), 0.9) == 1001
+    assert x[keep].abs().min() > x[~keep].abs().max()
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+def test_sampled_keeps_97_percent_of_exact_energy_and_count_within_5_percent(name):
+    x = DISTRIBUTIONS[name]
+    gamma = 0.9
+    exact = mink(x, gamma)
+    approx = sampled(x, gamma)
+    energy = float(x[approx].square().sum() / x[exact].square().sum())
+    count = int(approx.sum()) / num_kept(x.numel(), gamma)
+    assert energy >= 0.97, energy
+    assert abs(count - 1) <= 0.05, count
+
+
+@pytest.mark.parametrize("gamma", [0.5, 0.8, 0.95])
+def test_sampled_kept_count_tracks_gamma(gamma):
+    x = DISTRIBUTIONS["laplace"]
+    count = int(sampled(x, gamma).sum()) / num_kept(x.numel(), gamma)
+    assert abs(count - 1) <= 0.05
+
+
+def test_sampled_is_exact_min_k_below_its_sample_size():
+    x = torch.randn(SAMPLE_SIZE // 2)
+    torch.testing.assert_close(sampled(x, 0.8), mink(x, 0.8), rtol=0, atol=0)
+
+
+def test_sampled_threshold_uses_no_rng_and_is_deterministic():
+    x = DISTRIBUTIONS["gaussian"]
+    state = torch.get_rng_state()
+    a, b = sampled(x, 0.9), sampled(x, 0.9)
+    assert torch.equal(a, b)
+    assert torch.equal(state, torch.get_rng_state())  # the training RNG stream is untouched
+
+
+def test_random_is_deterministic_under_a_seed_and_keeps_about_one_minus_gamma():
+    x = torch.randn(N)
+    torch.manual_seed(3)
+    a = STRATEGIES["random"](x, 0.9)
+    torch.manual_seed(3)
+    b = STRATEGIES["random"](x, 0.9)
+    assert torch.equal(a, b)
+    assert abs(int(a.sum()) / (0.1 * N) - 1) < 0.02
+
+
+@pytest.mark.parametrize("strategy", ["mink", "sampled"])
+def test_all_zero_tensor_keeps_nothing_worth_keeping(strategy):
+    keep = STRATEGIES[strategy](torch.zeros(1000), 0.9)
+    # mink keeps its count of (equal) zeros; sampled keeps none: zeros carry no gradient either way
+    assert int(keep.sum()) == (num_kept(1000, 0.9) if strategy == "mink" else 0)
+
+
+def test_constant_tensor_sampled_keeps_all_ties_mink_keeps_its_count():
+    x = torch.full((1000,), -2.5)
+    assert int(mink(x, 0.9).sum()) == 100
+    assert int(sampled(x, 0.9).sum()) == 1000  # all tie with the threshold: kept whole, never dropped whole
+
+
+@pytest.mark.parametrize("strategy", ["mink", "sampled"])
+@pytest.mark.parametrize("n", [1, 3, 9])
+def test_tensors_smaller_than_one_over_one_minus_gamma(strategy, n):
+    x = torch.arange(1.0, n + 1)
+    keep = STRATEGIES[strategy](x, 0.9)
+    assert int(keep.sum()) == num_kept(n, 0.9) == 1  # n - floor(0.9 n) is 1 for n < 10
+    assert bool(keep[-1])  # the largest
+
+
+@pytest.mark.parametrize("strategy", ["mink", "sampled"])
+def test_nan_and_inf_are_kept(strategy):
+    x = torch.randn(100_000)
+    x[[5, 500, 50_000]] = torch.tensor([math.nan, math.inf, -math.inf])
+    keep = STRATEGIES[strategy](x, 0.9)
+    assert keep[[5, 500, 50_000]].all()
+    assert abs(int(keep.sum()) / num_kept(x.numel(), 0.9) - 1) < 0.05
+
+
+def test_sampled_threshold_is_none_when_gamma_keeps_all():
+    assert sampled_threshold(torch.randn(10), 0.05) is None
+    assert bool(sampled(torch.randn(10), 0.05).all())
