@@ -18,12 +18,14 @@ kept tensors and transients: the paper's "Cache (MB)" protocol).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .sparsify import observe
 
@@ -197,12 +199,38 @@ def measure_cache(model: nn.Module, *inputs, **kwargs) -> CacheReport:
     return meter.report(peak)
 
 
+@contextlib.contextmanager
+def _fused_attention_on_meta():
+    """Meta tensors make ``F.scaled_dot_product_attention`` take its unfused math
+    path, which saves the (L, S) attention matrix; real CPU and CUDA runs take a
+    fused kernel that saves only q, k, v, the output and a logsumexp. For the
+    duration of an estimate, route meta calls to that kernel (its CPU form, whose
+    saved sizes equal the CUDA kernels'), so estimates match real runs. The
+    function is looked up at call time by ``nn.MultiheadAttention`` and by
+    dropit's attention, hence the scoped replacement."""
+    original = F.scaled_dot_product_attention
+
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        if query.is_meta and not enable_gqa:
+            return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale
+            )[0]
+        return original(query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa)
+
+    F.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
 def estimate_cache(model: nn.Module, *input_shapes, dtype: torch.dtype = torch.float32) -> CacheReport:
     """:func:`measure_cache` on the meta device: sizes without computing or allocating.
 
     ``input_shapes`` are shapes (tuples) or tensors; the model is copied to the
     meta device (the original is untouched). Strategies whose kept count depends
-    on the data are assumed to keep exactly (1 - gamma) * n elements.
+    on the data are assumed to keep exactly (1 - gamma) * n elements; attention
+    is assumed to run a fused kernel, as it does on CPU and CUDA.
     """
     meta_model = copy.deepcopy(model).to("meta")
     meta_inputs = [
@@ -210,4 +238,5 @@ def estimate_cache(model: nn.Module, *input_shapes, dtype: torch.dtype = torch.f
         else torch.empty(tuple(s), dtype=dtype, device="meta")
         for s in input_shapes
     ]
-    return measure_cache(meta_model, *meta_inputs)
+    with _fused_attention_on_meta():
+        return measure_cache(meta_model, *meta_inputs)

@@ -39,7 +39,8 @@ class _MaskedReLU(torch.autograd.Function):
             positive = positive.view(s[0], s[2], s[3], s[1]).permute(0, 3, 1, 2)
         else:
             positive = positive.view(ctx.shape)
-        return torch.where(positive, grad_out, 0), None
+        # threshold_backward on the 0/1 mask is nn.ReLU's own kernel (and faster than where)
+        return torch.ops.aten.threshold_backward(grad_out, positive.to(grad_out.dtype), 0), None
 
 
 def masked_relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:

@@ -7,7 +7,7 @@ always the input's own values at their own positions; only the choice differs.
 - ``"mink"``    exact min-k, as in the paper: drop the floor(gamma * n) elements
                 of smallest |x| (one global top-k, O(n log k)).
 - ``"sampled"`` approximate min-k in linear time: estimate the gamma-quantile
-                of |x| from a fixed strided sample of about 2^16 elements and
+                of |x| from a fixed random sample of 2^16 elements and
                 keep what lies above it. No sort of the whole tensor, no RNG:
                 the same input always gives the same selection.
 - ``"random"``  keep each element with probability 1 - gamma, (1 - gamma) * n
@@ -35,19 +35,17 @@ Strategy = Callable[[torch.Tensor, float], torch.Tensor]
 SAMPLE_SIZE = 1 << 16
 
 
-@functools.lru_cache(maxsize=256)
-def _sample_stride(n: int) -> int:
-    """The largest prime p <= n / SAMPLE_SIZE with p >= 11, or 1 (use all of x).
+@functools.lru_cache(maxsize=64)
+def _sample_indices(n: int, device: torch.device) -> torch.Tensor:
+    """SAMPLE_SIZE fixed pseudo-random positions in [0, n), the same for every call.
 
-    A prime stride walks through every residue of the power-of-two (and 3x, 7x)
-    row, channel and plane sizes that activations have, so the strided sample
-    does not alias with the layout (a stride of 32 over 32-wide rows would see
-    one column); the sample keeps at least SAMPLE_SIZE elements.
+    Drawn once per (n, device) from a generator seeded with n, so selection is
+    deterministic and the global RNG stream (dropout, augmentation) is untouched.
+    A random rather than strided sample cannot alias with row, channel or plane
+    sizes. Cached: 512 KiB per distinct size.
     """
-    p = n // SAMPLE_SIZE
-    while p >= 11 and any(p % d == 0 for d in range(2, math.isqrt(p) + 1)):
-        p -= 1
-    return p if p >= 11 else 1
+    g = torch.Generator().manual_seed(n)
+    return torch.randint(0, n, (SAMPLE_SIZE,), generator=g).to(device)
 
 
 def num_kept(n: int, gamma: float) -> int:
@@ -70,13 +68,13 @@ def mink(x: torch.Tensor, gamma: float) -> torch.Tensor:
 def sampled_threshold(x: torch.Tensor, gamma: float) -> torch.Tensor | None:
     """The estimated gamma-quantile of |x| (a 0-dim tensor, no host sync), or None to keep all.
 
-    x is flat. Up to 11 * SAMPLE_SIZE elements the quantile is exact; above, it
-    is the quantile of a strided sample of SAMPLE_SIZE or more elements (a view:
-    no copy of x). The relative error of the kept count is then at most about
+    x is flat. Up to 2 * SAMPLE_SIZE elements the quantile is exact; above, it
+    is the quantile of a fixed random sample of SAMPLE_SIZE elements. The
+    relative error of the kept count is then about
     sqrt(gamma / ((1 - gamma) * SAMPLE_SIZE)), 1.2% at gamma = 0.9.
     """
-    stride = _sample_stride(x.numel())
-    sample = x if stride == 1 else x[::stride]
+    n = x.numel()
+    sample = x if n <= 2 * SAMPLE_SIZE else x.take(_sample_indices(n, x.device))
     rank = math.floor(gamma * sample.numel())  # sample elements at or below the threshold
     if rank == 0:
         return None

@@ -102,3 +102,16 @@ def test_report_table_lists_layers_and_total():
     report = dropit.measure_cache(Mlp(), torch.randn(4, 32, requires_grad=True))
     text = report.table()
     assert "fc1" in text and "total" in text.splitlines()[-1]
+
+
+@pytest.mark.parametrize("gamma", [None, 0.9])
+def test_meta_estimate_equals_a_real_run_with_attention(gamma):
+    model = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=10
+    )
+    if gamma is not None:
+        dropit.to_dropit(model, strategy="mink", gamma=gamma)
+    real = dropit.measure_cache(model, torch.randn(4, 3, 32, 32))
+    meta = dropit.estimate_cache(model, (4, 3, 32, 32))
+    assert meta.total_bytes == real.total_bytes
+    assert torch.nn.functional.scaled_dot_product_attention.__module__ != "dropit.meter"  # restored

@@ -1,0 +1,138 @@
+"""Training-step time of DropIT against the plain model, measured interleaved in one process.
+
+    python benchmarks/speed.py                    # CPU: CIFAR ResNet-18 (batch 32) and a small ViT
+    python benchmarks/speed.py --device cuda      # the same on a GPU (add --batch 128 for the paper's batch)
+    python benchmarks/speed.py --quality          # also the selection-quality table
+
+Each round runs one step of every configuration in turn (plain, each strategy,
+the exact global top-k "mink" as the published reference), so drifts in machine
+speed hit all of them alike; the medians and their ratios to the plain step are
+printed. A step is zero_grad + forward + cross-entropy + backward + SGD step.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torchvision
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import dropit  # noqa: E402
+from dropit.strategies import STRATEGIES, num_kept  # noqa: E402
+
+
+def cifar_resnet18(num_classes=100):
+    m = torchvision.models.resnet18(num_classes=num_classes)
+    m.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    m.maxpool = nn.Identity()
+    return m
+
+
+def small_vit(num_classes=100):
+    return torchvision.models.VisionTransformer(
+        image_size=32, patch_size=4, num_layers=6, num_heads=6, hidden_dim=384, mlp_dim=1536, num_classes=num_classes
+    )
+
+
+def configurations(base: nn.Module, gamma: float):
+    yield "plain", base
+    for strategy in ["sampled", "mink", "random"]:
+        yield strategy, dropit.to_dropit(copy.deepcopy(base), strategy=strategy, gamma=gamma)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_model(name, base, x, y, gamma, rounds, device):
+    configs = dict(configurations(base.to(device), gamma))
+    opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in configs.items()}
+    times = {k: [] for k in configs}
+    for r in range(rounds + 2):
+        for key, model in configs.items():
+            sync(device)
+            t0 = time.perf_counter()
+            opts[key].zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            opts[key].step()
+            sync(device)
+            if r >= 2:  # two warm-up rounds
+                times[key].append(time.perf_counter() - t0)
+    plain = statistics.median(times["plain"])
+    print(f"\n{name}: batch {x.shape[0]}, {x.shape[-1]}x{x.shape[-1]}, gamma={gamma}, {rounds} interleaved rounds, "
+          f"{torch.get_num_threads()} threads, {device}")
+    print(f"{'configuration':<16}{'median step (ms)':>18}{'ratio to plain':>16}")
+    for key, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{key:<16}{med * 1e3:18.1f}{med / plain:16.2f}x")
+    return {k: statistics.median(v) / plain for k, v in times.items()}
+
+
+def activation_samples(n=1 << 20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    gauss = torch.randn(n, generator=g)
+    rows = torch.randn(256, n // 256, generator=g) * torch.logspace(-2, 2, 256).unsqueeze(1)
+    return {
+        "gaussian": gauss,
+        "post-relu": torch.randn(n, generator=g).clamp_min(0),
+        "laplace": torch.distributions.Laplace(0.0, 1.0).sample((n,)),
+        "student-t(2)": torch.distributions.StudentT(2.0).sample((n,)),
+        "per-row scaled": rows.reshape(-1),
+    }
+
+
+def selection_quality(gamma=0.9):
+    """Kept squared magnitude and kept count of each strategy against exact min-k."""
+    torch.manual_seed(0)
+    print(f"\nSelection quality at gamma={gamma} (1M elements): kept energy / exact min-k's, kept count / (1-gamma)n")
+    print(f"{'activations':<16}" + "".join(f"{s + ' energy':>16}{s + ' count':>14}" for s in STRATEGIES if s != "mink"))
+    results = {}
+    for name, x in activation_samples().items():
+        exact = STRATEGIES["mink"](x, gamma)
+        exact_energy = x[exact].square().sum()
+        target = num_kept(x.numel(), gamma)
+        row = f"{name:<16}"
+        for s, fn in STRATEGIES.items():
+            if s == "mink":
+                continue
+            keep = fn(x, gamma)
+            energy = float(x[keep].square().sum() / exact_energy)
+            count = int(keep.sum()) / target
+            results[(name, s)] = (energy, count)
+            row += f"{energy:16.4f}{count:14.4f}"
+        print(row)
+    return results
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--gamma", type=float, default=0.9)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--quality", action="store_true")
+    p.add_argument("--models", default="resnet18,vit")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    x = torch.randn(args.batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 100, (args.batch,), device=device)
+    builders = {"resnet18": ("CIFAR ResNet-18", cifar_resnet18), "vit": ("ViT (6 layers, dim 384, patch 4)", small_vit)}
+    for key in args.models.split(","):
+        title, build = builders[key]
+        bench_model(title, build(), x, y, args.gamma, args.rounds, device)
+    if args.quality:
+        selection_quality(args.gamma)
+
+
+if __name__ == "__main__":
+    main()
