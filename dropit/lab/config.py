@@ -1,0 +1,283 @@
+"""Run parameters: the ``RunConfig`` dataclass and the YAML/command-line loader.
+
+Every knob of a training run is a field of :class:`RunConfig`; a parameter file
+in ``params/`` sets some of them and the command line may override any::
+
+    cfg = load_config("params/smoke.yaml", ["epochs=3", "dropit=false"])
+
+Values are checked and coerced to the field's type (``epochs=3`` from the
+command line is an int, ``lr=1e-3`` a float, ``milestones=[60,120]`` a list of
+ints). A malformed file, an unknown key or a bad value raises
+:class:`ConfigError` naming the key, the file and the valid choices, before any
+work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import yaml
+
+MODELS = ("resnet18_cifar", "resnet18", "vit_b_16", "resnet_mini", "vit_tiny")
+DATASETS = ("cifar100", "imagenet", "imagenette")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model": MODELS,
+    "dataset": DATASETS,
+    "optimizer": ("sgd", "adamw"),
+    "schedule": ("multistep", "cosine", "constant"),
+    "amp": ("none", "bf16", "fp16"),
+    "dropit_strategy": ("mink", "sampled", "random"),
+    "mean_std": ("dataset", "half", "imagenet"),
+}
+
+
+class ConfigError(ValueError):
+    """A parameter file or override that cannot be used; the message says why."""
+
+
+@dataclass
+class RunConfig:
+    """All parameters of one training run (defaults: the paper's CIFAR-100 ResNet-18 recipe)."""
+
+    # what to train
+    model: str = "resnet18_cifar"  # one of MODELS
+    dataset: str = "cifar100"  # cifar100 | imagenet | imagenette
+    data_dir: Optional[str] = None  # else $DROPIT_DATA, else ./data
+    download: bool = False  # CIFAR-100 only: fetch with torchvision if the folder is absent
+    subset: Optional[int] = None  # train on this many images, class-balanced, deterministic
+    val_subset: Optional[int] = None  # evaluate on this many images, class-balanced
+    image_size: Optional[int] = None  # default: 32 for CIFAR-100, 224 for ImageNet
+    patch_size: Optional[int] = None  # ViT patch size (vit_tiny default: image_size // 8)
+    mean_std: str = "dataset"  # normalisation: dataset statistics, 0.5/0.5, or ImageNet's
+    crop_scale_min: float = 0.08  # RandomResizedCrop's lower scale bound
+    pretrained: Optional[str] = None  # local weights file (state_dict); no hub access
+    label: str = ""  # free text saying what ran, shown in the tables
+
+    # optimisation
+    epochs: int = 200
+    batch_size: int = 128  # global: divided among DDP processes
+    eval_batch_size: Optional[int] = None  # default: batch_size
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9  # SGD momentum; AdamW beta1
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "multistep"  # multistep | cosine (after warm-up) | constant
+    milestones: list[int] = field(default_factory=lambda: [60, 120, 160])  # epochs
+    lr_gamma: float = 0.2  # multistep factor
+    warmup_epochs: float = 0.0  # linear warm-up from 0, any schedule
+    min_lr: float = 0.0  # cosine floor
+    label_smoothing: float = 0.0
+    grad_clip: Optional[float] = None  # max global grad norm
+    amp: str = "none"  # none | bf16 | fp16 (fp16 needs CUDA)
+
+    # DropIT
+    dropit: bool = False
+    dropit_gamma: float = 0.9
+    dropit_strategy: str = "mink"
+    dropit_exclude: Optional[list[str]] = None  # fnmatch patterns left dense; None: first conv + classifier
+    dropit_relu_mask: bool = True  # ReLUs keep a 1-bit mask so the drop really frees memory
+
+    # run control
+    seed: int = 42
+    out_dir: str = "runs/default"
+    resume: bool = False  # continue from <out_dir>/checkpoint.pt if present
+    checkpoint: bool = True  # write <out_dir>/checkpoint.pt every epoch
+    num_workers: int = 0
+    threads: Optional[int] = None  # torch.set_num_threads, if given
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    eval_every: int = 1  # evaluate every N epochs (and always after the last)
+    max_steps: Optional[int] = None  # stop after this many optimizer steps in all (demos, tests)
+    cache_batch: Optional[int] = None  # images for the cache meter; default batch_size (capped at 128)
+    log_every: int = 50  # steps between plain log lines
+    paper_row: Optional[str] = None  # id of the paper row this run stands for (tables); inferred if None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(RunConfig)]
+
+
+_HINTS = typing.get_type_hints(RunConfig)
+
+
+def _where(key: str, source: str | None) -> str:
+    return f"{key!r}" + (f" (in {source})" if source else "")
+
+
+def _coerce(key: str, value: Any, hint: Any, source: str | None) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "~")):
+            return None
+        return _coerce(key, value, args[0], source)
+    bad = ConfigError(f"parameter {_where(key, source)} must be {_type_name(hint)}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise bad
+        return [_coerce(f"{key}[{i}]", v, item, source) for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.strip().lower() in ("true", "yes", "on", "1")
+        raise bad
+    if hint is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise bad from None
+        raise bad
+    if hint is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise bad from None
+        raise bad
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    raise bad
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return f"{_type_name(args[0])} or null"
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _unknown(key: str, source: str | None) -> ConfigError:
+    names = field_names()
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ConfigError(
+        f"unknown parameter {_where(key, source)}.{hint} Valid keys: {', '.join(sorted(names))}"
+    )
+
+
+def validate(cfg: RunConfig, source: str | None = None) -> RunConfig:
+    """Check choices and ranges; raises ConfigError naming the key."""
+    for key, choices in CHOICES.items():
+        if getattr(cfg, key) not in choices:
+            raise ConfigError(
+                f"parameter {_where(key, source)} = {getattr(cfg, key)!r} is not one of {', '.join(choices)}"
+            )
+    positive = ["epochs", "batch_size", "eval_every", "log_every"]
+    for key in positive + ["subset", "val_subset", "image_size", "patch_size", "max_steps", "eval_batch_size", "cache_batch", "threads"]:
+        v = getattr(cfg, key)
+        if v is not None and v <= 0:
+            raise ConfigError(f"parameter {_where(key, source)} must be positive, got {v}")
+    if not 0.0 <= cfg.dropit_gamma < 1.0:
+        raise ConfigError(f"parameter {_where('dropit_gamma', source)} must be in [0, 1), got {cfg.dropit_gamma}")
+    if cfg.lr <= 0:
+        raise ConfigError(f"parameter {_where('lr', source)} must be positive, got {cfg.lr}")
+    for key in ("weight_decay", "momentum", "label_smoothing", "warmup_epochs", "min_lr", "num_workers"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"parameter {_where(key, source)} must be >= 0, got {getattr(cfg, key)}")
+    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
+        raise ConfigError(f"parameter {_where('grad_clip', source)} must be positive or null, got {cfg.grad_clip}")
+    if not 0.0 < cfg.crop_scale_min <= 1.0:
+        raise ConfigError(f"parameter {_where('crop_scale_min', source)} must be in (0, 1], got {cfg.crop_scale_min}")
+    if sorted(cfg.milestones) != cfg.milestones:
+        raise ConfigError(f"parameter {_where('milestones', source)} must be increasing, got {cfg.milestones}")
+    return cfg
+
+
+def from_dict(values: dict[str, Any], source: str | None = None) -> RunConfig:
+    """A validated RunConfig from a mapping; unknown keys and bad values raise ConfigError."""
+    names = set(field_names())
+    kwargs = {}
+    for key, value in values.items():
+        if not isinstance(key, str) or key not in names:
+            raise _unknown(str(key), source)
+        kwargs[key] = _coerce(key, value, _HINTS[key], source)
+    return validate(RunConfig(**kwargs), source)
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """``["epochs=3", "dropit=true"]`` -> ``{"epochs": 3, "dropit": True}`` (YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip().removeprefix("--")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        if key not in _HINTS:
+            raise _unknown(key, "command line")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key] = raw
+        if out[key] is not None and _HINTS[key] in (str, Optional[str]):
+            out[key] = raw  # keep strings verbatim (e.g. label=2 epochs)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
+    """Read a YAML parameter file (a flat mapping of RunConfig keys) and apply ``key=value`` overrides."""
+    values: dict[str, Any] = {}
+    source = None
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read parameter file {source}: {e.strerror or e}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"parameter file {source} is not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"parameter file {source} must be a mapping of key: value, got {type(loaded).__name__}"
+            )
+        for key in loaded:
+            if not isinstance(key, str) or key not in _HINTS:
+                raise _unknown(str(key), source)
+        values.update(loaded)
+    over = parse_overrides(overrides)
+    for key, value in over.items():  # check each override against its own type first
+        _coerce(key, value, _HINTS[key], "command line")
+    values.update(over)
+    return from_dict(values, source)
+
+
+def as_config(config: RunConfig | dict | str | Path) -> RunConfig:
+    """Accept a RunConfig, a dict of its fields or a parameter file path."""
+    if isinstance(config, RunConfig):
+        return validate(dataclasses.replace(config))
+    if isinstance(config, dict):
+        return from_dict(config)
+    return load_config(config)

@@ -1,0 +1,172 @@
+"""Models by name, and the default choice of layers DropIT leaves dense.
+
+    build_model("resnet18_cifar", 100)          # torchvision resnet18, 3x3 stride-1 stem, no max-pool
+    build_model("resnet18", 1000)               # torchvision resnet18 (ImageNet stem)
+    build_model("vit_b_16", 100, image_size=224, weights="vit_b_16.pth")
+    build_model("resnet_mini", 100)             # narrow ResNet (16..128 channels), CIFAR stem: CPU demos
+    build_model("vit_tiny", 100, image_size=32) # 4-layer, 192-wide torchvision ViT: CPU demos
+
+Weights come from a local file only (a state_dict, or a dict holding one under
+"model" / "state_dict"); a classifier or position embedding of another shape
+(ImageNet head on CIFAR-100, another resolution) is re-initialised or
+interpolated, and every other key must match.
+
+The paper converts every conv and linear layer except the first layer of the
+network; its later release also keeps the classifier dense.
+:func:`default_dropit_exclude` names those two layers for any model.
+"""
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+from torchvision.models import resnet18 as tv_resnet18
+from torchvision.models import vit_b_16 as tv_vit_b_16
+from torchvision.models.resnet import BasicBlock, conv1x1
+from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings
+
+MODEL_NAMES = ("resnet18_cifar", "resnet18", "vit_b_16", "resnet_mini", "vit_tiny")
+
+
+class MiniResNet(nn.Module):
+    """A narrow ResNet with torchvision's BasicBlock and module names (conv1, layer1..4, fc)."""
+
+    def __init__(self, num_classes: int, widths: Sequence[int] = (16, 32, 64, 128), blocks: Sequence[int] = (1, 1, 1, 1)):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)  # CIFAR stem
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        c = widths[0]
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            stride = 1 if i == 0 else 2
+            down = None
+            if stride != 1 or c != w:
+                down = nn.Sequential(conv1x1(c, w, stride), nn.BatchNorm2d(w))
+            layer = [BasicBlock(c, w, stride, down)] + [BasicBlock(w, w) for _ in range(n - 1)]
+            setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
+            c = w
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))  # (B, 16, H, W)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))  # (B, 128, H/8, W/8)
+        return self.fc(torch.flatten(self.avgpool(x), 1))  # (B, classes)
+
+
+def _resnet18_cifar(num_classes: int) -> nn.Module:
+    m = tv_resnet18(weights=None, num_classes=num_classes)
+    m.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    nn.init.kaiming_normal_(m.conv1.weight, mode="fan_out", nonlinearity="relu")
+    m.maxpool = nn.Identity()
+    return m
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    *,
+    image_size: int | None = None,
+    weights: str | Path | None = None,
+    patch_size: int | None = None,
+) -> nn.Module:
+    """A freshly initialised model, or one loaded from the local ``weights`` file."""
+    if name == "resnet18_cifar":
+        model = _resnet18_cifar(num_classes)
+    elif name == "resnet18":
+        model = tv_resnet18(weights=None, num_classes=num_classes)
+    elif name == "resnet_mini":
+        model = MiniResNet(num_classes)
+    elif name == "vit_b_16":
+        model = tv_vit_b_16(weights=None, num_classes=num_classes, image_size=image_size or 224)
+    elif name == "vit_tiny":
+        size = image_size or 32
+        patch = patch_size or max(1, size // 8)
+        if size % patch:
+            raise ValueError(f"vit_tiny: image_size {size} is not a multiple of patch_size {patch}")
+        model = VisionTransformer(
+            image_size=size, patch_size=patch, num_layers=4, num_heads=3, hidden_dim=192, mlp_dim=384,
+            num_classes=num_classes,
+        )
+    else:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if weights:
+        load_weights(model, weights)
+    return model
+
+
+def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {path} (no hub access; give a local file)")
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "model_state"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a state_dict, got {type(obj).__name__}")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_weights(model: nn.Module, path: str | Path) -> list[str]:
+    """Load a local state_dict into ``model``; returns the keys re-initialised (shape mismatch: the head).
+
+    A ViT position embedding of another length is interpolated to this model's
+    resolution. Any other missing or unexpected key raises.
+    """
+    state = _state_dict_from_file(Path(path))
+    own = model.state_dict()
+    pos = "encoder.pos_embedding"
+    if isinstance(model, VisionTransformer) and pos in state and state[pos].shape != own[pos].shape:
+        state = interpolate_embeddings(model.image_size, model.patch_size, state)
+    skipped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
+    for k in skipped:
+        del state[k]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in skipped]
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit the model; missing {missing[:8]}, unexpected {unexpected[:8]}")
+    return skipped
+
+
+def _is_layer(m: nn.Module) -> bool:
+    return isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+
+
+def default_dropit_exclude(model: nn.Module) -> list[str]:
+    """Qualified names of the first convolution/linear layer and the classifier (the last Linear)."""
+    layers = [name for name, m in model.named_modules() if _is_layer(m)]
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    out = layers[:1]
+    if linears and linears[-1] not in out:
+        out.append(linears[-1])
+    return out
+
+
+def dropit_filter(exclude: Sequence[str]) -> Callable[[nn.Module, str], bool]:
+    """A ``module_filter_fn`` for :func:`dropit.to_dropit` converting all but names matching ``exclude``."""
+    patterns = list(exclude)
+
+    def keep(module: nn.Module, name: str) -> bool:
+        return not any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    return keep
+
+
+def apply_dropit(model: nn.Module, cfg) -> nn.Module:
+    """Convert ``model`` per a RunConfig's dropit_* fields (no-op if ``cfg.dropit`` is false)."""
+    if not cfg.dropit:
+        return model
+    import dropit
+
+    exclude = cfg.dropit_exclude if cfg.dropit_exclude is not None else default_dropit_exclude(model)
+    return dropit.to_dropit(
+        model, strategy=cfg.dropit_strategy, gamma=cfg.dropit_gamma,
+        module_filter_fn=dropit_filter(exclude), relu_mask=cfg.dropit_relu_mask,
+    )

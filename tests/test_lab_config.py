@@ -1,0 +1,114 @@
+"""Parameter files and command-line overrides: coercion, and clear errors before any work."""
+from pathlib import Path
+
+import pytest
+
+from dropit.lab.config import ConfigError, RunConfig, field_names, load_config
+from dropit.lab.paper import PAPER_ROWS
+
+PARAMS = Path(__file__).resolve().parent.parent / "params"
+
+
+def _write(tmp_path, text, name="p.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_overrides_are_coerced_to_field_types(tmp_path):
+    p = _write(tmp_path, "model: resnet_mini\nepochs: 5\nlr: 0.1\n")
+    cfg = load_config(p, ["epochs=3", "lr=1e-3", "milestones=[1,2]", "dropit=true", "data_dir=null",
+                          "label=quick run 2", "grad_clip=1", "subset=100"])
+    assert cfg.epochs == 3 and type(cfg.epochs) is int
+    assert cfg.lr == pytest.approx(1e-3) and type(cfg.lr) is float  # YAML reads 1e-3 as a string
+    assert cfg.milestones == [1, 2] and all(type(m) is int for m in cfg.milestones)
+    assert cfg.dropit is True
+    assert cfg.data_dir is None
+    assert cfg.label == "quick run 2"
+    assert cfg.grad_clip == 1.0 and type(cfg.grad_clip) is float
+    assert cfg.model == "resnet_mini"  # from the file
+
+
+def test_file_values_are_coerced(tmp_path):
+    p = _write(tmp_path, "weight_decay: 5.0e-4\nwarmup_epochs: 1\nlabel: 7\n")
+    cfg = load_config(p)
+    assert cfg.weight_decay == pytest.approx(5e-4)
+    assert type(cfg.warmup_epochs) is float
+    assert cfg.label == "7"
+
+
+def test_unknown_key_in_file_names_key_file_and_valid_keys(tmp_path):
+    p = _write(tmp_path, "epochs: 2\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "'learning_rate'" in msg and str(p) in msg
+    for key in ("lr", "epochs", "dropit_gamma"):
+        assert key in msg
+
+
+def test_unknown_override_is_rejected_with_suggestion(tmp_path):
+    with pytest.raises(ConfigError, match="'epoch'.*Did you mean 'epochs'"):
+        load_config(None, ["epoch=3"])
+
+
+def test_malformed_yaml_names_file(tmp_path):
+    p = _write(tmp_path, "epochs: [1, 2\nlr: 0.1\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as e:
+        load_config(p)
+    assert str(p) in str(e.value)
+
+
+def test_non_mapping_file_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(_write(tmp_path, "- epochs\n- 3\n"))
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("override, key", [
+    ("epochs=three", "epochs"), ("epochs=2.5", "epochs"), ("dropit=maybe", "dropit"),
+    ("milestones=5x", "milestones"), ("lr=fast", "lr"), ("optimizer=adam", "optimizer"),
+    ("amp=fp8", "amp"), ("dropit_gamma=1.0", "dropit_gamma"), ("batch_size=0", "batch_size"),
+    ("model=resnet50", "model"), ("noequals", "noequals"),
+])
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert key in str(e.value)
+
+
+def test_bad_choice_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="sgd, adamw"):
+        load_config(None, ["optimizer=adam"])
+
+
+def test_every_field_has_a_default_and_is_settable():
+    cfg = RunConfig()
+    assert set(cfg.to_dict()) == set(field_names())
+
+
+@pytest.mark.parametrize("path", sorted(PARAMS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_parameter_files_load(path):
+    cfg = load_config(path)
+    assert cfg.label, f"{path.name} must say what it runs"
+
+
+def test_one_full_and_one_quick_file_per_paper_row():
+    for row in PAPER_ROWS:
+        full = load_config(PARAMS / f"{row['id']}.yaml")
+        quick = load_config(PARAMS / f"{row['id']}_quick.yaml")
+        for cfg in (full, quick):
+            assert cfg.paper_row == row["id"]
+            assert cfg.dropit == row["dropit"]
+            if row["dropit"]:
+                assert cfg.dropit_gamma == row["gamma"]
+        assert full.model == row["model_name"]
+        assert (full.image_size or 32) == row["image_size"]
+        assert full.subset is None and full.max_steps is None
+        assert quick.subset is not None and quick.epochs < full.epochs
+        if row["table"] == "imagenet":
+            assert full.dataset == "imagenet" and quick.dataset == "imagenette"

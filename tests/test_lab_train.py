@@ -1,0 +1,172 @@
+"""The training loop: exact resume, callbacks and the stop flag, bad parameters, metrics.json."""
+import json
+import math
+
+import pytest
+import torch
+
+from dropit.lab import checkpoint as ckpt
+from dropit.lab.config import ConfigError, RunConfig
+from dropit.lab.train import Schedule, main, run
+from lab_fakes import write_cifar100
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_cifar100(root, n_train=160, n_test=100)
+    return root
+
+
+def _cfg(data_root, out, **kw):
+    base = dict(model="resnet_mini", dataset="cifar100", data_dir=str(data_root), epochs=3, batch_size=40,
+                lr=0.05, schedule="multistep", milestones=[2], lr_gamma=0.5, seed=3, out_dir=str(out),
+                log_every=1000, threads=1)
+    base.update(kw)
+    return RunConfig(**base)
+
+
+class Interrupt:
+    """Raises KeyboardInterrupt at a given step, as a Ctrl-C or a killed job would."""
+
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_step(self, state):
+        if state.step == self.at_step:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(data_root, tmp_path):
+    # DropIT "random" draws from torch's global RNG, as do the augmentations: resume must restore it
+    kw = dict(dropit=True, dropit_strategy="random", dropit_gamma=0.5)
+    full = run(_cfg(data_root, tmp_path / "full", **kw))
+
+    cfg = _cfg(data_root, tmp_path / "cut", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, callbacks=Interrupt(at_step=4 + 2))  # 4 steps per epoch: dies inside epoch 2
+    saved = ckpt.load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert saved["epoch"] == 1 and saved["step"] == 4
+    assert not list((tmp_path / "cut").glob(".*.tmp"))
+
+    cfg.resume = True
+    resumed = run(cfg)
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3]
+    for a, b in zip(full["epochs"], resumed["epochs"]):
+        assert a["train_loss"] == b["train_loss"] and a["val_top1"] == b["val_top1"] and a["val_loss"] == b["val_loss"]
+    assert full["final"]["top1"] == resumed["final"]["top1"]
+    wa = ckpt.load_checkpoint(tmp_path / "full" / "checkpoint.pt")["model"]
+    wb = ckpt.load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["model"]
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0, msg=k)
+    # and the run is not trivially reproducible: another seed trains other weights
+    other = run(_cfg(data_root, tmp_path / "seed", seed=4, epochs=1, **kw))
+    assert other["epochs"][0]["train_loss"] != full["epochs"][0]["train_loss"]
+
+
+class Recorder:
+    def __init__(self, stop_at=None):
+        self.steps, self.epochs, self.ended, self.stop_at = [], [], None, stop_at
+
+    def on_step(self, state):
+        self.steps.append((state.epoch, state.step, state.loss, state.lr))
+        if self.stop_at is not None and state.step >= self.stop_at:
+            state.stop = True
+
+    def on_epoch(self, state):
+        self.epochs.append(len(state.metrics))
+
+    def on_end(self, state):
+        self.ended = state.final
+
+
+def test_callbacks_see_every_step_and_epoch(data_root, tmp_path):
+    rec, only_end = Recorder(), type("E", (), {"on_end": lambda self, s: setattr(self, "f", s.final)})()
+    out = run(_cfg(data_root, tmp_path, epochs=2), callbacks=[rec, only_end])
+    assert [s[1] for s in rec.steps] == list(range(1, 9))
+    assert [s[0] for s in rec.steps] == [0] * 4 + [1] * 4
+    assert all(math.isfinite(s[2]) for s in rec.steps)
+    assert rec.epochs == [1, 2]
+    assert rec.ended == out["final"] == only_end.f
+    assert out["status"] == "done" and out["final"]["steps"] == 8
+
+
+def test_stop_flag_ends_training_cleanly(data_root, tmp_path):
+    rec = Recorder(stop_at=3)
+    out = run(_cfg(data_root, tmp_path, epochs=5), callbacks=rec)  # a single object works too
+    assert len(rec.steps) == 3 and out["final"]["steps"] == 3
+    assert out["status"] == "stopped" and out["final"]["stopped"] is True
+    assert out["final"]["top1"] is not None  # the stopped model was still evaluated
+    assert out["final"]["epochs_completed"] == 0 and out["epochs"][0]["partial"] is True
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["status"] == "stopped" and written["final"]["steps"] == 3
+    assert not (tmp_path / "checkpoint.pt").exists()  # no checkpoint of half an epoch
+    assert rec.ended is not None
+
+
+def test_metrics_json_layout(data_root, tmp_path):
+    out = run(_cfg(data_root, tmp_path, epochs=1, max_steps=2, label="layout check"))
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m == json.loads(json.dumps(out))
+    assert set(m) >= {"config", "epochs", "final", "environment"}
+    assert m["config"]["label"] == "layout check" and m["config"]["max_steps"] == 2
+    f = m["final"]
+    for key in ("top1", "top5", "cache_bytes", "peak_bytes", "images_per_s", "train_loss", "wall_s"):
+        assert key in f
+    assert 0 <= f["top1"] <= f["top5"] <= 100
+    assert f["val_images"] == 100 and f["steps"] == 2
+    assert m["epochs"][0]["train_images"] == 80
+    assert m["environment"]["torch"] == torch.__version__ and m["environment"]["world_size"] == 1
+
+
+def test_dropit_is_applied_and_cache_measured(data_root, tmp_path):
+    plain = run(_cfg(data_root, tmp_path / "a", epochs=1, max_steps=1, cache_batch=16))
+    drop = run(_cfg(data_root, tmp_path / "b", epochs=1, max_steps=1, cache_batch=16, dropit=True, dropit_gamma=0.9))
+    import dropit
+
+    if not hasattr(dropit, "measure_cache"):
+        pytest.skip("dropit.measure_cache not in the core yet")
+    assert 0 < drop["final"]["cache_bytes"] < plain["final"]["cache_bytes"]
+
+
+def test_bad_parameter_file_is_rejected_before_any_work(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"epochs: 1\nout_dir: {tmp_path / 'out'}\nlearning_rat: 0.1\n")
+    assert main([str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "learning_rat" in err and str(bad) in err and "lr" in err
+    assert not (tmp_path / "out").exists()
+    assert main([str(tmp_path / "missing.yaml")]) == 2
+    with pytest.raises(ConfigError):
+        run({"epochs": 1, "optimizer": "lion"})
+
+
+def test_missing_data_is_reported_by_the_cli(tmp_path, capsys):
+    assert main(["model=resnet_mini", f"data_dir={tmp_path}", f"out_dir={tmp_path / 'o'}"]) == 2
+    assert str(tmp_path / "cifar-100-python") in capsys.readouterr().err
+
+
+def test_schedules():
+    ms = Schedule(RunConfig(lr=0.1, schedule="multistep", milestones=[2, 4], lr_gamma=0.1, epochs=6), steps_per_epoch=10)
+    assert [ms(s) for s in (0, 19, 20, 39, 40, 59)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    cos = Schedule(RunConfig(lr=0.1, schedule="cosine", warmup_epochs=1, epochs=5, min_lr=0.0), steps_per_epoch=10)
+    assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0)
+    assert cos(10) == pytest.approx(1.0) and cos(30) == pytest.approx(0.5) and cos(50) == pytest.approx(0.0)
+    vals = [cos(s) for s in range(10, 51)]
+    assert all(a >= b for a, b in zip(vals, vals[1:]))
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    ckpt.atomic_write_json(target, {"v": 1})
+    import os
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.atomic_write_json(target, {"v": 2})
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
