@@ -76,3 +76,18 @@ def test_meta_tensor_record_has_the_real_records_size():
         real, meta = dropit.sparsify(x, spec), dropit.sparsify(x.to("meta"), spec)
         assert meta.layout.kind == real.layout.kind
         assert meta.nbytes() == real.nbytes()
+
+
+@pytest.mark.parametrize("value_dtype, bound", [(torch.bfloat16, 1e-2), (torch.float16, 1e-3)])
+def test_lower_precision_values_change_the_weight_gradient_slightly(value_dtype, bound):
+    import copy
+
+    layer = torch.nn.Conv2d(16, 16, 3, padding=1)
+    x = torch.randn(4, 16, 12, 12)
+    grads = []
+    for vdt in (None, value_dtype):
+        m = dropit.to_dropit(copy.deepcopy(layer), strategy="mink", gamma=0.9, value_dtype=vdt)
+        m(x).square().sum().backward()
+        grads.append(m.weight.grad)
+    rel = float((grads[1] - grads[0]).norm() / grads[0].norm())
+    assert 0 < rel < bound
