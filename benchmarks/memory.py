@@ -31,7 +31,7 @@ CONFIGS = {
 VARIANTS = {
     "plain": None,
     "dropit": dict(relu_mask=True),
-    "published": dict(relu_mask=False),  # no ReLU companion, as the published code
+    "published": dict(relu_mask=False, compact_maxpool=False),  # no companions, as the published code
 }
 
 

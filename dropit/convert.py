@@ -9,7 +9,9 @@ DropIT, and ``model.eval()`` or ``torch.no_grad()`` runs the untouched forward.
 
 With ``relu_mask=True`` (the default) every ``nn.ReLU`` also keeps a 1-bit mask
 instead of its dense output, so that the dense input of the convolution after
-it is really freed (see :mod:`dropit.relu`).
+it is really freed (see :mod:`dropit.relu`); with ``compact_maxpool=True`` every
+``nn.MaxPool2d`` keeps a byte per output instead of its input and indices
+(see :mod:`dropit.pool`). Both are exact.
 
 Example::
 
@@ -27,12 +29,13 @@ from typing import Callable, Iterator, Mapping
 import torch
 import torch.nn as nn
 
-from . import attention
+from . import attention, pool
 from .layers import get_forward, kind_of
 from .sparsify import DropSpec
 from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy
 
 ModuleFilter = Callable[[nn.Module, str], bool]
+_LAYER_KINDS = ("linear", "conv", "conv_transpose", "mha")  # what module_filter_fn chooses among
 
 
 class DropITForward:
@@ -73,6 +76,7 @@ def to_dropit(
     module_filter_fn: ModuleFilter | None = None,
     gamma_by_name: Mapping[str, float] | None = None,
     relu_mask: bool = True,
+    compact_maxpool: bool = True,
     value_dtype=None,
 ) -> nn.Module:
     """Convert ``model`` in place to cache sparsified inputs; returns the model.
@@ -88,6 +92,9 @@ def to_dropit(
         relu_mask: also convert ``nn.ReLU`` to keep a 1-bit mask (exact) instead
             of its output; a ReLU's rate comes from its name like a layer's,
             and at rate 0 it runs as the plain ReLU.
+        compact_maxpool: also convert ``nn.MaxPool2d`` to keep a one-byte
+            window offset per output instead of its input and int64 indices
+            (exact; see :mod:`dropit.pool`).
         value_dtype: keep the kept values in ``torch.bfloat16`` or
             ``torch.float16`` instead of the input's dtype (off by default).
 
@@ -107,9 +114,11 @@ def to_dropit(
         if id(module) in skip_children:
             continue
         kind = kind_of(module)
-        if kind is None or (kind == "relu" and not relu_mask):
+        if kind is None or (kind == "relu" and not relu_mask) or (kind == "maxpool" and not compact_maxpool):
             continue
-        if module_filter_fn is not None and kind != "relu" and not module_filter_fn(module, name):
+        if kind == "maxpool" and not pool.supports(module):
+            continue
+        if module_filter_fn is not None and kind in _LAYER_KINDS and not module_filter_fn(module, name):
             continue
         if kind == "mha":
             if not attention.supports(module):

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import functional as DF
+from .pool import compact_max_pool2d
 from .relu import masked_relu
 from .sparsify import DropSpec
 
@@ -69,6 +70,10 @@ def relu_forward(m: nn.ReLU, spec: DropSpec, x: torch.Tensor) -> torch.Tensor:
     return masked_relu(x, inplace=m.inplace)
 
 
+def maxpool_forward(m: nn.MaxPool2d, spec: DropSpec, x: torch.Tensor) -> torch.Tensor:
+    return compact_max_pool2d(x, m)
+
+
 def kind_of(module: nn.Module) -> str | None:
     """The forward kind DropIT can convert this module with, or None."""
     if isinstance(module, nn.MultiheadAttention):
@@ -81,6 +86,8 @@ def kind_of(module: nn.Module) -> str | None:
         return "conv"
     if isinstance(module, nn.ReLU):
         return "relu"
+    if isinstance(module, nn.MaxPool2d):
+        return "maxpool"
     return None
 
 
@@ -93,4 +100,5 @@ def get_forward(kind: str):
         "conv_transpose": conv_transpose_forward,
         "relu": relu_forward,
         "mha": mha_forward,
+        "maxpool": maxpool_forward,
     }[kind]
