@@ -5,7 +5,9 @@ to a boolean mask (n,) of the elements to keep. The kept values themselves are
 always the input's own values at their own positions; only the choice differs.
 
 - ``"mink"``    exact min-k, as in the paper: drop the floor(gamma * n) elements
-                of smallest |x| (one global top-k, O(n log k)).
+                of smallest |x|. Large tensors take the top-k only among the
+                candidates above a sampled lower bound (a few % more than k),
+                not over all n: the same set, at a fraction of the cost.
 - ``"sampled"`` approximate min-k in linear time: estimate the gamma-quantile
                 of |x| from a fixed random sample of 2^15 elements and
                 keep what lies above it. No sort of the whole tensor, no RNG:
@@ -57,13 +59,32 @@ def num_kept(n: int, gamma: float) -> int:
 def mink(x: torch.Tensor, gamma: float) -> torch.Tensor:
     n = x.numel()
     k = num_kept(n, gamma)
-    mask = torch.zeros(n, dtype=torch.bool, device=x.device)
-    if k == 0:
-        return mask
-    mag = x.abs()
-    mag = torch.where(torch.isnan(mag), torch.full_like(mag, math.inf), mag)
-    idx = mag.topk(k, sorted=False).indices
-    return mask.index_fill_(0, idx, True)
+    mag = x.abs().nan_to_num_(nan=math.inf, posinf=math.inf)  # NaN ranks as the largest
+    idx = _top_k_indices(mag, k, gamma)
+    return torch.zeros(n, dtype=torch.bool, device=x.device).index_fill_(0, idx, True)
+
+
+def _top_k_indices(mag: torch.Tensor, k: int, gamma: float) -> torch.Tensor:
+    """Indices of the k largest of mag, without a top-k over all of it when it is large.
+
+    A threshold a few standard errors below the sample's gamma-quantile leaves
+    (with overwhelming probability) at least k candidates above it; the top-k
+    of the candidates is then the exact top-k of mag. If the sample misled us
+    (fewer than k candidates), fall back to the full top-k.
+    """
+    n = mag.numel()
+    if n <= 4 * SAMPLE_SIZE or mag.is_meta:
+        return mag.topk(k, sorted=False).indices
+    sample = mag.take(_sample_indices(n, mag.device))
+    slack = 6 * math.sqrt(gamma * (1 - gamma) / SAMPLE_SIZE) + 2 / SAMPLE_SIZE
+    rank = math.floor(max(0.0, gamma - slack) * SAMPLE_SIZE)
+    if rank == 0:
+        return mag.topk(k, sorted=False).indices
+    low = sample.kthvalue(rank).values
+    candidates = (mag > low).nonzero().view(-1)
+    if candidates.numel() < k:
+        return mag.topk(k, sorted=False).indices
+    return candidates[mag.index_select(0, candidates).topk(k, sorted=False).indices]
 
 
 def sampled_threshold(x: torch.Tensor, gamma: float) -> torch.Tensor | None:

@@ -108,3 +108,24 @@ def test_nan_and_inf_are_kept(strategy):
 def test_sampled_threshold_is_none_when_gamma_keeps_all():
     assert sampled_threshold(torch.randn(10), 0.05) is None
     assert bool(sampled(torch.randn(10), 0.05).all())
+
+
+@pytest.mark.parametrize("name", ["gaussian", "post-relu", "student-t2"])
+def test_mink_on_large_tensors_is_the_exact_top_k(name):
+    x = DISTRIBUTIONS[name]
+    keep = mink(x, 0.9)
+    k = num_kept(x.numel(), 0.9)
+    assert int(keep.sum()) == k
+    threshold = x.abs().kthvalue(x.numel() - k).values  # the largest dropped magnitude
+    assert bool((x[keep].abs() >= threshold).all()) and bool((x[~keep].abs() <= threshold).all())
+
+
+def test_mink_falls_back_to_a_full_top_k_when_the_sample_misleads():
+    from dropit.strategies import _sample_indices
+
+    n = 1 << 20
+    x = torch.rand(n) * 0.01
+    x[_sample_indices(n, x.device)] = 10.0  # the sample sees only large values
+    keep = mink(x, 0.9)
+    assert int(keep.sum()) == num_kept(n, 0.9)
+    assert x[keep].min() >= x[~keep].max()
