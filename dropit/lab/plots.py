@@ -1,0 +1,282 @@
+"""Plotly figures of the kit: pure functions from tensors or rows to ``go.Figure``.
+
+Only notebooks and the report import this module (it imports plotly); the live,
+widget-backed versions live in :mod:`dropit.lab.widgets`.
+
+- :func:`activation_heatmap`   one activation slice before and after dropping
+- :func:`magnitude_histogram`  |x| with the kept/dropped split and the threshold
+- :func:`gamma_curves`         weight-gradient error and kept bytes vs gamma
+- :func:`layer_memory_bars`    bytes kept for backward per layer (one or more models)
+- :func:`training_curves`      loss, top-1 and cache memory per epoch of runs
+- :func:`training_figure`      the empty three-panel figure the live plot fills
+- :func:`cache_column_figure`  the Cache (MB) column: ours beside the paper's
+
+    from dropit.lab import plots, teach
+    d = teach.drop(teach.demo_activation(), gamma=0.9)
+    plots.activation_heatmap(d.before, d.after).show()
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+MiB = 2**20
+KEPT_COLOR = "#1f77b4"
+DROPPED_COLOR = "#d62728"
+PAPER_COLOR = "#7f7f7f"
+
+
+def _slice2d(t, index: Sequence[int]) -> torch.Tensor:
+    t = torch.as_tensor(t).detach().float().cpu()
+    while t.dim() > 2:
+        i = index[0] if index else 0
+        t, index = t[i], index[1:]
+    if t.dim() == 1:
+        t = t.unsqueeze(0)
+    return t
+
+
+def activation_heatmap(before, after, *, index: Sequence[int] = (0, 0), title: str | None = None) -> go.Figure:
+    """Two heatmaps of one 2-D slice (``index`` picks sample and channel): before / after.
+
+    Both panels share one symmetric colour scale (zero is white), so what
+    DropIT dropped shows as white in the right panel.
+    """
+    b, a = _slice2d(before, index), _slice2d(after, index)
+    lim = float(b.abs().max()) or 1.0
+    dropped = (a.eq(0) & b.ne(0)).float().mean().item()
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("cached without DropIT", f"cached with DropIT ({dropped:.0%} of this slice dropped)"),
+        horizontal_spacing=0.06,
+    )
+    common = dict(colorscale="RdBu", zmin=-lim, zmax=lim, zmid=0.0)
+    fig.add_trace(go.Heatmap(z=b.tolist(), name="before", showscale=False, **common), 1, 1)
+    fig.add_trace(go.Heatmap(z=a.tolist(), name="after", colorbar=dict(title="x"), **common), 1, 2)
+    for c in (1, 2):
+        fig.update_yaxes(autorange="reversed", scaleanchor=f"x{'' if c == 1 else c}", row=1, col=c)
+    fig.update_layout(title=title or f"One activation slice {tuple(index)}", height=420)
+    return fig
+
+
+def magnitude_histogram(
+    x, threshold: float | None = None, kept=None, *, bins: int = 80, title: str | None = None
+) -> go.Figure:
+    """Histogram of |x| (counts computed here, so the figure stays small).
+
+    With ``kept`` (a bool tensor like x) the bars are split into kept and
+    dropped elements; ``threshold`` draws the dropping boundary.
+    """
+    mag = torch.as_tensor(x).detach().float().abs().reshape(-1).cpu()
+    hi = float(mag.max()) if mag.numel() else 1.0
+    edges = torch.linspace(0.0, hi or 1.0, bins + 1)
+    centers = ((edges[:-1] + edges[1:]) / 2).tolist()
+    width = float(edges[1] - edges[0])
+
+    def counts(values: torch.Tensor) -> list[int]:
+        if values.numel() == 0:
+            return [0] * bins
+        return torch.histogram(values, bins=edges).hist.long().tolist()
+
+    fig = go.Figure()
+    if kept is None:
+        fig.add_trace(go.Bar(x=centers, y=counts(mag), width=width, name="|x|", marker_color=KEPT_COLOR))
+    else:
+        k = torch.as_tensor(kept).reshape(-1).bool().cpu()
+        fig.add_trace(go.Bar(x=centers, y=counts(mag[~k]), width=width, name=f"dropped ({(~k).sum().item()})", marker_color=DROPPED_COLOR))
+        fig.add_trace(go.Bar(x=centers, y=counts(mag[k]), width=width, name=f"kept ({k.sum().item()})", marker_color=KEPT_COLOR))
+        fig.update_layout(barmode="stack")
+    if threshold is not None:
+        fig.add_vline(x=threshold, line_dash="dash", line_color="black", annotation_text=f"threshold {threshold:.3g}")
+    fig.update_layout(
+        title=title or "Magnitudes |x| of the cached input",
+        xaxis_title="|x|",
+        yaxis_title="elements",
+        bargap=0,
+        height=380,
+    )
+    return fig
+
+
+def _by(rows: Iterable[Mapping[str, Any]], key: str) -> dict[Any, list[Mapping[str, Any]]]:
+    groups: dict[Any, list] = {}
+    for r in rows:
+        groups.setdefault(r.get(key), []).append(r)
+    return groups
+
+
+def gamma_curves(grad_rows: Sequence[Mapping], byte_rows: Sequence[Mapping] = (), *, title: str | None = None) -> go.Figure:
+    """Left: relative weight-gradient error vs gamma (one line per strategy).
+
+    Right: bytes kept relative to the dense tensor: this kit's record and the
+    published format (values + int32 indices). Rows as from
+    :func:`dropit.lab.teach.grad_error_vs_gamma` / ``kept_bytes_vs_gamma``.
+    """
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("weight-gradient error vs dense autograd", "bytes kept / dense bytes")
+    )
+    for strategy, rows in _by(grad_rows, "strategy").items():
+        rows = sorted(rows, key=lambda r: r["gamma"])
+        fig.add_trace(
+            go.Scatter(x=[r["gamma"] for r in rows], y=[r["weight_rel_error"] for r in rows], mode="lines+markers", name=f"grad error ({strategy})"),
+            1, 1,
+        )
+    for strategy, rows in _by(byte_rows, "strategy").items():
+        rows = sorted(rows, key=lambda r: r["gamma"])
+        g = [r["gamma"] for r in rows]
+        fig.add_trace(go.Scatter(x=g, y=[r["kept_bytes"] / r["dense_bytes"] for r in rows], mode="lines+markers", name=f"this kit ({strategy})"), 1, 2)
+        fig.add_trace(
+            go.Scatter(x=g, y=[r["published_bytes"] / r["dense_bytes"] for r in rows], mode="lines", line_dash="dot", name=f"values + int32 index ({strategy})"),
+            1, 2,
+        )
+    if byte_rows:
+        fig.add_hline(y=1.0, line_color=PAPER_COLOR, line_dash="dash", annotation_text="dense", row=1, col=2)
+    fig.update_xaxes(title_text="dropping rate γ", range=[0, 1])
+    fig.update_yaxes(title_text="‖ΔdW‖ / ‖dW‖", row=1, col=1)
+    fig.update_yaxes(title_text="ratio", row=1, col=2)
+    fig.update_layout(title=title or "What γ costs and saves", height=400)
+    return fig
+
+
+def cache_vs_gamma_figure(rows: Sequence[Mapping], *, title: str | None = None) -> go.Figure:
+    """A model's bytes kept for backward vs gamma (rows from ``teach.cache_vs_gamma``)."""
+    plain = [r for r in rows if r.get("gamma") is None]
+    pts = sorted((r for r in rows if r.get("gamma") is not None), key=lambda r: r["gamma"])
+    fig = go.Figure(go.Scatter(x=[r["gamma"] for r in pts], y=[r["cache_bytes"] / MiB for r in pts], mode="lines+markers", name="DropIT"))
+    if plain:
+        fig.add_hline(y=plain[0]["cache_bytes"] / MiB, line_dash="dash", line_color=PAPER_COLOR, annotation_text="plain model")
+    fig.update_layout(title=title or "Bytes kept for backward vs γ", xaxis_title="dropping rate γ", yaxis_title="MiB", height=380)
+    return fig
+
+
+def layer_memory_bars(rows, *, title: str | None = None, top: int | None = None) -> go.Figure:
+    """Bytes kept for backward per layer, in MiB.
+
+    ``rows`` is one list of the meter's rows (``CacheReport.to_rows()``: name,
+    kind, bytes, dense_bytes) or ``{label: rows}`` to compare models side by
+    side (e.g. plain vs DropIT). ``top`` keeps the largest layers (by the
+    first series). Layers DropIT stored compactly also show their dense size.
+    """
+    series: Mapping[str, Sequence[Mapping]] = rows if isinstance(rows, Mapping) else {"kept": rows}
+    first = next(iter(series.values()), [])
+    order = [r["name"] or "<root>" for r in first]
+    for rs in series.values():
+        order += [r["name"] or "<root>" for r in rs if (r["name"] or "<root>") not in order]
+    if top is not None:
+        size = {r["name"] or "<root>": r["bytes"] for r in first}
+        order = sorted(order, key=lambda n: size.get(n, 0), reverse=True)[:top]
+    fig = go.Figure()
+    for label, rs in series.items():
+        by_name = {r["name"] or "<root>": r for r in rs}
+        fig.add_trace(
+            go.Bar(
+                x=order,
+                y=[by_name[n]["bytes"] / MiB if n in by_name else 0 for n in order],
+                name=label,
+                hovertext=[by_name[n].get("kind", "") if n in by_name else "" for n in order],
+            )
+        )
+        dense = [by_name[n].get("dense_bytes", 0) / MiB if n in by_name else 0 for n in order]
+        if any(dense):
+            fig.add_trace(
+                go.Scatter(x=order, y=dense, mode="markers", marker_symbol="line-ew-open", marker_size=14, name=f"{label}: dense size of dropped inputs")
+            )
+    fig.update_layout(
+        title=title or "Bytes kept for backward, per layer",
+        xaxis_title="layer",
+        yaxis_title="MiB",
+        barmode="group",
+        height=420,
+        xaxis_tickangle=-60,
+    )
+    return fig
+
+
+def training_figure(*, step_axis: bool = False, title: str | None = None) -> go.Figure:
+    """The empty three-panel layout: loss, top-1 (%), cache memory (MiB)."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("train loss", "top-1 (%)", "cache kept for backward (MiB)"))
+    fig.update_xaxes(title_text="step" if step_axis else "epoch", row=1, col=1)
+    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    fig.update_xaxes(title_text="epoch", row=1, col=3)
+    fig.update_layout(title=title or "Training", height=380)
+    return fig
+
+
+def _runs(runs) -> dict[str, Mapping]:
+    if isinstance(runs, Mapping) and "epochs" in runs:
+        runs = [runs]
+    if isinstance(runs, Mapping):
+        return dict(runs)
+    out: dict[str, Mapping] = {}
+    for m in runs:
+        label = base = _run_label(m)
+        n = 1
+        while label in out:  # several runs may share a label ("quick")
+            n += 1
+            label = f"{base} ({n})"
+        out[label] = m
+    return out
+
+
+def _run_label(metrics: Mapping) -> str:
+    """A short legend name: the paper row a run stands for, else its label or model, + DropIT."""
+    cfg = metrics.get("config", {}) or {}
+    name = str(cfg.get("paper_row") or cfg.get("label") or cfg.get("model", "run"))
+    if cfg.get("dropit") and "dropit" not in name.lower():
+        name += f" DropIT γ={cfg.get('dropit_gamma')}"
+    return name
+
+
+def training_curves(runs, *, title: str | None = None) -> go.Figure:
+    """Per-epoch train loss, top-1 and cache memory of one or more runs.
+
+    ``runs``: a metrics dict (``metrics.json``), a list of them, or
+    ``{label: metrics}``.
+    """
+    fig = training_figure(title=title)
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    for i, (label, m) in enumerate(_runs(runs).items()):
+        epochs = m.get("epochs", [])
+        ep = [e.get("epoch", j + 1) for j, e in enumerate(epochs)]
+        color = palette[i % len(palette)]
+        for col, keys, scale in ((1, ("train_loss",), 1.0), (2, ("val_top1", "top1"), 1.0), (3, ("cache_bytes",), 1 / MiB)):
+            vals = [next((e[k] for k in keys if e.get(k) is not None), None) for e in epochs]
+            pts = [(x, v * scale) for x, v in zip(ep, vals) if v is not None]
+            fig.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=label,
+                    legendgroup=label, showlegend=col == 1, line_color=color,
+                ),
+                1, col,
+            )
+    return fig
+
+
+def cache_column_figure(rows: Sequence[Mapping], *, title: str | None = None) -> go.Figure:
+    """The Cache (MB) column: kept-for-backward (ours), CUDA peak (ours, if any), paper's.
+
+    ``rows`` as from ``dropit.lab.memory.cache_column()``.
+    """
+    names = []
+    for r in rows:
+        model = str(r["model"])
+        if r.get("dropit"):
+            model = (model if "DropIT" in model else model + " w. DropIT") + f" γ={r['gamma']}"
+        names.append(f"{r['table']} {model}")
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=names, y=[r.get("kept_mb") for r in rows], name="ours: kept for backward (meter)"))
+    if any(r.get("peak_mb") is not None for r in rows):
+        fig.add_trace(go.Bar(x=names, y=[r.get("peak_mb") for r in rows], name="ours: CUDA peak (paper's protocol)"))
+    fig.add_trace(go.Bar(x=names, y=[r.get("paper_mb") for r in rows], name="paper (CUDA peak)", marker_color=PAPER_COLOR))
+    fig.update_layout(
+        title=title or "Cache (MB), batch 128, fp32, one training-mode forward",
+        yaxis_title="MB (2^20 bytes)",
+        barmode="group",
+        height=440,
+        xaxis_tickangle=-30,
+    )
+    return fig

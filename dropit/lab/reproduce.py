@@ -1,0 +1,201 @@
+"""Reproduce the paper's tables by running the notebooks with papermill.
+
+    DROPIT_DATA=../shared/data python -m dropit.lab.reproduce               # quick preset, CPU, < 20 min
+    python -m dropit.lab.reproduce --preset paper                           # full recipes (GPUs; torchrun if several)
+    python -m dropit.lab.reproduce --only memory,cifar100 --results out/    # a part
+
+Runs, each with papermill on the ``dropit`` Jupyter kernel (registered for
+this Python on first use, ``python -m ipykernel install --sys-prefix --name dropit``):
+
+1. ``memory.ipynb``      the Cache (MB) column of all eight rows, per-layer breakdown
+2. ``quickstart.ipynb``  the teaching figures (no widgets)
+3. ``explore.ipynb``     one short smoke run through the live-plot panel (quick preset only)
+4. ``cifar100.ipynb``    the four CIFAR-100 rows (``params/cifar100_*[_quick].yaml``)
+5. ``imagenet.ipynb``    the four ImageNet rows (Imagenette in the quick preset)
+
+and writes ``<results>/tables.md``, ``<results>/report.html`` (self-contained)
+and the executed notebooks ``<results>/<name>.ipynb``. Progress: one line per
+notebook and the notebooks' own log lines as they run. A failing notebook is
+reported and the rest still run; the exit status is 1 if any failed.
+
+Time: the quick preset keeps to ``--budget-min`` (default 18) whatever the
+machine's speed: the table notebooks get what the budget has left, shared
+equally by their rows, and a row that reaches its share stops training cleanly
+(evaluated, metrics written) and is marked "stopped early" in the tables.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .rows import project_root
+
+KERNEL_NAME = "dropit"
+ALL = ("memory", "quickstart", "explore", "cifar100", "imagenet")
+
+
+@dataclass
+class Job:
+    name: str  # notebook stem under notebooks/
+    parameters: dict = field(default_factory=dict)
+
+
+def plan(preset: str, results: Path) -> list[Job]:
+    """The notebooks to run and their parameters for a preset (fixed-cost ones first)."""
+    runs, figures = str(results / "runs" / preset), str(results / "figures")
+    table = dict(preset=preset, out_root=runs, figures_dir=figures)
+    jobs = [
+        Job("memory", dict(batch_size=128, out_dir=str(results / "memory"))),
+        Job("quickstart", dict(interactive=False)),
+    ]
+    if preset == "quick":
+        jobs.append(
+            Job("explore", dict(interactive=False, out_root=str(results / "explore"),
+                                overrides=["subset=500", "val_subset=200", "batch_size=32", "max_steps=8", "cache_batch=16", "checkpoint=false"]))
+        )
+    jobs += [Job("cifar100", dict(table="cifar100", **table)), Job("imagenet", dict(table="imagenet", **table))]
+    return jobs
+
+
+TABLE_JOBS = ("cifar100", "imagenet")
+RESERVE_S = 60.0  # kept back for the report, kernel start-ups and slack
+
+
+def table_budget(job: Job, jobs_left: list[Job], budget_s: float, elapsed_s: float) -> float | None:
+    """Seconds a table notebook may spend on its rows: its share (by rows) of what the budget has left."""
+    tables_left = [j for j in jobs_left if j.name in TABLE_JOBS]
+    if job.name not in TABLE_JOBS or not tables_left:
+        return None
+    rows_left = 4 * len(tables_left)
+    left = budget_s - elapsed_s - RESERVE_S - 10.0 * len(jobs_left)
+    return max(60.0, left * 4 / rows_left)
+
+
+def ensure_kernel(name: str = KERNEL_NAME) -> str:
+    """Register a Jupyter kernel for this Python (in sys.prefix) unless one by that name runs it already."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(name)
+        if spec.argv and Path(spec.argv[0]).resolve() == Path(sys.executable).resolve():
+            return name
+    except NoSuchKernel:
+        pass
+    subprocess.run(
+        [sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", name, "--display-name", "Python (dropit)"],
+        check=True,
+    )
+    return name
+
+
+def _absolute_data_env(root: Path) -> None:
+    """Notebooks run in notebooks/, so a relative DROPIT_DATA is made absolute here."""
+    data = os.environ.get("DROPIT_DATA")
+    if data:
+        os.environ["DROPIT_DATA"] = str(Path(data).resolve())
+    elif (root / "data").is_dir():
+        os.environ["DROPIT_DATA"] = str((root / "data").resolve())
+
+
+def _stream_papermill_log() -> None:
+    """papermill's ``log_output`` goes to its logger: print it, bare, as the cells run."""
+    import logging
+
+    logger = logging.getLogger("papermill")
+    if not any(getattr(h, "_dropit", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("    %(message)s"))
+        handler._dropit = True
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def run_notebook(job: Job, results: Path, *, kernel: str, root: Path, log_output: bool = True) -> Path:
+    import papermill as pm
+
+    if log_output:
+        _stream_papermill_log()
+
+    src = root / "notebooks" / f"{job.name}.ipynb"
+    dst = results / f"{job.name}.ipynb"
+    pm.execute_notebook(
+        str(src),
+        str(dst),
+        parameters=job.parameters,
+        kernel_name=kernel,
+        cwd=str(root / "notebooks"),
+        log_output=log_output,
+        progress_bar=False,
+        request_save_on_cell_execute=True,
+        store_widget_state=False,  # widgets without a front end: their state (plotly.js) would bloat the file
+    )
+    return dst
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dropit.lab.reproduce", description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", choices=("quick", "paper"), default="quick",
+                    help="quick: CPU-sized rows in minutes (default); paper: the paper's recipes")
+    ap.add_argument("--results", default="results", help="output folder (default: results/)")
+    ap.add_argument("--only", default=",".join(ALL), help=f"comma-separated notebooks to run, of {','.join(ALL)}")
+    ap.add_argument("--kernel", default=KERNEL_NAME, help="Jupyter kernel name to register and use")
+    ap.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
+    ap.add_argument("--budget-min", type=float, default=None,
+                    help="wall-time budget in minutes (default: 18 for quick, none for paper; 0: none)")
+    args = ap.parse_args(argv)
+
+    root = project_root()
+    results = Path(args.results)
+    results = (results if results.is_absolute() else root / results).resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    only = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(only) - set(ALL))
+    if unknown:
+        ap.error(f"unknown notebook(s) {unknown}; choose from {list(ALL)}")
+    _absolute_data_env(root)
+    kernel = ensure_kernel(args.kernel)
+    jobs = [j for j in plan(args.preset, results) if j.name in only]
+
+    t_all = time.perf_counter()
+    print(f"reproduce: preset {args.preset}, {len(jobs)} notebooks -> {results} (kernel {kernel!r}, "
+          f"DROPIT_DATA={os.environ.get('DROPIT_DATA', '(unset)')})", flush=True)
+    budget_min = args.budget_min if args.budget_min is not None else (18.0 if args.preset == "quick" else 0.0)
+    failed, timings = [], []
+    for i, job in enumerate(jobs, 1):
+        elapsed = time.perf_counter() - t_all
+        if budget_min:
+            share = table_budget(job, jobs[i - 1:], budget_min * 60, elapsed)
+            if share is not None:
+                job.parameters["time_budget_s"] = round(share)
+        extra = f", rows within {job.parameters['time_budget_s']} s" if "time_budget_s" in job.parameters else ""
+        print(f"\n[{i}/{len(jobs)}] {job.name}.ipynb ... ({elapsed:.0f} s elapsed{extra})", flush=True)
+        t0 = time.perf_counter()
+        try:
+            run_notebook(job, results, kernel=kernel, root=root, log_output=not args.quiet)
+            status = "ok"
+        except Exception as e:  # keep going: the report shows what is missing
+            lines = str(e).strip().splitlines()
+            status = f"FAILED: {type(e).__name__}: {lines[-1] if lines else ''}"
+            failed.append(job.name)
+        dt = time.perf_counter() - t0
+        timings.append(f"{job.name} {dt:.0f} s ({status.split(':')[0]})")
+        print(f"[{i}/{len(jobs)}] {job.name}.ipynb {status} in {dt:.0f} s", flush=True)
+
+    from . import report
+
+    wall = time.perf_counter() - t_all
+    notes = f"Preset `{args.preset}`; wall time {wall / 60:.1f} min: " + "; ".join(timings) + "."
+    tables_path, html_path = report.build(results, preset=args.preset, notes=notes)
+    print(f"\nwrote {tables_path}\nwrote {html_path}\nexecuted notebooks in {results}")
+    print(f"reproduce: {'failed: ' + ', '.join(failed) if failed else 'all notebooks ran'} in {wall / 60:.1f} min")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Write the kit's notebooks (without outputs) from the cell sources below.
+
+    python notebooks/make_notebooks.py          # rewrites notebooks/*.ipynb
+
+Every notebook has one cell tagged ``parameters`` (papermill injects its
+values after it) and thin cells that call ``dropit`` and ``dropit.lab``.
+Interactive-only cells are governed by ``interactive`` (papermill passes False).
+Edit here, rerun, and commit the regenerated notebooks.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+KERNEL = {"name": "dropit", "display_name": "Python (dropit)", "language": "python"}
+CITE = (
+    "Joya Chen, Kai Xu, Yuhui Wang, Yifei Cheng, Angela Yao. *DropIT: Dropping Intermediate Tensors "
+    "for Memory-Efficient DNN Training.* ICLR 2023 ([arXiv 2202.13808](https://arxiv.org/abs/2202.13808))."
+)
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip())
+
+
+def code(text: str, *tags: str):
+    cell = new_code_cell(text.strip())
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def params(text: str):
+    return code(text, "parameters")
+
+
+QUICKSTART = [
+    md(f"""
+# DropIT in five minutes
+
+A convolution or linear layer keeps its input until backward, because the weight
+gradient needs it. DropIT keeps only the input's largest-magnitude elements: with
+dropping rate γ the smallest γ·n elements by |x| are dropped, the rest are stored
+compactly and scattered back into zeros in backward. The layer's output and its
+input gradient stay exact; only the weight gradient is approximated.
+
+{CITE}
+"""),
+    params("""
+interactive = True     # widgets below; papermill passes False (static figures only)
+gamma = 0.9            # dropping rate shown in the static figures
+strategy = "mink"      # "mink" (the paper's exact min-k), "sampled" or "random"
+gammas = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
+strategies = ["mink", "sampled", "random"]
+resnet_model = "resnet18_cifar"   # per-layer memory: a ResNet ...
+resnet_gamma = 0.8
+vit_model = "vit_b_16"            # ... and a ViT
+vit_gamma = 0.9
+memory_batch = 2
+top_layers = 25
+"""),
+    code("""
+import torch
+from dropit.lab import plots, teach
+"""),
+    md("""
+## What DropIT does to one activation tensor
+
+A reproducible activation (smoothed noise through a random convolution). Left: what
+a plain layer caches for backward. Right: what a DropIT layer caches, expanded back
+to the dense shape: the dropped elements are zeros (white).
+"""),
+    code("""
+x = teach.demo_activation()                       # (4, 16, 32, 32)
+d = teach.drop(x, gamma, strategy)
+print(f"kept {d.kept_fraction:.1%} of {x.numel()} elements as {d.record.layout.kind!r}: "
+      f"{d.record.nbytes()} bytes instead of {x.numel() * x.element_size()}")
+plots.activation_heatmap(d.before, d.after)
+"""),
+    code("""
+plots.magnitude_histogram(d.before, d.threshold, d.kept, title=f"|x| at γ = {gamma} ({strategy})")
+"""),
+    md("Move γ and switch the strategy: both figures redraw (needs a live kernel)."),
+    code("""
+if interactive:
+    from dropit.lab import widgets
+    display(widgets.gamma_explorer(x, gamma=gamma, strategy=strategy))
+"""),
+    md("""
+## What γ costs and what it saves
+
+Left: the error of the weight gradient of one 3x3 convolution against dense autograd
+(the input gradient stays exact at every γ). Right: bytes kept for the cached input
+relative to the dense tensor: this kit stores a bitmask (or int32 indices when very
+few are kept); the published code stores one int32 index per kept value, which
+breaks even only at γ = 0.5.
+"""),
+    code("""
+layer = torch.nn.Conv2d(16, 32, 3, padding=1)
+grad_rows = [r for s in strategies for r in teach.grad_error_vs_gamma(layer, x, gammas, s)]
+byte_rows = teach.kept_bytes_vs_gamma(x, gammas, strategy)
+assert max(r["input_rel_error"] for r in grad_rows) < 1e-5   # grad_input is exact
+plots.gamma_curves(grad_rows, byte_rows)
+"""),
+    md("""
+And for a whole network: the bytes a ResNet keeps for backward as γ grows (with
+DropIT's 1-bit ReLU masks, so that dropping a convolution's input really frees it).
+"""),
+    code("""
+rows = teach.model_cache_vs_gamma(resnet_model, gammas, strategy=strategy, batch_size=memory_batch)
+plots.cache_vs_gamma_figure(rows, title=f"{resnet_model}, batch {memory_batch}: kept for backward vs γ")
+"""),
+    md("""
+## Where the memory of a network goes
+
+Bytes each layer keeps for backward in one training-mode forward (the meter counts
+each storage once), plain and with DropIT (first layer and classifier left dense).
+The markers show the dense size of the inputs DropIT stored compactly.
+"""),
+    code("""
+layers = teach.plain_vs_dropit_layers(resnet_model, gamma=resnet_gamma, batch_size=memory_batch)
+plots.layer_memory_bars(layers, top=top_layers, title=f"{resnet_model}, batch {memory_batch}: kept for backward per layer")
+"""),
+    code("""
+layers = teach.plain_vs_dropit_layers(vit_model, gamma=vit_gamma, batch_size=memory_batch)
+plots.layer_memory_bars(layers, top=top_layers, title=f"{vit_model}, batch {memory_batch}: kept for backward per layer")
+"""),
+]
+
+EXPLORE = [
+    md(f"""
+# Explore: train with and without DropIT, live
+
+Pick a model, a dataset, γ and a strategy, press **run**, and watch loss, top-1 and
+the cache kept for backward update while training runs in the background; **stop**
+ends the run cleanly after the current step (metrics.json is still written).
+Data comes from `DROPIT_DATA` (or the `data_dir` of the parameter file).
+
+{CITE}
+"""),
+    params("""
+interactive = True                  # False under papermill: one run, then static figures
+params_file = "params/smoke.yaml"   # the base recipe the widgets start from
+overrides = []                      # command-line style overrides of the recipe (see dropit.lab.config)
+out_root = "runs/explore"
+"""),
+    code("""
+from dropit.lab import config, plots, rows, widgets
+
+base = config.load_config(str(rows.resolve(params_file)), overrides)
+panel = widgets.TrainingPanel(base, out_root=rows.resolve_out(out_root))
+if interactive:
+    display(panel.widget)
+else:  # no front end: press "run" programmatically and wait
+    panel.run()
+    panel.wait()
+    assert panel.error is None, panel.error
+"""),
+    md("After a run: the per-step curve as a static figure and the per-epoch metrics."),
+    code("""
+if panel.result is not None:
+    display(plots.go.Figure(panel.fig))
+    display(plots.training_curves(panel.result))
+"""),
+]
+
+
+def table_notebook(table: str, title: str) -> list:
+    return [
+        md(f"""
+# {title}: the paper's table, reproduced
+
+Runs the four rows of the {title} table from their parameter files
+(`params/{table}_*_quick.yaml` with `preset = "quick"`, the paper's recipes with
+`preset = "paper"`; through torchrun when several GPUs are present), then lays our
+numbers beside the paper's. Each row says what actually ran. Metrics go to
+`<out_root>/<row>/metrics.json`, figures to `figures_dir`.
+
+{CITE}
+"""),
+        params(f"""
+table = "{table}"
+preset = "quick"          # "quick" (CPU, minutes) or "paper" (the full recipes, GPUs)
+params_files = None       # default: the table's four rows for the preset
+overrides = []            # command-line style overrides for every row (see dropit.lab.config)
+out_root = "results/runs"
+figures_dir = "results/figures"
+launcher = "auto"         # "auto": torchrun when several GPUs, else in this process
+time_budget_s = None      # seconds for all rows together (the quick reproduction's budget), None: no limit
+"""),
+        code("""
+from IPython.display import Markdown
+from dropit.lab import plots, report, rows, tables
+
+files = params_files or rows.table_params(table, preset)
+metrics = rows.run_rows(files, overrides, out_root=rows.resolve_out(out_root), launcher=launcher,
+                        time_budget_s=time_budget_s)
+"""),
+        code("""
+table_rows = tables.build_table(table, metrics)
+report.save_json(table_rows, rows.resolve_out(figures_dir) / f"{table}_table.json")
+Markdown(tables.to_markdown(table_rows))
+"""),
+        code("""
+fig = plots.training_curves(metrics, title=f"{table}: training curves ({preset})")
+report.save_figure(fig, rows.resolve_out(figures_dir), f"{table}_training")
+fig
+"""),
+    ]
+
+
+MEMORY = [
+    md(f"""
+# The Cache (MB) column
+
+The paper's Cache (MB): one training-mode forward of 128 random fp32 images, for the
+four models of its tables, plain and with DropIT (γ = 0.8 for ResNet-18, 0.9 for
+ViT-B/16). Ours is the meter's bytes kept for backward (each storage once); without a
+GPU the models run on the meta device (sizes without computing), so ViT-B/16 at batch
+128 is estimated on any machine. The paper's number is the CUDA allocator's peak
+(weights, input, kept tensors, transients), which we also report where CUDA is
+present. No dataset needed.
+
+{CITE}
+"""),
+    params("""
+batch_size = 128
+device = "auto"        # "auto": measure on CUDA where present, else estimate on the meta device
+out_dir = "results/memory"
+top_layers = 20
+"""),
+    code("""
+from IPython.display import Markdown
+from dropit.lab import memory, plots, report, rows
+from dropit.lab.paper import PAPER_ROWS
+
+out, dev = rows.resolve_out(out_dir), report.memory_device(device)
+column = memory.cache_column(batch_size=batch_size, device=dev)
+report.save_json(column, out / "cache_column.json")
+Markdown(report.cache_markdown(column))
+"""),
+    code("""
+fig = plots.cache_column_figure(column, title=f"Cache (MB), batch {batch_size}, fp32, one training forward")
+report.save_figure(fig, out, "cache_column")
+fig
+"""),
+    md("## Per layer: where the bytes are, plain and with DropIT (one chart per table row pair)"),
+    code("""
+for row in (r for r in PAPER_ROWS if r["dropit"]):
+    name = f"{row['table']}_{row['model_name']}"
+    layers = report.per_layer_pair(row, batch_size=batch_size, device=dev)
+    report.save_json(layers, out / f"per_layer_{name}.json")
+    fig = plots.layer_memory_bars(layers, top=top_layers, title=f"{row['model']} ({row['table']}), batch {batch_size}")
+    report.save_figure(fig, out, f"per_layer_{name}")
+    display(fig)
+"""),
+]
+
+
+def notebook(cells: list) -> nbformat.NotebookNode:
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = KERNEL
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
+NOTEBOOKS = {
+    "quickstart": QUICKSTART,
+    "explore": EXPLORE,
+    "cifar100": table_notebook("cifar100", "CIFAR-100"),
+    "imagenet": table_notebook("imagenet", "ImageNet-1k"),
+    "memory": MEMORY,
+}
+
+
+def write_all(out_dir: Path = HERE) -> list[Path]:
+    paths = []
+    for name, cells in NOTEBOOKS.items():
+        path = Path(out_dir) / f"{name}.ipynb"
+        nb = notebook(cells)
+        for i, cell in enumerate(nb.cells):  # stable ids: regenerating changes nothing
+            cell["id"] = f"{name}-{i:02d}"
+        nbformat.validate(nb)
+        nbformat.write(nb, path)
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    for p in write_all():
+        print("wrote", p)

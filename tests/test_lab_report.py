@@ -1,0 +1,70 @@
+"""The report: tables.md from runs, a self-contained report.html, figures from notebooks."""
+import json
+
+import nbformat
+import plotly.graph_objects as go
+
+from dropit.lab import report
+from dropit.lab.paper import PAPER_ROWS
+
+
+def _run(tmp, name, row, top1, model="resnet_mini", dropit=False):
+    m = {"config": {"label": "quick", "paper_row": row, "model": model, "dataset": "cifar100", "dropit": dropit,
+                    "dropit_gamma": 0.8, "dropit_strategy": "mink", "image_size": 32},
+         "status": "done", "epochs": [{"epoch": 1, "train_loss": 4.0, "val_top1": top1}],
+         "final": {"top1": top1, "top5": 2 * top1, "cache_bytes": 10 * 2**20, "epochs_completed": 1, "train_images": 500}}
+    report.save_json(m, tmp / "runs" / name / "metrics.json")
+
+
+def _cache_rows():
+    return [{"table": r["table"], "model": r["model"] + (" w. DropIT" if r["dropit"] else ""), "dropit": r["dropit"],
+             "gamma": r["gamma"], "kept_mb": 100.0 + i, "paper_mb": r["cache_mb"], "peak_mb": None}
+            for i, r in enumerate(PAPER_ROWS)]
+
+
+def test_tables_markdown_has_both_tables_paper_numbers_and_labels(tmp_path):
+    _run(tmp_path, "a", "cifar100_resnet18", 11.5)
+    _run(tmp_path, "b", "cifar100_resnet18_dropit", 12.25, dropit=True)
+    report.save_json(_cache_rows(), tmp_path / "memory" / "cache_column.json")
+    md = report.tables_markdown(tmp_path, preset="quick")
+    for mb in (648, 598, 20290, 16052, 2826, 2600, 16056):
+        assert f"| {mb} |" in md
+    assert "11.50" in md and "12.25" in md and "quick: resnet_mini" in md
+    assert "Quick preset" in md and md.count("not run") == 6
+    cache_lines = [l for l in md.splitlines() if l.startswith("| CIFAR-100 |") or l.startswith("| ImageNet-1k |")]
+    assert len(cache_lines) == 8
+    assert md.count("w. DropIT w. DropIT") == 0 and md.count("| ResNet-18 (32x32) w. DropIT | 0.8 |") == 1
+
+
+def test_markdown_to_html_tables():
+    html = report.markdown_to_html("# T\n\ntext *em* `c`\n\n| a | b |\n| --- | ---: |\n| 1 \\| 2 | <x> |\n")
+    assert "<h1>T</h1>" in html and "<em>em</em>" in html and "<code>c</code>" in html
+    assert html.count("<tr>") == 2 and "<td style=\"text-align:right\">&lt;x&gt;</td>" in html
+    assert "1 | 2" in html
+
+
+def test_html_is_self_contained(tmp_path):
+    fig = go.Figure(go.Bar(x=["a"], y=[1]))
+    path = report.write_html(tmp_path / "r.html", "t", [("S", "| a |\n| --- |\n| 1 |", [fig, fig.to_dict()])])
+    text = path.read_text()
+    assert "<script src=" not in text  # nothing fetched from a CDN
+    assert len(text) > 1_000_000 and "Plotly.newPlot" in text and text.count('class="figure"') == 2
+
+
+def test_build_collects_notebook_figures(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("fig")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={report.PLOTLY_MIME: go.Figure(go.Bar(y=[7, 8])).to_plotly_json()})]
+    nb.cells = [cell]
+    nbformat.write(nb, tmp_path / "quickstart.ipynb")
+    assert report.notebook_figures(tmp_path / "quickstart.ipynb")[0]["data"][0]["y"] == [7, 8]
+    tables, html = report.build(tmp_path)
+    assert "not run" in tables.read_text()
+    assert "Figures from quickstart.ipynb" in html.read_text()
+
+
+def test_save_figure_roundtrip(tmp_path):
+    fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))
+    path = report.save_figure(fig, tmp_path, "f")
+    assert path.name == "f.plotly.json"  # never clobbers a data file of the same stem
+    assert list(go.Figure(json.loads(path.read_text())).data[0].y) == [3, 4]
