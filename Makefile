@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: test reproduce bench-memory bench-speed clean
+.PHONY: test test-e2e reproduce bench-memory bench-speed clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Only the browser tests (JupyterLab in headless Chromium; .ci/install-browser.sh installs it).
+test-e2e: $(STAMP)
+	$(PY) -m pytest -m e2e tests/e2e -v $(PYTEST_ARGS)
+
 bench-memory: $(STAMP)
 	$(PY) benchmarks/memory.py
 
@@ -22,7 +26,7 @@ bench-speed: $(STAMP)
 	$(PY) benchmarks/speed.py
 
 reproduce: $(STAMP)
-	$(PY) benchmarks/memory.py
+	$(PY) -m dropit.lab.reproduce $(if $(PRESET),--preset $(PRESET))
 
 clean:
 	rm -rf results runs .pytest_cache
