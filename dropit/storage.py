@@ -42,13 +42,13 @@ def pack_bits(mask: torch.Tensor) -> torch.Tensor:
     return w.to(torch.uint8)
 
 
-def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
-    """Inverse of :func:`pack_bits`: (ceil(n/8),) uint8 -> (n,) bool."""
+def unpack_bits(packed: torch.Tensor, n: int, dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: (ceil(n/8),) uint8 -> (n,) bool (or 0/1 uint8)."""
     w = packed.to(torch.int64)
     w = (w | (w << 28)).bitwise_and_(0x0000000F0000000F)
     w = (w | (w << 14)).bitwise_and_(0x0003000300030003)
     w = (w | (w << 7)).bitwise_and_(0x0101010101010101)
-    return w.view(torch.bool)[:n]
+    return w.view(dtype)[:n]
 
 
 @dataclass(frozen=True)
