@@ -88,35 +88,35 @@ def memory_order(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...] | None]
     return x.permute(perm).reshape(-1), perm
 
 
+def position_kind(n: int, k: int, element_size: int) -> str:
+    """The smallest record for k of n elements: "bits", "index", or "dense" if neither saves."""
+    bits_bytes, index_bytes = (n + 7) // 8, 4 * k
+    if k * element_size + min(bits_bytes, index_bytes) >= n * element_size:
+        return "dense"
+    return "index" if index_bytes < bits_bytes else "bits"
+
+
 def compress(x: torch.Tensor, keep: torch.Tensor, flat: torch.Tensor, perm) -> Compact:
     """Store the elements of ``flat`` (x in memory order) where ``keep`` is True."""
-    n = flat.numel()
-    es = x.element_size()
     idx = keep.nonzero().view(-1)  # (k,) int64; the one host sync: the kept count
-    k = idx.numel()
-    layout_args = (x.shape, x.dtype, perm, n)
-    bits_bytes = (n + 7) // 8
-    index_bytes = 4 * k
-    if k * es + min(bits_bytes, index_bytes) >= n * es:
-        return Compact(torch.where(keep, flat, 0), None, Layout("dense", *layout_args))
+    kind = position_kind(flat.numel(), idx.numel(), x.element_size())
+    layout = Layout(kind, x.shape, x.dtype, perm, flat.numel())
+    if kind == "dense":
+        return Compact(torch.where(keep, flat, 0), None, layout)
     values = flat.index_select(0, idx)
-    if index_bytes < bits_bytes:
-        return Compact(values, idx.to(torch.int32), Layout("index", *layout_args))
-    return Compact(values, pack_bits(keep), Layout("bits", *layout_args))
+    positions = idx.to(torch.int32) if kind == "index" else pack_bits(keep)
+    return Compact(values, positions, layout)
 
 
 def compress_meta(x: torch.Tensor, kept: int, perm) -> Compact:
     """The record ``compress`` would make for ``kept`` kept elements, on the meta device."""
     n = x.numel()
-    es = x.element_size()
-    layout_args = (x.shape, x.dtype, perm, n)
-    bits_bytes, index_bytes = (n + 7) // 8, 4 * kept
-    if kept * es + min(bits_bytes, index_bytes) >= n * es:
-        return Compact(x.new_empty(n), None, Layout("dense", *layout_args))
-    values = x.new_empty(kept)
-    if index_bytes < bits_bytes:
-        return Compact(values, x.new_empty(kept, dtype=torch.int32), Layout("index", *layout_args))
-    return Compact(values, x.new_empty(bits_bytes, dtype=torch.uint8), Layout("bits", *layout_args))
+    kind = position_kind(n, kept, x.element_size())
+    layout = Layout(kind, x.shape, x.dtype, perm, n)
+    if kind == "dense":
+        return Compact(x.new_empty(n), None, layout)
+    positions = x.new_empty(kept, dtype=torch.int32) if kind == "index" else x.new_empty((n + 7) // 8, dtype=torch.uint8)
+    return Compact(x.new_empty(kept), positions, layout)
 
 
 def expand(values: torch.Tensor, positions: torch.Tensor | None, layout: Layout) -> torch.Tensor:
