@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import functional as DF
+from .attention import mha_forward
 from .pool import compact_max_pool2d
 from .relu import masked_relu
 from .sparsify import DropSpec
@@ -92,8 +93,6 @@ def kind_of(module: nn.Module) -> str | None:
 
 
 def get_forward(kind: str):
-    from .attention import mha_forward
-
     return {
         "linear": linear_forward,
         "conv": conv_forward,
