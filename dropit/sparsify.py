@@ -36,9 +36,6 @@ class DropSpec:
                 f"value_dtype must be one of None, torch.bfloat16, torch.float16, got {self.value_dtype!r}"
             )
 
-    def set_gamma(self, gamma: float) -> None:
-        self.gamma = check_gamma(gamma)
-
 
 _observers: list[Callable[[torch.Tensor, Compact], None]] = []
 
