@@ -51,10 +51,10 @@ def _save_input(ctx, x: torch.Tensor, spec: DropSpec, *others: torch.Tensor) -> 
         ctx.save_for_backward(*others)
 
 
-def _load_input(ctx, saved: Sequence[torch.Tensor]) -> torch.Tensor:
+def _load_input(ctx, weight: torch.Tensor, saved: Sequence[torch.Tensor]) -> torch.Tensor:
     layout: Layout = ctx.layout
-    if layout.kind == "absent":  # shape-only stand-in, for grad_input alone
-        return saved[0].new_zeros(()).to(layout.dtype).expand(layout.shape)
+    if layout.kind == "absent":  # shape-only stand-in: the weight needs no gradient
+        return weight.new_zeros((), dtype=layout.dtype).expand(layout.shape)
     values, positions = (saved[0], None) if len(saved) == 1 else saved
     return expand(values, positions, layout)
 
@@ -76,7 +76,7 @@ class _SparseLinear(torch.autograd.Function):
             if ctx.needs_input_grad[0]:
                 grad_x = grad_out.matmul(weight)
             if ctx.needs_input_grad[1]:
-                x = _load_input(ctx, saved)
+                x = _load_input(ctx, weight, saved)
                 grad_w = g2d.t().mm(x.reshape(-1, x.shape[-1]))
                 del x
             if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -100,17 +100,12 @@ class _SparseConv(torch.autograd.Function):
     def backward(ctx, grad_out):
         weight, *saved = ctx.saved_tensors
         with _no_autocast(grad_out.device.type):
-            x = _load_input(ctx, saved) if ctx.needs_input_grad[1] else _absent_input(ctx, weight)
+            x = _load_input(ctx, weight, saved)
             mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.bias_sizes is not None and ctx.needs_input_grad[2]]
             grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
                 grad_out, x, weight, ctx.bias_sizes, *ctx.conv_args, mask
             )
         return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
-
-
-def _absent_input(ctx, weight):
-    layout: Layout = ctx.layout
-    return weight.new_zeros(()).to(layout.dtype).expand(layout.shape)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: DropSpec) -> torch.Tensor:
