@@ -22,11 +22,18 @@ from typing import NamedTuple
 
 import torch
 
-# Bit packing works on 64-bit words holding eight 0/1 bytes: three shift-or steps
-# gather the eight low bits into the lowest byte (and three shift-and steps undo
-# it), a few passes over n/8 words instead of a reduction over n bytes. The byte
-# order inside a word is little-endian on every platform PyTorch ships for.
+# Bit packing works on 64-bit words holding eight 0/1 bytes b0..b7. Multiplying
+# by PACK (bits 56 - 7i for i = 0..7) moves each b_i to bit 56 + i with no
+# carries between the partial products, so the top byte of the product is the
+# packed byte. Multiplying a packed byte by UNPACK copies it into all eight
+# bytes; masking byte i with bit i leaves it non-zero exactly where b_i was set.
+# Two passes over n/8 words each way instead of a reduction over n bytes. The
+# products wrap modulo 2^64 (the intended arithmetic: only the kept bits matter).
+# The byte order inside a word is little-endian on every platform PyTorch ships for.
 assert sys.byteorder == "little", "dropit's bit packing assumes a little-endian machine"
+_PACK = 0x0102040810204080
+_UNPACK = 0x0101010101010101
+_BIT_OF_BYTE = 0x8040201008040201 - (1 << 64)  # the same 64 bits as a signed int64
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
@@ -35,20 +42,18 @@ def pack_bits(mask: torch.Tensor) -> torch.Tensor:
     pad = (-n) % 8
     if pad or mask.storage_offset() % 8 or not mask.is_contiguous():
         mask = torch.cat([mask.reshape(-1), mask.new_zeros(pad)])
-    w = mask.view(torch.int64)
-    w = w | (w >> 7)
-    w |= w >> 14
-    w |= w >> 28
-    return w.to(torch.uint8)
+    return (mask.view(torch.int64) * _PACK).bitwise_right_shift_(56).to(torch.uint8)
 
 
-def unpack_bits(packed: torch.Tensor, n: int, dtype: torch.dtype = torch.bool) -> torch.Tensor:
-    """Inverse of :func:`pack_bits`: (ceil(n/8),) uint8 -> (n,) bool (or 0/1 uint8)."""
-    w = packed.to(torch.int64)
-    w = (w | (w << 28)).bitwise_and_(0x0000000F0000000F)
-    w = (w | (w << 14)).bitwise_and_(0x0003000300030003)
-    w = (w | (w << 7)).bitwise_and_(0x0101010101010101)
-    return w.view(dtype)[:n]
+def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: (ceil(n/8),) uint8 -> (n,) uint8 flags.
+
+    Element i is non-zero exactly where bit i was set (its value is that bit's
+    weight, 1 << (i % 8)); ``.bool()`` turns it into the mask. Both consumers,
+    ``nonzero`` and ``threshold_backward``, take the flags as they are.
+    """
+    w = packed.to(torch.int64).mul_(_UNPACK).bitwise_and_(_BIT_OF_BYTE)
+    return w.view(torch.uint8)[:n]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,16 @@ def test_pack_unpack_roundtrip(n):
     mask = torch.rand(n) < 0.3
     packed = pack_bits(mask)
     assert packed.dtype == torch.uint8 and packed.numel() == (n + 7) // 8
-    assert torch.equal(unpack_bits(packed, n), mask)
+    flags = unpack_bits(packed, n)
+    assert flags.dtype == torch.uint8 and torch.equal(flags.bool(), mask)
+
+
+def test_pack_bits_uses_every_bit_of_every_byte():
+    mask = torch.ones(8 * 300, dtype=torch.bool)
+    mask[::7] = False
+    packed = pack_bits(mask)
+    assert torch.equal(unpack_bits(packed, mask.numel()).bool(), mask)
+    assert pack_bits(torch.ones(64, dtype=torch.bool)).tolist() == [255] * 8
 
 
 def test_pack_bits_layout_is_bit_i_of_byte_j():
@@ -23,7 +32,7 @@ def test_pack_bits_layout_is_bit_i_of_byte_j():
 def test_pack_bits_of_a_view_with_unaligned_offset():
     base = torch.rand(20) < 0.5
     view = base[3:17]
-    assert torch.equal(unpack_bits(pack_bits(view), view.numel()), view)
+    assert torch.equal(unpack_bits(pack_bits(view), view.numel()).bool(), view)
 
 
 @pytest.mark.parametrize(
