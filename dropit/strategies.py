@@ -31,6 +31,7 @@ import math
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 Strategy = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -75,7 +76,7 @@ def _top_k_indices(mag: torch.Tensor, k: int, gamma: float) -> torch.Tensor:
     n = mag.numel()
     if n <= 4 * SAMPLE_SIZE or mag.is_meta:
         return mag.topk(k, sorted=False).indices
-    sample = mag.take(_sample_indices(n, mag.device))
+    sample = mag.index_select(0, _sample_indices(n, mag.device))
     slack = 6 * math.sqrt(gamma * (1 - gamma) / SAMPLE_SIZE) + 2 / SAMPLE_SIZE
     rank = math.floor(max(0.0, gamma - slack) * SAMPLE_SIZE)
     if rank == 0:
@@ -94,10 +95,10 @@ def sampled_threshold(x: torch.Tensor, gamma: float) -> torch.Tensor | None:
     is the quantile of a fixed random sample of SAMPLE_SIZE elements. The
     relative error of the kept count is then about
     sqrt(gamma / ((1 - gamma) * SAMPLE_SIZE)), 1.7% at gamma = 0.9 (2^15 elements: a
-    sample that fits in L2 cache, where kthvalue takes 0.15 ms, not 10).
+    sample that fits in L2 cache, where kthvalue takes about 0.5 ms, not 10).
     """
     n = x.numel()
-    sample = x if n <= SAMPLE_SIZE else x.take(_sample_indices(n, x.device))
+    sample = x if n <= SAMPLE_SIZE else x.index_select(0, _sample_indices(n, x.device))
     rank = math.floor(gamma * sample.numel())  # sample elements at or below the threshold
     if rank == 0:
         return None
@@ -112,7 +113,16 @@ def sampled(x: torch.Tensor, gamma: float) -> torch.Tensor:
     thr = sampled_threshold(x, gamma)
     if thr is None:
         return torch.ones_like(x, dtype=torch.bool)
-    # not (|x| <= thr) rather than |x| > thr, so that NaN is kept
+    return magnitude_above(x, thr)
+
+
+def magnitude_above(x: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
+    """The mask not(|x| <= thr): |x| above a 0-dim threshold, and NaN (which compares false)."""
+    if x.device.type == "cpu":
+        # hardshrink (x where |x| > thr, else 0; NaN passes) then .bool(): two
+        # passes on CPU that take a third of the time of abs + one comparison
+        # writing a bool. .item() costs nothing here; on a GPU it would be a sync.
+        return F.hardshrink(x, thr.item()).bool()
     return x.abs().le(thr).logical_not_()
 
 

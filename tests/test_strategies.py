@@ -129,3 +129,18 @@ def test_mink_falls_back_to_a_full_top_k_when_the_sample_misleads():
     keep = mink(x, 0.9)
     assert int(keep.sum()) == num_kept(n, 0.9)
     assert x[keep].min() >= x[~keep].max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_magnitude_above_is_not_at_or_below_the_threshold(dtype):
+    from dropit.strategies import magnitude_above
+
+    x = torch.randn(10_000).to(dtype)
+    x[:6] = torch.tensor([math.nan, math.inf, -math.inf, 0.0, -0.0, 1.0])
+    x[6:10] = torch.tensor([1.0, -1.0, 1.0, -1.0]).to(dtype)  # ties with the threshold
+    thr = torch.tensor(1.0, dtype=dtype)
+    expected = x.abs().le(thr).logical_not_()
+    keep = magnitude_above(x, thr)
+    assert keep.dtype == torch.bool and torch.equal(keep, expected)
+    assert keep[:3].all() and not keep[3:10].any()  # non-finite kept; zeros and ties dropped
+    assert torch.equal(magnitude_above(x, torch.tensor(0.0, dtype=dtype)), x.ne(0))  # NaN != 0 too
