@@ -4,14 +4,21 @@
 optional lower precision for kept values); :func:`sparsify` applies it to one
 tensor. Active :func:`observers` (the memory meter) are told the dense size of
 every tensor sparsified, so reports can show what the compact record replaced.
+
+A tensor cached by several layers with the same setting (in a ResNet, a block's
+input feeds both its first convolution and its downsampling shortcut) is
+sparsified once: the later layers get the record the first one made while
+that record is still held for backward, so it is computed and stored once.
 """
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .storage import Compact, Layout, compress, compress_meta, memory_order
 from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy, num_kept
@@ -55,13 +62,42 @@ def sparsify(x: torch.Tensor, spec: DropSpec) -> Compact:
     flat, perm = memory_order(x)
     if spec.gamma == 0.0:
         record = Compact(flat, None, Layout("dense", x.shape, x.dtype, perm, flat.numel()))
-    elif x.is_meta:
-        record = compress_meta(x, num_kept(flat.numel(), spec.gamma), perm)
     else:
-        keep = spec._select(flat, spec.gamma)
-        record = compress(x, keep, flat, perm)
-    if spec.value_dtype is not None and record.layout.kind != "dense" and x.dtype.itemsize > spec.value_dtype.itemsize:
-        record = record._replace(values=record.values.to(spec.value_dtype))
+        record = _recent_record(x, spec) or _compress(x, flat, perm, spec)
     for callback in _observers:
         callback(x, record)
     return record
+
+
+def _compress(x: torch.Tensor, flat: torch.Tensor, perm, spec: DropSpec) -> Compact:
+    if x.is_meta:
+        record = compress_meta(x, num_kept(flat.numel(), spec.gamma), perm)
+    else:
+        record = compress(x, spec._select(flat, spec.gamma), flat, perm)
+    if spec.value_dtype is not None and record.layout.kind != "dense" and x.dtype.itemsize > spec.value_dtype.itemsize:
+        record = record._replace(values=record.values.to(spec.value_dtype))
+    _recent[x] = (_share_key(x, spec), record.layout, [weakref.ref(t) for t in record.tensors])
+    return record
+
+
+# Records by the tensor they were made from, held weakly both ways: an entry
+# lives no longer than its tensor, and it is only reused while its tensors are
+# alive, that is while some layer still holds them for backward.
+_recent = WeakIdKeyDictionary()
+
+
+def _share_key(x: torch.Tensor, spec: DropSpec) -> tuple:
+    # _version changes with every in-place write to x: a modified tensor is a new input.
+    return (x._version, spec.gamma, spec.strategy, spec.value_dtype)
+
+
+def _recent_record(x: torch.Tensor, spec: DropSpec) -> Compact | None:
+    entry = _recent.get(x)
+    if entry is None or entry[0] != _share_key(x, spec):
+        return None
+    key, layout, refs = entry
+    tensors = [ref() for ref in refs]
+    if any(t is None for t in tensors):
+        return None
+    values, positions = tensors if len(tensors) == 2 else (tensors[0], None)
+    return Compact(values, positions, layout)
