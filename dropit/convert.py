@@ -1,6 +1,6 @@
 """Convert a model to DropIT in place, change its dropping rate, and restore it.
 
-``to_dropit(model, strategy="mink", gamma=0.9)`` walks the module tree (the
+``to_dropit(model, gamma=0.9)`` walks the module tree (the
 root included) and gives every Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d and
 MultiheadAttention an instance-level ``forward`` that caches a sparsified input
 in training. Nothing else changes: module classes, parameter names and
@@ -82,8 +82,9 @@ def to_dropit(
     """Convert ``model`` in place to cache sparsified inputs; returns the model.
 
     Args:
-        strategy: ``"mink"`` (exact, the paper's), ``"sampled"`` (linear-time
-            approximation) or ``"random"``; see :mod:`dropit.strategies`.
+        strategy: ``"sampled"`` (the default: a linear-time approximation of
+            min-k), ``"mink"`` (exact, the paper's) or ``"random"``; see
+            :mod:`dropit.strategies`.
         gamma: dropping rate in [0, 1): the fraction of each cached input dropped.
         module_filter_fn: ``(module, qualified_name) -> bool``; only layers for
             which it returns True are converted (the root's name is ``""``).

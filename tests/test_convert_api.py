@@ -47,6 +47,19 @@ def test_published_keyword_call_converts_conv_and_linear_in_place():
     assert isinstance(model.conv, nn.Conv2d) and type(model.head) is nn.Linear
 
 
+def test_default_strategy_is_sampled_and_it_selects_what_sampled_selects():
+    model = dropit.to_dropit(Net(), gamma=0.9)
+    assert {fwd.spec.strategy for _, _, fwd in dropit.converted_modules(model) if fwd.kind != "relu"} == {"sampled"}
+    conv = dropit.to_dropit(nn.Conv2d(3, 8, 3), gamma=0.9)
+    x = torch.randn(4, 3, 64, 64)  # more elements than the sample: not exact min-k
+    kept = []
+    with observe(lambda dense, record: kept.append(dropit.expand(*record))):
+        conv(x)
+    want = dropit.STRATEGIES["sampled"](x.reshape(-1), 0.9).view_as(x)
+    assert torch.equal(kept[0], torch.where(want, x, 0))
+    assert not torch.equal(want, dropit.STRATEGIES["mink"](x.reshape(-1), 0.9).view_as(x))
+
+
 def test_state_dict_keys_identical_and_checkpoints_load_both_ways():
     plain, converted = Net(), dropit.to_dropit(Net(), gamma=0.5)
     assert list(plain.state_dict()) == list(converted.state_dict())
