@@ -79,14 +79,18 @@ def bench_model(name, base, x, y, gamma, rounds, device):
             sync(device)
             if r >= 2:  # two warm-up rounds
                 times[key].append(time.perf_counter() - t0)
-    plain = statistics.median(times["plain"])
     print(f"\n{name}: batch {x.shape[0]}, {x.shape[-1]}x{x.shape[-1]}, gamma={gamma}, {rounds} interleaved rounds, "
           f"{torch.get_num_threads()} threads, {device}")
-    print(f"{'configuration':<20}{'median step (ms)':>18}{'ratio to plain':>16}")
+    print(f"{'configuration':<20}{'median step (ms)':>18}{'ratio to plain':>16}{'quartiles':>18}")
+    ratios = {}
     for key, ts in times.items():
-        med = statistics.median(ts)
-        print(f"{key:<20}{med * 1e3:18.1f}{med / plain:16.3f}x")
-    return {k: statistics.median(v) / plain for k, v in times.items()}
+        # each round's step over the plain step of the same round: drifts in
+        # machine speed between rounds cancel out
+        per_round = sorted(t / p for t, p in zip(ts, times["plain"]))
+        q1, median, q3 = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
+        ratios[key] = median
+        print(f"{key:<20}{statistics.median(ts) * 1e3:18.1f}{median:15.3f}x{f'{q1:.3f}-{q3:.3f}':>18}")
+    return ratios
 
 
 def activation_samples(n=1 << 20, seed=0):
