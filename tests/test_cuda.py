@@ -73,3 +73,17 @@ def test_allocator_peak_of_a_forward_drops_with_dropit():
     plain = peak(copy.deepcopy(base).cuda())
     converted = peak(dropit.to_dropit(copy.deepcopy(base).cuda(), strategy="sampled", gamma=0.9))
     assert converted < 0.8 * plain
+
+
+def test_expanding_a_record_on_cuda_needs_no_host_sync():
+    x = torch.randn(64, 64, 32, device="cuda")
+    record = dropit.sparsify(x, dropit.DropSpec(0.9, "sampled"))
+    assert record.layout.kind == "bits"
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any device-to-host sync now raises
+    try:
+        dense = dropit.expand(*record)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    keep = dropit.STRATEGIES["sampled"](x.view(-1), 0.9).view_as(x)
+    assert torch.equal(dense, torch.where(keep, x, 0))
