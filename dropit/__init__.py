@@ -6,7 +6,7 @@ their input for the weight gradient; DropIT keeps only its largest-magnitude
 elements, packed compactly, and expands them in backward.
 
     import dropit
-    model = dropit.to_dropit(model, strategy="mink", gamma=0.9)
+    model = dropit.to_dropit(model, gamma=0.9)    # strategy="mink" for the paper's exact min-k
     report = dropit.measure_cache(model, images)   # bytes kept for backward, per layer
 
 The core depends on torch alone; the experiment layer lives in ``dropit.lab``.

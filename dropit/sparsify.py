@@ -95,7 +95,7 @@ def _recent_record(x: torch.Tensor, spec: DropSpec) -> Compact | None:
     entry = _recent.get(x)
     if entry is None or entry[0] != _share_key(x, spec):
         return None
-    key, layout, refs = entry
+    _, layout, refs = entry
     tensors = [ref() for ref in refs]
     if any(t is None for t in tensors):
         return None
