@@ -7,8 +7,9 @@
 Each round runs one step of every configuration in turn (plain, the default
 ``to_dropit(model, gamma=...)``, each other strategy, and an exact global top-k
 over each whole cached tensor, the published algorithm, as a reference), so
-drifts in machine speed hit all of them alike; the medians and their ratios to
-the plain step are printed. A step is zero_grad + forward + cross-entropy +
+drifts in machine speed hit all of them alike. Printed: each configuration's
+median step, and the median (and quartiles) over rounds of its step over the
+plain step of the same round. A step is zero_grad + forward + cross-entropy +
 backward + SGD step.
 """
 from __future__ import annotations
@@ -49,7 +50,7 @@ def global_top_k(x: torch.Tensor, gamma: float) -> torch.Tensor:
     return torch.zeros(x.numel(), dtype=torch.bool, device=x.device).index_fill_(0, idx, True)
 
 
-STRATEGIES.setdefault("global-topk", global_top_k)  # registered for this benchmark only
+STRATEGIES.setdefault("global-topk", global_top_k)  # in this process only, so to_dropit can name it
 
 
 def configurations(base: nn.Module, gamma: float):
