@@ -101,13 +101,3 @@ def test_lower_precision_values_change_the_weight_gradient_slightly(value_dtype,
     rel = float((grads[1] - grads[0]).norm() / grads[0].norm())
     assert 0 < rel < bound
 
-
-def test_set_positions_on_cpu_and_with_a_known_count_agree():
-    from dropit.storage import _set_positions
-
-    flags = unpack_bits(pack_bits(torch.rand(1001) < 0.2), 1001)
-    count = int(flags.bool().sum())
-    want = flags.nonzero().view(-1)
-    assert torch.equal(_set_positions(flags, count), want)
-    # the no-sync CUDA form, run on CPU: the same positions in the same order
-    assert torch.equal(torch.nonzero_static(flags, size=count).view(-1), want)
