@@ -13,10 +13,11 @@ The core depends on torch alone; the experiment layer lives in ``dropit.lab``.
 """
 from .convert import DropITForward, converted_modules, restore, set_gamma, to_dropit
 from .meter import CacheMeter, CacheReport, estimate_cache, measure_cache
+from . import ops  # registers the dropit:: custom ops
+from .record import Layout, Record
 from .relu import masked_relu
-from .sparsify import DropSpec, sparsify
-from .storage import Compact, expand
-from .strategies import DEFAULT_STRATEGY, STRATEGIES
+from .sparsify import DropSpec, expand, sparsify
+from .strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
 
 __all__ = [
     "to_dropit",
@@ -27,13 +28,15 @@ __all__ = [
     "DropSpec",
     "sparsify",
     "expand",
-    "Compact",
+    "Record",
+    "Layout",
     "masked_relu",
     "measure_cache",
     "estimate_cache",
     "CacheMeter",
     "CacheReport",
     "STRATEGIES",
+    "Strategy",
     "DEFAULT_STRATEGY",
 ]
 __version__ = "0.1.0"

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .sparsify import DropSpec, sparsify
-from .storage import Layout, expand
+from .record import Layout, Record
+from .sparsify import DropSpec, expand, sparsify
 
 
 _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu", "xla")
@@ -45,9 +45,9 @@ def _save_input(ctx, x: torch.Tensor, spec: DropSpec, *others: torch.Tensor) -> 
     if ctx.needs_input_grad[1]:  # the weight gradient is what needs the input
         record = sparsify(x, spec)
         ctx.layout = record.layout
-        ctx.save_for_backward(*others, *record.tensors)
+        ctx.save_for_backward(*others, *record.saved)
     else:
-        ctx.layout = Layout("absent", x.shape, x.dtype, None, x.numel())
+        ctx.layout = Layout("absent", x.shape, x.dtype, None, x.numel(), 0)
         ctx.save_for_backward(*others)
 
 
@@ -55,8 +55,7 @@ def _load_input(ctx, weight: torch.Tensor, saved: Sequence[torch.Tensor]) -> tor
     layout: Layout = ctx.layout
     if layout.kind == "absent":  # shape-only stand-in: the weight needs no gradient
         return weight.new_zeros((), dtype=layout.dtype).expand(layout.shape)
-    values, positions = (saved[0], None) if len(saved) == 1 else saved
-    return expand(values, positions, layout)
+    return expand(Record.from_saved(saved, layout))
 
 
 class _SparseLinear(torch.autograd.Function):

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .sparsify import observe
+from .record import observe
 
 MiB = 2**20
 

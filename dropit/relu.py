@@ -3,14 +3,18 @@
 ``nn.ReLU`` saves its output for backward. In a CNN that output is the next
 convolution's input, so while the ReLU holds it densely, DropIT dropping
 elements of the convolution's copy frees nothing. This ReLU saves
-``out > 0`` packed into bits (1/32 of an fp32 tensor) and its gradient is
-``grad * (out > 0)``, bit for bit what ``nn.ReLU`` computes.
+``out != 0`` packed into bits (1/32 of an fp32 tensor) and its gradient is
+``grad * (out != 0)``, bit for bit what ``nn.ReLU`` computes (its backward
+passes the gradient at NaN too). The mask is packed and applied in one pass
+each way (:func:`dropit.kernels.pack_nonzero`, :func:`dropit.kernels.mask_grad`),
+in the output's memory order, so channels_last tensors are not copied.
 """
 from __future__ import annotations
 
 import torch
 
-from .storage import pack_bits, unpack_bits
+from . import ops
+from .record import from_memory_order, memory_order
 
 
 class _MaskedReLU(torch.autograd.Function):
@@ -21,28 +25,17 @@ class _MaskedReLU(torch.autograd.Function):
             out = x.relu_()
         else:
             out = x.relu()
+        flat, ctx.permutation = memory_order(out)
         ctx.shape = out.shape
-        ctx.channels_last = out.dim() == 4 and not out.is_contiguous() and out.is_contiguous(memory_format=torch.channels_last)
-        flat = (out.permute(0, 2, 3, 1) if ctx.channels_last else out).reshape(-1)
-        # out != 0 rather than out > 0: nn.ReLU's backward passes the gradient at NaN too.
-        # .bool() is that test, and on CPU 10x faster than the comparison ne(0).
-        positive = flat.bool()
-        ctx.save_for_backward(pack_bits(positive))
+        ctx.save_for_backward(ops.call(ops.pack_nonzero_op, flat))
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        (packed,) = ctx.saved_tensors
-        n = grad_out.numel()
-        positive = unpack_bits(packed, n)  # non-zero bytes where out != 0
-        if ctx.channels_last:
-            s = ctx.shape
-            positive = positive.view(s[0], s[2], s[3], s[1]).permute(0, 3, 1, 2)
-        else:
-            positive = positive.view(ctx.shape)
-        # nn.ReLU's own kernel, on the flags instead of the output: zero where a
-        # flag is 0, grad_out where it is positive (3x faster than torch.where)
-        return torch.ops.aten.threshold_backward(grad_out, positive, 0), None
+        (bits,) = ctx.saved_tensors
+        perm = ctx.permutation
+        g = (grad_out if perm is None else grad_out.permute(perm)).contiguous().view(-1)  # the mask's order
+        return from_memory_order(ops.call(ops.mask_grad_op, g, bits), ctx.shape, perm), None
 
 
 def masked_relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:

@@ -1,29 +1,32 @@
-"""From a dense input to the compact record DropIT keeps for backward.
+"""From a dense input to the record DropIT keeps for backward, and back.
 
 :class:`DropSpec` is the per-layer setting (dropping rate, strategy, and the
 optional lower precision for kept values); :func:`sparsify` applies it to one
-tensor. Active :func:`observers` (the memory meter) are told the dense size of
-every tensor sparsified, so reports can show what the compact record replaced.
+tensor and :func:`expand` rebuilds the dense tensor, zeros at the dropped
+positions. Both run the ops of :mod:`dropit.ops`, so the same code runs eager
+and under ``torch.compile``.
 
 A tensor cached by several layers with the same setting (in a ResNet, a block's
 input feeds both its first convolution and its downsampling shortcut) is
-sparsified once: the later layers get the record the first one made while
-that record is still held for backward, so it is computed and stored once.
+sparsified once: in eager mode the later layers get the record the first one
+made while that record is still held for backward; under ``torch.compile`` the
+compiler merges the identical ops.
 """
 from __future__ import annotations
 
-import contextlib
 import weakref
-from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .storage import Compact, Layout, compress, compress_meta, memory_order
-from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy, num_kept
+from . import ops
+from .record import Layout, Record, from_memory_order, memory_order, notify, observe, position_kind
+from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy
 
 _VALUE_DTYPES = (None, torch.bfloat16, torch.float16)
+
+__all__ = ["DropSpec", "sparsify", "expand", "observe"]
 
 
 @dataclass
@@ -33,51 +36,55 @@ class DropSpec:
     gamma: float = 0.9
     strategy: str = DEFAULT_STRATEGY
     value_dtype: torch.dtype | None = None
-    _select: Callable = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.gamma = check_gamma(self.gamma)
-        self._select = get_strategy(self.strategy)
+        get_strategy(self.strategy)
         if self.value_dtype not in _VALUE_DTYPES:
             raise ValueError(
                 f"value_dtype must be one of None, torch.bfloat16, torch.float16, got {self.value_dtype!r}"
             )
 
 
-_observers: list[Callable[[torch.Tensor, Compact], None]] = []
-
-
-@contextlib.contextmanager
-def observe(callback: Callable[[torch.Tensor, Compact], None]) -> Iterator[None]:
-    """Call ``callback(dense_input, compact_record)`` for each tensor sparsified inside."""
-    _observers.append(callback)
-    try:
-        yield
-    finally:
-        _observers.remove(callback)
-
-
-def sparsify(x: torch.Tensor, spec: DropSpec) -> Compact:
-    """The compact record of x that backward will expand: kept values + positions."""
+def sparsify(x: torch.Tensor, spec: DropSpec) -> Record:
+    """The record of x that backward will expand: kept values + positions."""
     flat, perm = memory_order(x)
+    n = flat.numel()
     if spec.gamma == 0.0:
-        record = Compact(flat, None, Layout("dense", x.shape, x.dtype, perm, flat.numel()))
+        record = Record(flat, None, None, Layout("dense", x.shape, x.dtype, perm, n, n))
     else:
-        record = _recent_record(x, spec) or _compress(x, flat, perm, spec)
-    for callback in _observers:
-        callback(x, record)
+        record = (None if torch.compiler.is_compiling() else _recent_record(x, spec)) or _make(x, flat, perm, spec)
+    notify(x, record)
     return record
 
 
-def _compress(x: torch.Tensor, flat: torch.Tensor, perm, spec: DropSpec) -> Compact:
-    if x.is_meta:
-        record = compress_meta(x, num_kept(flat.numel(), spec.gamma), perm)
+def _make(x: torch.Tensor, flat: torch.Tensor, perm, spec: DropSpec) -> Record:
+    n = flat.numel()
+    capacity = get_strategy(spec.strategy).capacity(n, spec.gamma)
+    value_dtype = spec.value_dtype if spec.value_dtype is not None and x.dtype.itemsize > spec.value_dtype.itemsize else None
+    value_size = value_dtype.itemsize if value_dtype is not None else x.element_size()
+    kind = position_kind(n, capacity, value_size, x.element_size())
+    values, positions, count = ops.call(ops.sparsify_op, flat, spec.gamma, spec.strategy, kind, capacity)
+    if kind == "dense":
+        record = Record(values, None, None, Layout("dense", x.shape, x.dtype, perm, n, n))
     else:
-        record = compress(x, spec._select(flat, spec.gamma), flat, perm)
-    if spec.value_dtype is not None and record.layout.kind != "dense" and x.dtype.itemsize > spec.value_dtype.itemsize:
-        record = record._replace(values=record.values.to(spec.value_dtype))
-    _recent[x] = (_share_key(x, spec), record.layout, [weakref.ref(t) for t in record.tensors])
+        if value_dtype is not None:
+            values = values.to(value_dtype)
+        record = Record(values, positions, count, Layout(kind, x.shape, x.dtype, perm, n, capacity))
+    if not torch.compiler.is_compiling():
+        _recent[x] = (_share_key(x, spec), record.layout, [weakref.ref(t) for t in record.saved], count)
     return record
+
+
+def expand(record: Record) -> torch.Tensor:
+    """The dense tensor of the record's shape (and memory format), zeros where elements were dropped."""
+    layout = record.layout
+    values = record.values.to(layout.dtype)
+    if layout.kind == "dense":
+        flat = values
+    else:
+        flat = ops.call(ops.expand_op, values, record.positions, layout.kind, layout.numel)
+    return from_memory_order(flat, layout.shape, layout.permutation)
 
 
 # Records by the tensor they were made from, held weakly both ways: an entry
@@ -91,13 +98,12 @@ def _share_key(x: torch.Tensor, spec: DropSpec) -> tuple:
     return (x._version, spec.gamma, spec.strategy, spec.value_dtype)
 
 
-def _recent_record(x: torch.Tensor, spec: DropSpec) -> Compact | None:
+def _recent_record(x: torch.Tensor, spec: DropSpec) -> Record | None:
     entry = _recent.get(x)
     if entry is None or entry[0] != _share_key(x, spec):
         return None
-    _, layout, refs = entry
-    tensors = [ref() for ref in refs]
-    if any(t is None for t in tensors):
+    _, layout, refs, count = entry
+    saved = [ref() for ref in refs]
+    if any(t is None for t in saved):
         return None
-    values, positions = tensors if len(tensors) == 2 else (tensors[0], None)
-    return Compact(values, positions, layout)
+    return Record.from_saved(saved, layout)._replace(count=count)

@@ -1,24 +1,39 @@
 """Dropping strategies: which elements of a cached input DropIT keeps.
 
-A strategy maps a flat tensor ``x`` (n,) and a dropping rate ``gamma`` in [0, 1)
-to a boolean mask (n,) of the elements to keep. The kept values themselves are
+A :class:`Strategy` selects from a flat tensor ``x`` (n,) at dropping rate
+``gamma`` in [0, 1), either by a magnitude threshold or by a boolean mask, and
+says how many elements its records must be able to hold (its *capacity*, which
+depends on n and gamma only, so records have static shapes). Calling it,
+``STRATEGIES["sampled"](x, gamma)``, gives the keep mask. The kept values are
 always the input's own values at their own positions; only the choice differs.
 
 - ``"mink"``    exact min-k, as in the paper: drop the floor(gamma * n) elements
-                of smallest |x|. Large tensors take the top-k only among the
-                candidates above a sampled lower bound (a few % more than k),
-                not over all n: the same set, at a fraction of the cost.
-- ``"sampled"`` (the default) approximate min-k in linear time: estimate
-                the gamma-quantile of |x| from a fixed random sample of 2^15
-                elements and keep what lies above it. No sort of the whole
-                tensor, no RNG: the same input always gives the same selection.
+                of smallest |x|; capacity exactly the kept count. On CPU large
+                tensors take the top-k only among the candidates above a
+                sampled lower bound (a few % more than k), not over all n: the
+                same set, at a fraction of the cost.
+- ``"sampled"`` (the default) approximate min-k in linear time: estimate the
+                gamma-quantile of |x| from a fixed sample of 2^15 elements (one
+                in each of 2^15 equal strata, at hashed offsets) and keep what
+                lies above it. No sort, no RNG, no host sync: the same input
+                always gives the same selection.
 - ``"random"``  keep each element with probability 1 - gamma, (1 - gamma) * n
                 on average (ablation baseline; torch's global RNG, as dropout).
 
+Capacity of the estimated strategies: the expected kept count plus
+``MARGIN_SIGMAS`` (6) standard deviations of it: 10% more than (1 - gamma) * n
+at gamma = 0.9 for ``"sampled"`` (whose sample fixes the kept fraction to
+within sqrt(gamma (1 - gamma) / 2^15)), a fraction of a percent for
+``"random"``. Selecting more than that is an overflow (see
+:mod:`dropit.record`): the first elements, in memory order, that fit are kept.
+It happens when more than 1 - gamma of a tensor is tied at its largest
+magnitude (where any choice among the ties is an equally exact min-k), or with
+a six-sigma sampling error (about 1e-9 per tensor).
+
 Ties: ``"sampled"`` drops elements tied with its threshold, except where the
-threshold is the largest |x| (a constant tensor, kept whole rather than dropped
-whole); it never keeps zeros. ``"mink"`` keeps exactly its count, breaking
-ties arbitrarily.
+threshold is the largest |x| of the sample (a constant tensor: its ties are
+kept, up to the capacity, rather than all dropped); it never keeps zeros.
+``"mink"`` keeps exactly its count, breaking ties arbitrarily.
 
 Non-finite inputs: NaN and +-Inf are always kept by ``"mink"`` and
 ``"sampled"``, so a NaN reaches the weight gradient exactly as it would without
@@ -26,30 +41,35 @@ DropIT instead of being silently dropped.
 """
 from __future__ import annotations
 
-import functools
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-Strategy = Callable[[torch.Tensor, float], torch.Tensor]
+from . import kernels
+from .kernels import SAMPLE_SIZE, magnitude_keys, sample_rank
 
-SAMPLE_SIZE = 1 << 15
+MARGIN_SIGMAS = 6.0
 
 
-@functools.lru_cache(maxsize=64)
-def _sample_indices(n: int, device: torch.device) -> torch.Tensor:
-    """SAMPLE_SIZE fixed pseudo-random positions in [0, n), the same for every call.
+class Selection(NamedTuple):
+    """Keep the elements whose magnitude key is above ``thr``, or where ``mask`` is True."""
 
-    Drawn once per (n, device) from a generator seeded with n, so selection is
-    deterministic and the global RNG stream (dropout, augmentation) is untouched.
-    A random rather than strided sample cannot alias with row, channel or plane
-    sizes. Cached: 256 KiB per distinct size.
-    """
-    g = torch.Generator().manual_seed(n)
-    idx = torch.randint(0, n, (SAMPLE_SIZE,), generator=g)
-    return idx.sort().values.to(device)  # ascending: the gather walks memory forwards
+    thr: torch.Tensor | int | None = None
+    mask: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    select: Callable[[torch.Tensor, float], Selection]
+    capacity: Callable[[int, float], int]  # most elements a record of n at rate gamma holds
+
+    def __call__(self, x: torch.Tensor, gamma: float) -> torch.Tensor:
+        """The (n,) bool keep mask of flat x (before any capacity limit)."""
+        sel = self.select(x, gamma)
+        return sel.mask.bool() if sel.mask is not None else magnitude_keys(x) > sel.thr
 
 
 def num_kept(n: int, gamma: float) -> int:
@@ -57,80 +77,67 @@ def num_kept(n: int, gamma: float) -> int:
     return n - math.floor(gamma * n)
 
 
-def mink(x: torch.Tensor, gamma: float) -> torch.Tensor:
+def _margin(n: int, sd: float) -> int:
+    return math.ceil(MARGIN_SIGMAS * sd) + 1
+
+
+def exact_capacity(n: int, gamma: float) -> int:
+    return num_kept(n, gamma)
+
+
+def sampled_capacity(n: int, gamma: float) -> int:
+    if n <= SAMPLE_SIZE:  # the quantile is exact: never more than the kept count
+        return num_kept(n, gamma)
+    return min(n, num_kept(n, gamma) + _margin(n, n * math.sqrt(gamma * (1 - gamma) / SAMPLE_SIZE)))
+
+
+def random_capacity(n: int, gamma: float) -> int:
+    return min(n, num_kept(n, gamma) + _margin(n, math.sqrt(n * gamma * (1 - gamma))))
+
+
+def select_sampled(x: torch.Tensor, gamma: float) -> Selection:
+    return Selection(thr=kernels.threshold(x, sample_rank(x.numel(), gamma)))
+
+
+def select_mink(x: torch.Tensor, gamma: float) -> Selection:
     n = x.numel()
-    k = num_kept(n, gamma)
-    mag = x.abs().nan_to_num_(nan=math.inf, posinf=math.inf)  # NaN ranks as the largest
-    idx = _top_k_indices(mag, k, gamma)
-    return torch.zeros(n, dtype=torch.bool, device=x.device).index_fill_(0, idx, True)
+    keep = torch.zeros(n, dtype=torch.bool, device=x.device)
+    return Selection(mask=keep.index_fill_(0, _top_k_indices(x, num_kept(n, gamma), gamma), True))
 
 
-def _top_k_indices(mag: torch.Tensor, k: int, gamma: float) -> torch.Tensor:
-    """Indices of the k largest of mag, without a top-k over all of it when it is large.
+def _top_k_indices(x: torch.Tensor, k: int, gamma: float) -> torch.Tensor:
+    """Indices of the k largest magnitude keys of x, without a top-k over all of it when it is large.
 
     A threshold a few standard errors below the sample's gamma-quantile leaves
     (with overwhelming probability) at least k candidates above it; the top-k
-    of the candidates is then the exact top-k of mag. If the sample misled us
-    (fewer than k candidates), fall back to the full top-k.
+    of the candidates is then the exact top-k of x. If the sample misled us
+    (fewer than k candidates), fall back to the full top-k. On a GPU the full
+    top-k is fast and needs no host sync, so it is taken directly.
     """
-    n = mag.numel()
-    if n <= 4 * SAMPLE_SIZE or mag.is_meta:
-        return mag.topk(k, sorted=False).indices
-    sample = mag.index_select(0, _sample_indices(n, mag.device))
+    keys = magnitude_keys(x)  # NaN ranks above Inf
+    n = x.numel()
+    if n <= 4 * SAMPLE_SIZE or x.device.type != "cpu":
+        return keys.topk(k, sorted=False).indices
     slack = 6 * math.sqrt(gamma * (1 - gamma) / SAMPLE_SIZE) + 2 / SAMPLE_SIZE
     rank = math.floor(max(0.0, gamma - slack) * SAMPLE_SIZE)
     if rank == 0:
-        return mag.topk(k, sorted=False).indices
-    low = sample.kthvalue(rank).values
-    candidates = (mag > low).nonzero().view(-1)
+        return keys.topk(k, sorted=False).indices
+    low = kernels.threshold(x, rank)  # at most the sample's rank-th key
+    candidates = (keys > low).nonzero().view(-1)
     if candidates.numel() < k:
-        return mag.topk(k, sorted=False).indices
-    return candidates[mag.index_select(0, candidates).topk(k, sorted=False).indices]
+        return keys.topk(k, sorted=False).indices
+    return candidates[keys.index_select(0, candidates).topk(k, sorted=False).indices]
 
 
-def sampled_threshold(x: torch.Tensor, gamma: float) -> torch.Tensor | None:
-    """The estimated gamma-quantile of |x| (a 0-dim tensor, no host sync), or None to keep all.
-
-    x is flat. Up to SAMPLE_SIZE elements the quantile is exact; above, it
-    is the quantile of a fixed random sample of SAMPLE_SIZE elements. The
-    relative error of the kept count is then about
-    sqrt(gamma / ((1 - gamma) * SAMPLE_SIZE)), 1.7% at gamma = 0.9 (2^15 elements: a
-    sample that fits in L2 cache, where kthvalue takes about 0.5 ms, not 10).
-    """
-    n = x.numel()
-    sample = x if n <= SAMPLE_SIZE else x.index_select(0, _sample_indices(n, x.device))
-    rank = math.floor(gamma * sample.numel())  # sample elements at or below the threshold
-    if rank == 0:
-        return None
-    mag = sample.abs()
-    thr = mag.kthvalue(rank).values
-    # A threshold equal to the largest |x| (a constant tensor) would drop all:
-    # step it towards zero so the ties are kept whole instead. Zero stays zero.
-    return torch.where(thr == mag.max(), torch.nextafter(thr, thr.new_zeros(())), thr)
+def select_random(x: torch.Tensor, gamma: float) -> Selection:
+    return Selection(mask=torch.rand(x.shape, device=x.device) >= gamma)
 
 
-def sampled(x: torch.Tensor, gamma: float) -> torch.Tensor:
-    thr = sampled_threshold(x, gamma)
-    if thr is None:
-        return torch.ones_like(x, dtype=torch.bool)
-    return magnitude_above(x, thr)
-
-
-def magnitude_above(x: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
-    """The mask not(|x| <= thr): |x| above a 0-dim threshold, and NaN (which compares false)."""
-    if x.device.type == "cpu":
-        # hardshrink (x where |x| > thr, else 0; NaN passes) then .bool(): two
-        # passes on CPU that take a third of the time of abs + one comparison
-        # writing a bool. .item() costs nothing here; on a GPU it would be a sync.
-        return F.hardshrink(x, thr.item()).bool()
-    return x.abs().le(thr).logical_not_()
-
-
-def random(x: torch.Tensor, gamma: float) -> torch.Tensor:
-    return torch.rand(x.shape, device=x.device) >= gamma
-
-
-STRATEGIES: dict[str, Strategy] = {"mink": mink, "sampled": sampled, "random": random}
+STRATEGIES: dict[str, Strategy] = {
+    "mink": Strategy("mink", select_mink, exact_capacity),
+    "sampled": Strategy("sampled", select_sampled, sampled_capacity),
+    "random": Strategy("random", select_random, random_capacity),
+}
 DEFAULT_STRATEGY = "sampled"  # the fast default; "mink" reproduces the paper exactly
 
 
@@ -141,6 +148,15 @@ def get_strategy(name: str) -> Strategy:
         raise ValueError(
             f"unknown DropIT strategy {name!r}; choose one of {sorted(STRATEGIES)}"
         ) from None
+
+
+def threshold_magnitude(x: torch.Tensor, gamma: float) -> float | None:
+    """The |x| at the ``"sampled"`` threshold of flat x (kept: above it), or None to keep all."""
+    thr = int(kernels.threshold(x, sample_rank(x.numel(), gamma)))
+    if thr < 0:
+        return None
+    key = torch.tensor([thr], dtype=torch.int64).to(magnitude_keys(x[:1]).dtype)
+    return float(key.view(x.dtype).float())
 
 
 def check_gamma(gamma: float, where: str = "gamma") -> float:

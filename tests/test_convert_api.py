@@ -53,7 +53,7 @@ def test_default_strategy_is_sampled_and_it_selects_what_sampled_selects():
     conv = dropit.to_dropit(nn.Conv2d(3, 8, 3), gamma=0.9)
     x = torch.randn(4, 3, 64, 64)  # more elements than the sample: not exact min-k
     kept = []
-    with observe(lambda dense, record: kept.append(dropit.expand(*record))):
+    with observe(lambda dense, record: kept.append(dropit.expand(record))):
         conv(x)
     want = dropit.STRATEGIES["sampled"](x.reshape(-1), 0.9).view_as(x)
     assert torch.equal(kept[0], torch.where(want, x, 0))

@@ -82,7 +82,7 @@ def test_expanding_a_record_on_cuda_needs_no_host_sync():
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any device-to-host sync now raises
     try:
-        dense = dropit.expand(*record)
+        dense = dropit.expand(record)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     keep = dropit.STRATEGIES["sampled"](x.view(-1), 0.9).view_as(x)

@@ -97,7 +97,7 @@ def test_mink_weight_gradient_uses_sparsified_input(name):
     if cached is x:
         x_sparse = _mink_sparsified(cached, gamma)
     else:  # padding copies values, and min-k among ties is any valid choice: check it is one
-        x_sparse = dropit.expand(*dropit.sparsify(cached, dropit.DropSpec(gamma, "mink")))
+        x_sparse = dropit.expand(dropit.sparsify(cached, dropit.DropSpec(gamma, "mink")))
         kept = x_sparse.ne(0)
         assert int(kept.sum()) == num_kept(cached.numel(), gamma)
         assert cached[kept].abs().min() >= cached[~kept].abs().max()

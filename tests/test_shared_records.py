@@ -38,8 +38,8 @@ def _reference_grads(model, x, gamma, scale_b=1.0):
     """The same gradients from dense autograd on independently min-k-sparsified inputs."""
     ref = copy.deepcopy(model)
     h = x * 1.0
-    sparse = dropit.expand(*dropit.sparsify(h, dropit.DropSpec(gamma, "mink")))
-    sparse_b = dropit.expand(*dropit.sparsify(h * scale_b, dropit.DropSpec(gamma, "mink")))
+    sparse = dropit.expand(dropit.sparsify(h, dropit.DropSpec(gamma, "mink")))
+    sparse_b = dropit.expand(dropit.sparsify(h * scale_b, dropit.DropSpec(gamma, "mink")))
     ref.zero_grad()
     # grad_weight from the sparsified input; the output (and so grad_out) from the dense one
     out_a = nn.functional.conv2d(h, ref.a.weight, padding=1)
@@ -101,7 +101,7 @@ def test_a_record_is_shared_only_while_a_layer_holds_it():
     gc.collect()
     assert values() is None  # nothing in dropit keeps it alive
     again = dropit.sparsify(x, spec)
-    assert torch.equal(dropit.expand(*again), torch.where(dropit.STRATEGIES["sampled"](x.view(-1), 0.9).view_as(x), x, 0))
+    assert torch.equal(dropit.expand(again), torch.where(dropit.STRATEGIES["sampled"](x.view(-1), 0.9).view_as(x), x, 0))
 
 
 def test_resnet_shortcuts_share_their_block_input():

@@ -4,7 +4,10 @@ import math
 import pytest
 import torch
 
-from dropit.strategies import SAMPLE_SIZE, STRATEGIES, mink, num_kept, sampled, sampled_threshold
+from dropit.kernels import reference
+from dropit.strategies import SAMPLE_SIZE, STRATEGIES, num_kept, threshold_magnitude
+
+mink, sampled = STRATEGIES["mink"], STRATEGIES["sampled"]
 
 N = 1 << 20
 
@@ -106,7 +109,7 @@ def test_nan_and_inf_are_kept(strategy):
 
 
 def test_sampled_threshold_is_none_when_gamma_keeps_all():
-    assert sampled_threshold(torch.randn(10), 0.05) is None
+    assert threshold_magnitude(torch.randn(10), 0.05) is None
     assert bool(sampled(torch.randn(10), 0.05).all())
 
 
@@ -121,26 +124,20 @@ def test_mink_on_large_tensors_is_the_exact_top_k(name):
 
 
 def test_mink_falls_back_to_a_full_top_k_when_the_sample_misleads():
-    from dropit.strategies import _sample_indices
-
     n = 1 << 20
     x = torch.rand(n) * 0.01
-    x[_sample_indices(n, x.device)] = 10.0  # the sample sees only large values
+    x[reference.sample_positions(n)] = 10.0  # the sample sees only large values
     keep = mink(x, 0.9)
     assert int(keep.sum()) == num_kept(n, 0.9)
     assert x[keep].min() >= x[~keep].max()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
-def test_magnitude_above_is_not_at_or_below_the_threshold(dtype):
-    from dropit.strategies import magnitude_above
-
+def test_sampled_keeps_magnitudes_above_its_threshold_and_non_finite(dtype):
     x = torch.randn(10_000).to(dtype)
     x[:6] = torch.tensor([math.nan, math.inf, -math.inf, 0.0, -0.0, 1.0])
-    x[6:10] = torch.tensor([1.0, -1.0, 1.0, -1.0]).to(dtype)  # ties with the threshold
-    thr = torch.tensor(1.0, dtype=dtype)
-    expected = x.abs().le(thr).logical_not_()
-    keep = magnitude_above(x, thr)
+    keep = sampled(x, 0.9)
+    thr = threshold_magnitude(x, 0.9)
+    expected = x.abs().le(thr).logical_not_()  # not(|x| <= thr): NaN passes
     assert keep.dtype == torch.bool and torch.equal(keep, expected)
-    assert keep[:3].all() and not keep[3:10].any()  # non-finite kept; zeros and ties dropped
-    assert torch.equal(magnitude_above(x, torch.tensor(0.0, dtype=dtype)), x.ne(0))  # NaN != 0 too
+    assert keep[:3].all() and not keep[3:5].any()  # non-finite kept, zeros never

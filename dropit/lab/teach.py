@@ -26,8 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import dropit
-from dropit.storage import Compact
-from dropit.strategies import sampled_threshold
+from dropit.record import Record
+from dropit.strategies import threshold_magnitude
 
 DEFAULT_GAMMAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
@@ -55,7 +55,7 @@ class Dropped:
     after: torch.Tensor  # what backward sees: kept values, zeros elsewhere
     kept: torch.Tensor  # bool, True where the element was kept
     threshold: float | None  # |x| boundary between dropped and kept (None for "random")
-    record: Compact  # the compact record stored for backward
+    record: Record  # the compact record stored for backward
     gamma: float
     strategy: str
 
@@ -74,10 +74,10 @@ def drop(x: torch.Tensor, gamma: float, strategy: str = "mink", seed: int = 0) -
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         record = dropit.sparsify(x, spec)
-    after = dropit.expand(*record)
+    after = dropit.expand(record)
     kind = record.layout.kind
     if kind in ("bits", "index"):
-        kept = dropit.expand(torch.ones_like(record.values), record.positions, record.layout).bool()
+        kept = dropit.expand(record._replace(values=torch.ones_like(record.values))).bool()
     else:  # "dense": the masked tensor itself; a dropped zero equals a kept one
         kept = after.ne(0) | x.eq(0)
     return Dropped(x, after, kept, _threshold(x, kept, spec), record, spec.gamma, strategy)
@@ -87,8 +87,8 @@ def _threshold(x: torch.Tensor, kept: torch.Tensor, spec: dropit.DropSpec) -> fl
     if spec.strategy == "random":
         return None
     if spec.strategy == "sampled":
-        t = sampled_threshold(x.reshape(-1), spec.gamma).item()
-        return max(t, 0.0)
+        t = threshold_magnitude(x.reshape(-1), spec.gamma)
+        return 0.0 if t is None else t
     mag = x.abs()
     dropped = mag[~kept]
     return dropped.max().item() if dropped.numel() else 0.0

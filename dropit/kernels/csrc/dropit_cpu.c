@@ -1,0 +1,398 @@
+/* Fused CPU kernels of dropit.kernels: one pass each way over a cached tensor.
+ *
+ * Every function here has a torch reference in dropit/kernels/reference.py that
+ * defines its result; tests compare the two bit for bit. Elements are handled by
+ * their bit patterns (uint16/32/64 for bf16/fp16, fp32, fp64), so one code path
+ * serves every float dtype: the magnitude "key" of an element is its bits with the
+ * sign cleared, which orders like |x| for finite values and Inf, and puts NaN above
+ * Inf, so NaN is always kept.
+ *
+ * Bit layout: bit i of byte j stands for element 8j + i (little-endian words).
+ * Threads: OpenMP, which links to the libgomp torch already loaded, so these
+ * kernels share torch's thread pool instead of adding threads of their own.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__BMI2__)
+#include <immintrin.h>
+#define DROPIT_AVX512 1
+#endif
+
+#define CHUNK 65536 /* elements per thread per round: re-read from L2 in the second phase */
+
+static inline int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static inline int threads_for(int64_t n, int nthreads) {
+    if (nthreads < 1 || n < 2 * CHUNK) return 1;
+    return nthreads > 64 ? 64 : nthreads;
+}
+
+/* The fixed sample: one position in each of `samples` (a power of two, 2^log2s)
+ * equal strata of [0, n), jittered by an integer hash of (i, n). No division, and
+ * every product stays below 2^63, so the torch reference computes the same
+ * positions with int64 arithmetic. */
+static inline uint64_t mix31(uint64_t v) {
+    v = (v * 0x5bd1e995ULL + 0x3c6ef372ULL) & 0x7fffffffULL;
+    v ^= v >> 13;
+    v = (v * 0x27d4eb2dULL) & 0x7fffffffULL;
+    v ^= v >> 15;
+    return v;
+}
+
+static inline int64_t sample_position(int64_t i, int64_t n, int log2s) {
+    uint64_t start = ((uint64_t)i * (uint64_t)n) >> log2s;
+    uint64_t width = (((uint64_t)(i + 1) * (uint64_t)n) >> log2s) - start;
+    return (int64_t)(start + ((mix31((uint64_t)i ^ ((uint64_t)n & 0x7fffffffULL)) * width) >> 31));
+}
+
+/* k-th smallest (0-based) of a[0..m), reordering a: quickselect, median of three. */
+#define DEFINE_SELECT(W)                                                                 \
+    static uint##W##_t select_##W(uint##W##_t* a, int64_t m, int64_t k) {                \
+        int64_t lo = 0, hi = m - 1;                                                       \
+        while (hi > lo) {                                                                 \
+            int64_t mid = lo + (hi - lo) / 2;                                             \
+            uint##W##_t x = a[lo], y = a[mid], z = a[hi];                                 \
+            uint##W##_t p = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y)); \
+            int64_t i = lo, j = hi;                                                       \
+            while (i <= j) {                                                              \
+                while (a[i] < p) i++;                                                     \
+                while (a[j] > p) j--;                                                     \
+                if (i <= j) {                                                             \
+                    uint##W##_t t = a[i]; a[i] = a[j]; a[j] = t;                          \
+                    i++; j--;                                                             \
+                }                                                                         \
+            }                                                                             \
+            if (k <= j) hi = j;                                                           \
+            else if (k >= i) lo = i;                                                      \
+            else return a[k];                                                             \
+        }                                                                                 \
+        return a[k];                                                                      \
+    }
+
+DEFINE_SELECT(16)
+DEFINE_SELECT(32)
+DEFINE_SELECT(64)
+
+/* The sampled threshold: the rank-th smallest magnitude key (1-based) of the sample
+ * (all of x when n <= 2^log2s); -1 (keep all) when rank is 0. A threshold equal to
+ * the sample's largest key (most of the sample tied at its maximum) steps one key
+ * down, so the ties are kept rather than all dropped; zero stays zero. */
+#define DEFINE_THRESHOLD(W, ABS)                                                          \
+    int64_t dropit_threshold_##W(const uint##W##_t* x, int64_t n, int64_t rank, int log2s) { \
+        if (rank <= 0 || n <= 0) return -1;                                               \
+        int64_t samples = (int64_t)1 << log2s, m = n <= samples ? n : samples;            \
+        uint##W##_t* keys = (uint##W##_t*)malloc((size_t)m * sizeof(uint##W##_t));        \
+        if (!keys) return -2;                                                             \
+        uint##W##_t top = 0;                                                              \
+        for (int64_t i = 0; i < m; i++) {                                                 \
+            uint##W##_t k = x[n <= samples ? i : sample_position(i, n, log2s)] & ABS;     \
+            keys[i] = k;                                                                  \
+            if (k > top) top = k;                                                         \
+        }                                                                                 \
+        int64_t thr = (int64_t)select_##W(keys, m, (rank > m ? m : rank) - 1);            \
+        free(keys);                                                                       \
+        if (thr == (int64_t)top && thr > 0) thr -= 1;                                     \
+        return thr;                                                                       \
+    }
+
+DEFINE_THRESHOLD(16, 0x7fffu)
+DEFINE_THRESHOLD(32, 0x7fffffffu)
+DEFINE_THRESHOLD(64, 0x7fffffffffffffffULL)
+
+/* ---- compress: keep (key > thr, or mask[i] != 0); the first cap kept, in memory order,
+ * go to values; bits say which were stored; returns how many were selected (may
+ * exceed cap: then only the first cap are stored and the others' bits are clear). */
+
+/* Phase 1 on [a, b): bits of the selection, returns their count. a is a multiple of 8. */
+#define DEFINE_SELECT_BITS(W, ABS)                                                        \
+    static int64_t select_bits_##W(const uint##W##_t* x, const uint8_t* mask, int64_t a, int64_t b, \
+                                    int64_t thr, uint8_t* bits) {                         \
+        int64_t count = 0;                                                                \
+        for (int64_t i = a; i < b; i += 8) {                                              \
+            int lim = b - i < 8 ? (int)(b - i) : 8;                                       \
+            unsigned byte = 0;                                                            \
+            if (mask) {                                                                   \
+                for (int j = 0; j < lim; j++) byte |= (unsigned)(mask[i + j] != 0) << j;  \
+            } else {                                                                      \
+                for (int j = 0; j < lim; j++) byte |= (unsigned)((int64_t)(x[i + j] & ABS) > thr) << j; \
+            }                                                                             \
+            bits[i >> 3] = (uint8_t)byte;                                                 \
+            count += __builtin_popcount(byte);                                            \
+        }                                                                                 \
+        return count;                                                                     \
+    }
+
+/* Phase 2 on [a, b): the selected elements to values[o...], stopping at cap; this
+ * range's own values end at `end`. */
+#define DEFINE_GATHER(W)                                                                  \
+    static void gather_##W(const uint##W##_t* x, int64_t a, int64_t b, int64_t o, int64_t cap, \
+                           int64_t end, uint##W##_t* values, uint8_t* bits) {             \
+        (void)end;                                                                        \
+        for (int64_t i = a; i < b; i += 8) {                                              \
+            unsigned byte = bits[i >> 3];                                                 \
+            if (!byte) continue;                                                          \
+            if (o + 8 <= cap) {                                                           \
+                while (byte) { values[o++] = x[i + __builtin_ctz(byte)]; byte &= byte - 1; } \
+            } else {                                                                      \
+                unsigned stored = 0;                                                      \
+                while (byte && o < cap) {                                                 \
+                    int j = __builtin_ctz(byte);                                          \
+                    values[o++] = x[i + j]; stored |= 1u << j; byte &= byte - 1;          \
+                }                                                                         \
+                bits[i >> 3] = (uint8_t)stored;                                           \
+            }                                                                             \
+        }                                                                                 \
+    }
+
+DEFINE_SELECT_BITS(16, 0x7fffu)
+DEFINE_SELECT_BITS(32, 0x7fffffffu)
+DEFINE_SELECT_BITS(64, 0x7fffffffffffffffULL)
+DEFINE_GATHER(16)
+DEFINE_GATHER(32)
+DEFINE_GATHER(64)
+
+#ifdef DROPIT_AVX512
+/* 16 fp32 elements a step: compare to a mask register, compress-store the kept. */
+static int64_t select_bits_32_avx512(const uint32_t* x, const uint8_t* mask, int64_t a, int64_t b,
+                                     int64_t thr, uint8_t* bits) {
+    int64_t count = 0, i = a;
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff), t = _mm512_set1_epi32((int32_t)thr);
+    for (; i + 16 <= b; i += 16) {
+        __mmask16 m;
+        if (mask) m = _mm_test_epi8_mask(_mm_loadu_si128((const __m128i*)(mask + i)), _mm_set1_epi8((char)0xff));
+        else m = _mm512_cmpgt_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(x + i), abs), t);
+        memcpy(bits + (i >> 3), &m, 2);
+        count += __builtin_popcount((unsigned)m);
+    }
+    if (i < b) count += select_bits_32(x, mask, i, b, thr, bits);
+    return count;
+}
+
+static void gather_32_avx512(const uint32_t* x, int64_t a, int64_t b, int64_t o, int64_t cap,
+                             int64_t end, uint32_t* values, uint8_t* bits) {
+    int64_t i = a;
+    for (; i + 16 <= b; i += 16) {
+        uint16_t m;
+        memcpy(&m, bits + (i >> 3), 2);
+        if (!m) continue;
+        int64_t c = __builtin_popcount((unsigned)m);
+        if (o + c > cap) { /* keep the lowest cap - o set bits */
+            m = (uint16_t)_pdep_u32(o < cap ? (1u << (cap - o)) - 1u : 0u, m);
+            memcpy(bits + (i >> 3), &m, 2);
+            c = __builtin_popcount((unsigned)m);
+            if (!m) continue;
+        }
+        __m512i packed = _mm512_maskz_compress_epi32(m, _mm512_loadu_si512(x + i));
+        /* a full store while it stays inside this range's own values (another thread writes
+           the next ones); compress-store straight to memory is slow on some CPUs */
+        if (o + 16 <= end) _mm512_storeu_si512(values + o, packed);
+        else _mm512_mask_storeu_epi32(values + o, (__mmask16)((1u << c) - 1u), packed);
+        o += c;
+    }
+    if (i < b) gather_32(x, i, b, o, cap, end, values, bits);
+}
+#define SELECT_BITS_32 select_bits_32_avx512
+#define GATHER_32 gather_32_avx512
+#else
+#define SELECT_BITS_32 select_bits_32
+#define GATHER_32 gather_32
+#endif
+#define SELECT_BITS_16 select_bits_16
+#define GATHER_16 gather_16
+#define SELECT_BITS_64 select_bits_64
+#define GATHER_64 gather_64
+
+/* Rounds of CHUNK elements per thread: each thread selects its chunk (phase 1), the
+ * chunk counts give every thread its offset, each gathers its chunk (phase 2, from
+ * cache). The result does not depend on the number of threads. */
+#define DEFINE_COMPRESS(W)                                                                \
+    int64_t dropit_compress_##W(const uint##W##_t* x, const uint8_t* mask, int64_t n, int64_t thr, \
+                                int64_t cap, uint##W##_t* values, uint8_t* bits, int nthreads) { \
+        int T = threads_for(n, nthreads);                                                 \
+        int64_t counts[64];                                                               \
+        int64_t total = 0;                                                                \
+        _Pragma("omp parallel num_threads(T)")                                            \
+        {                                                                                 \
+            int t = thread_id();                                                          \
+            int64_t base = 0;                                                             \
+            for (int64_t r = 0; r < n; r += (int64_t)CHUNK * T) {                         \
+                int64_t a = r + (int64_t)t * CHUNK, b = a + CHUNK < n ? a + CHUNK : n;    \
+                counts[t] = a < n ? SELECT_BITS_##W(x, mask, a, b, thr, bits) : 0;        \
+                _Pragma("omp barrier")                                                    \
+                int64_t o = base, sum = 0;                                                \
+                for (int j = 0; j < T; j++) { if (j < t) o += counts[j]; sum += counts[j]; } \
+                int64_t end = o + counts[t] < cap ? o + counts[t] : cap;                  \
+                if (a < n) GATHER_##W(x, a, b, o, cap, end, values, bits);                \
+                base += sum;                                                              \
+                _Pragma("omp barrier")                                                    \
+            }                                                                             \
+            if (t == 0) total = base;                                                     \
+        }                                                                                 \
+        return total;                                                                     \
+    }
+
+DEFINE_COMPRESS(16)
+DEFINE_COMPRESS(32)
+DEFINE_COMPRESS(64)
+
+/* ---- expand: the dense tensor, values at the set bits (in order), zeros elsewhere. */
+#define DEFINE_EXPAND_RANGE(W)                                                            \
+    static void expand_range_##W(const uint##W##_t* values, const uint8_t* bits, int64_t a, int64_t b, \
+                                 int64_t o, uint##W##_t* out) {                           \
+        for (int64_t i = a; i < b; i += 8) {                                              \
+            unsigned byte = bits[i >> 3];                                                 \
+            int lim = b - i < 8 ? (int)(b - i) : 8;                                       \
+            for (int j = 0; j < lim; j++) {                                               \
+                if ((byte >> j) & 1u) out[i + j] = values[o++];                           \
+                else out[i + j] = 0;                                                      \
+            }                                                                             \
+        }                                                                                 \
+    }
+
+DEFINE_EXPAND_RANGE(16)
+DEFINE_EXPAND_RANGE(32)
+DEFINE_EXPAND_RANGE(64)
+
+#ifdef DROPIT_AVX512
+static void expand_range_32_avx512(const uint32_t* values, const uint8_t* bits, int64_t a, int64_t b,
+                                   int64_t o, uint32_t* out) {
+    int64_t i = a;
+    for (; i + 16 <= b; i += 16) {
+        uint16_t m;
+        memcpy(&m, bits + (i >> 3), 2);
+        _mm512_storeu_si512(out + i, _mm512_maskz_expandloadu_epi32(m, values + o));
+        o += __builtin_popcount((unsigned)m);
+    }
+    if (i < b) expand_range_32(values, bits, i, b, o, out);
+}
+#define EXPAND_RANGE_32 expand_range_32_avx512
+#else
+#define EXPAND_RANGE_32 expand_range_32
+#endif
+#define EXPAND_RANGE_16 expand_range_16
+#define EXPAND_RANGE_64 expand_range_64
+
+static inline int64_t popcount_bytes(const uint8_t* p, int64_t nbytes) {
+    int64_t c = 0, i = 0;
+    for (; i + 8 <= nbytes; i += 8) { uint64_t w; memcpy(&w, p + i, 8); c += __builtin_popcountll(w); }
+    for (; i < nbytes; i++) c += __builtin_popcount(p[i]);
+    return c;
+}
+
+/* Thread t's share of n elements: [a, b), a multiple of 64. */
+static inline void share(int64_t n, int T, int t, int64_t* a, int64_t* b) {
+    int64_t per = ((n + T - 1) / T + 63) / 64 * 64;
+    *a = (int64_t)t * per < n ? (int64_t)t * per : n;
+    *b = *a + per < n ? *a + per : n;
+}
+
+#define DEFINE_EXPAND(W)                                                                  \
+    void dropit_expand_##W(const uint##W##_t* values, const uint8_t* bits, int64_t n, uint##W##_t* out, \
+                           int nthreads) {                                                \
+        int T = threads_for(n, nthreads);                                                 \
+        int64_t counts[64];                                                               \
+        _Pragma("omp parallel num_threads(T)")                                            \
+        {                                                                                 \
+            int t = thread_id();                                                          \
+            int64_t a, b;                                                                 \
+            share(n, T, t, &a, &b);                                                       \
+            counts[t] = popcount_bytes(bits + (a >> 3), (b - a + 7) >> 3);                \
+            _Pragma("omp barrier")                                                        \
+            int64_t o = 0;                                                                \
+            for (int j = 0; j < t; j++) o += counts[j];                                   \
+            if (a < b) EXPAND_RANGE_##W(values, bits, a, b, o, out);                      \
+        }                                                                                 \
+    }
+
+DEFINE_EXPAND(16)
+DEFINE_EXPAND(32)
+DEFINE_EXPAND(64)
+
+/* ---- the ReLU companion: bits of x != 0 (NaN included, -0.0 not), and the gradient
+ * through them (grad where the bit is set, +0 elsewhere). */
+#define DEFINE_NONZERO(W, ABS)                                                            \
+    static void nonzero_range_##W(const uint##W##_t* x, int64_t a, int64_t b, uint8_t* bits) { \
+        for (int64_t i = a; i < b; i += 8) {                                              \
+            int lim = b - i < 8 ? (int)(b - i) : 8;                                       \
+            unsigned byte = 0;                                                            \
+            for (int j = 0; j < lim; j++) byte |= (unsigned)((x[i + j] & ABS) != 0) << j; \
+            bits[i >> 3] = (uint8_t)byte;                                                 \
+        }                                                                                 \
+    }                                                                                     \
+    static void mask_grad_range_##W(const uint##W##_t* g, const uint8_t* bits, int64_t a, int64_t b, \
+                                    uint##W##_t* out) {                                   \
+        for (int64_t i = a; i < b; i += 8) {                                              \
+            unsigned byte = bits[i >> 3];                                                 \
+            int lim = b - i < 8 ? (int)(b - i) : 8;                                       \
+            for (int j = 0; j < lim; j++) out[i + j] = ((byte >> j) & 1u) ? g[i + j] : 0; \
+        }                                                                                 \
+    }
+
+DEFINE_NONZERO(16, 0x7fffu)
+DEFINE_NONZERO(32, 0x7fffffffu)
+DEFINE_NONZERO(64, 0x7fffffffffffffffULL)
+
+#ifdef DROPIT_AVX512
+static void nonzero_range_32_avx512(const uint32_t* x, int64_t a, int64_t b, uint8_t* bits) {
+    int64_t i = a;
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff);
+    for (; i + 16 <= b; i += 16) {
+        __mmask16 m = _mm512_test_epi32_mask(_mm512_loadu_si512(x + i), abs);
+        memcpy(bits + (i >> 3), &m, 2);
+    }
+    if (i < b) nonzero_range_32(x, i, b, bits);
+}
+static void mask_grad_range_32_avx512(const uint32_t* g, const uint8_t* bits, int64_t a, int64_t b, uint32_t* out) {
+    int64_t i = a;
+    for (; i + 16 <= b; i += 16) {
+        uint16_t m;
+        memcpy(&m, bits + (i >> 3), 2);
+        _mm512_storeu_si512(out + i, _mm512_maskz_mov_epi32(m, _mm512_loadu_si512(g + i)));
+    }
+    if (i < b) mask_grad_range_32(g, bits, i, b, out);
+}
+#define NONZERO_RANGE_32 nonzero_range_32_avx512
+#define MASK_GRAD_RANGE_32 mask_grad_range_32_avx512
+#else
+#define NONZERO_RANGE_32 nonzero_range_32
+#define MASK_GRAD_RANGE_32 mask_grad_range_32
+#endif
+#define NONZERO_RANGE_16 nonzero_range_16
+#define MASK_GRAD_RANGE_16 mask_grad_range_16
+#define NONZERO_RANGE_64 nonzero_range_64
+#define MASK_GRAD_RANGE_64 mask_grad_range_64
+
+#define DEFINE_RELU_KERNELS(W)                                                            \
+    void dropit_pack_nonzero_##W(const uint##W##_t* x, int64_t n, uint8_t* bits, int nthreads) { \
+        int T = threads_for(n, nthreads);                                                 \
+        _Pragma("omp parallel num_threads(T)")                                            \
+        {                                                                                 \
+            int64_t a, b;                                                                 \
+            share(n, T, thread_id(), &a, &b);                                             \
+            if (a < b) NONZERO_RANGE_##W(x, a, b, bits);                                  \
+        }                                                                                 \
+    }                                                                                     \
+    void dropit_mask_grad_##W(const uint##W##_t* g, const uint8_t* bits, int64_t n, uint##W##_t* out, \
+                              int nthreads) {                                             \
+        int T = threads_for(n, nthreads);                                                 \
+        _Pragma("omp parallel num_threads(T)")                                            \
+        {                                                                                 \
+            int64_t a, b;                                                                 \
+            share(n, T, thread_id(), &a, &b);                                             \
+            if (a < b) MASK_GRAD_RANGE_##W(g, bits, a, b, out);                           \
+        }                                                                                 \
+    }
+
+DEFINE_RELU_KERNELS(16)
+DEFINE_RELU_KERNELS(32)
+DEFINE_RELU_KERNELS(64)

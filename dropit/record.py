@@ -1,0 +1,129 @@
+"""What a converted layer keeps for backward instead of its dense input: a record.
+
+A :class:`Record` is made of plain tensors (saved with ``ctx.save_for_backward``,
+so every memory tool sees them) and a :class:`Layout` of static Python metadata.
+Every size in it follows from the input's shape, dtype and the dropping rate
+alone, never from the data: so ``torch.compile`` traces records with static
+shapes, and a GPU never has to tell the host how many elements were kept.
+
+Kinds, chosen by which is smallest for the layer's capacity (see
+:func:`position_kind`):
+
+- ``"bits"``  values (capacity,) + a packed bitmask, n/8 bytes: the usual one;
+- ``"index"`` values (capacity,) + int32 flat positions (capacity,), padded with
+  n: smaller when less than 1/32 of the elements are kept;
+- ``"dense"`` the masked tensor itself, when the others would not be smaller
+  (very low dropping rates), or the input itself at rate 0.
+
+``capacity`` is the most elements the record can hold: exactly the kept count
+for ``"mink"``, the expected count plus a safety margin for the estimated
+strategies (see :mod:`dropit.strategies`). ``count`` is how many the strategy
+selected. If it exceeds the capacity (an overflow), the first ``capacity`` of
+them in memory order are stored and the positions say exactly which: the weight
+gradient is then that of a slightly sparser input, never one of mismatched
+values and positions.
+
+Elements are flattened in memory order, so channels_last inputs are not copied.
+
+Observers (the memory meter) are told of every record made, with the dense
+tensor it stands for: :func:`observe`.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, NamedTuple
+
+import torch
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What ``expand`` needs besides the tensors: kind, shape, dtype, memory order, capacity."""
+
+    kind: str  # "bits" | "index" | "dense" | "absent"
+    shape: torch.Size
+    dtype: torch.dtype
+    permutation: tuple[int, ...] | None  # dims order of the flattened memory layout
+    numel: int
+    capacity: int  # elements the values can hold (numel for "dense")
+
+    @property
+    def saved_count(self) -> int:
+        """How many tensors a record of this kind saves for backward."""
+        return {"bits": 2, "index": 2, "dense": 1, "absent": 0}[self.kind]
+
+
+class Record(NamedTuple):
+    values: torch.Tensor  # (capacity,) kept values; the dense (masked) tensor for "dense"
+    positions: torch.Tensor | None  # packed bits or int32 positions; None for "dense"
+    count: torch.Tensor | None  # () int64: elements selected (> capacity: overflowed); None for "dense"
+    layout: Layout
+
+    @property
+    def saved(self) -> tuple[torch.Tensor, ...]:
+        """The tensors backward needs: what goes through ``ctx.save_for_backward``."""
+        return (self.values,) if self.positions is None else (self.values, self.positions)
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.saved
+
+    def nbytes(self) -> int:
+        """Bytes held for backward."""
+        return sum(t.numel() * t.element_size() for t in self.saved)
+
+    @classmethod
+    def from_saved(cls, saved, layout: Layout) -> "Record":
+        values, positions = (saved[0], None) if len(saved) == 1 else saved
+        return cls(values, positions, None, layout)
+
+
+def memory_order(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...] | None]:
+    """A flat (n,) view of x in its memory order, and the permutation used."""
+    if x.is_contiguous():
+        return x.view(-1), None
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        perm = (0, 2, 3, 1)
+    elif x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        perm = (0, 2, 3, 4, 1)
+    else:
+        return x.reshape(-1), None
+    return x.permute(perm).reshape(-1), perm
+
+
+def from_memory_order(flat: torch.Tensor, shape, permutation) -> torch.Tensor:
+    """Inverse of :func:`memory_order`: the (n,) tensor viewed with ``shape`` and its strides."""
+    if permutation is None:
+        return flat.view(shape)
+    permuted = [shape[d] for d in permutation]
+    inverse = sorted(range(len(permutation)), key=permutation.__getitem__)
+    return flat.view(permuted).permute(inverse)
+
+
+def position_kind(n: int, capacity: int, value_size: int, element_size: int) -> str:
+    """The smallest record for up to ``capacity`` of n elements: "bits", "index", or "dense"."""
+    bits_bytes, index_bytes = (n + 7) // 8, 4 * capacity
+    if capacity * value_size + min(bits_bytes, index_bytes) >= n * element_size:
+        return "dense"
+    return "index" if index_bytes < bits_bytes and n < 2**31 else "bits"
+
+
+_observers: list[Callable[[torch.Tensor, Record], None]] = []
+
+
+@contextlib.contextmanager
+def observe(callback: Callable[[torch.Tensor, Record], None]) -> Iterator[None]:
+    """Call ``callback(dense_input, record)`` for each record made inside (eager mode only)."""
+    _observers.append(callback)
+    try:
+        yield
+    finally:
+        _observers.remove(callback)
+
+
+def notify(dense: torch.Tensor, record) -> None:
+    """Tell the observers about a record that stands for ``dense``."""
+    if _observers and not torch.compiler.is_compiling():
+        for callback in list(_observers):
+            callback(dense, record)
