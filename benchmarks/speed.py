@@ -1,8 +1,10 @@
 """Training-step time of DropIT against the plain model, measured interleaved in one process.
 
     python benchmarks/speed.py                    # CPU: CIFAR ResNet-18 (batch 32) and a small ViT
-    python benchmarks/speed.py --device cuda      # the same on a GPU (add --batch 128 for the paper's batch)
+    python benchmarks/speed.py --compile          # also torch.compile'd plain and DropIT (fullgraph) rows
     python benchmarks/speed.py --quality          # also the selection-quality table
+    python benchmarks/speed.py --device cuda --batch 128 --models resnet18 --autocast bf16 --compile --sync-check
+    python benchmarks/speed.py --device cuda --batch 32 --models vit_b_16 --autocast bf16 --compile --sync-check
 
 Each round runs one step of every configuration in turn (plain, the default
 ``to_dropit(model, gamma=...)``, each other strategy, and an exact global top-k
@@ -10,12 +12,17 @@ over each whole cached tensor, the published algorithm, as a reference), so
 drifts in machine speed hit all of them alike. Printed: each configuration's
 median step, and the median (and quartiles) over rounds of its step over the
 plain step of the same round. A step is zero_grad + forward + cross-entropy +
-backward + SGD step.
+backward + SGD step. ``--compile`` adds ``torch.compile(plain)`` and
+``torch.compile(dropit, fullgraph=True)`` rows (compiled DropIT is also compared
+with compiled plain); ``--sync-check`` runs every DropIT step on CUDA under
+``torch.cuda.set_sync_debug_mode("error")``, so a host sync fails the run.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import platform
 import statistics
 import sys
 import time
@@ -27,7 +34,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dropit  # noqa: E402
-from dropit.strategies import DEFAULT_STRATEGY, STRATEGIES, num_kept  # noqa: E402
+from dropit.strategies import DEFAULT_STRATEGY, STRATEGIES, Selection, Strategy, exact_capacity, num_kept  # noqa: E402
 
 
 def cifar_resnet18(num_classes=100):
@@ -43,6 +50,10 @@ def small_vit(num_classes=100):
     )
 
 
+def vit_b_16(num_classes=100):
+    return torchvision.models.vit_b_16(num_classes=num_classes)
+
+
 def global_top_k(x: torch.Tensor, gamma: float) -> torch.Tensor:
     """The published selection: a top-k over the whole flattened tensor."""
     k = num_kept(x.numel(), gamma)
@@ -50,15 +61,20 @@ def global_top_k(x: torch.Tensor, gamma: float) -> torch.Tensor:
     return torch.zeros(x.numel(), dtype=torch.bool, device=x.device).index_fill_(0, idx, True)
 
 
-STRATEGIES.setdefault("global-topk", global_top_k)  # in this process only, so to_dropit can name it
+# in this process only, so to_dropit can name it
+STRATEGIES.setdefault("global-topk", Strategy("global-topk", lambda x, g: Selection(mask=global_top_k(x, g)), exact_capacity))
 
 
-def configurations(base: nn.Module, gamma: float):
+def configurations(base: nn.Module, gamma: float, strategies, compiled: bool):
     yield "plain", base
-    yield f"default ({DEFAULT_STRATEGY})", dropit.to_dropit(copy.deepcopy(base), gamma=gamma)
-    for strategy in ["mink", "random", "global-topk"]:
+    default = dropit.to_dropit(copy.deepcopy(base), gamma=gamma)
+    yield f"default ({DEFAULT_STRATEGY})", default
+    for strategy in strategies:
         if strategy != DEFAULT_STRATEGY:
             yield strategy, dropit.to_dropit(copy.deepcopy(base), strategy=strategy, gamma=gamma)
+    if compiled:
+        yield "plain, compiled", torch.compile(copy.deepcopy(base))
+        yield f"default, compiled", torch.compile(default, fullgraph=True)
 
 
 def sync(device):
@@ -66,32 +82,66 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def bench_model(name, base, x, y, gamma, rounds, device):
-    configs = dict(configurations(base.to(device), gamma))
+def machine(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "cpu"
+
+
+def _quartiles(ratios):
+    ratios = sorted(ratios)
+    return statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+
+
+def bench_model(name, base, x, y, gamma, rounds, device, strategies=("mink", "random", "global-topk"),
+                compiled=False, autocast=None, sync_check=False):
+    configs = dict(configurations(base.to(device), gamma, strategies, compiled))
     opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in configs.items()}
     times = {k: [] for k in configs}
+    amp = dict(device_type=device.type, dtype=autocast, enabled=autocast is not None)
     for r in range(rounds + 2):
         for key, model in configs.items():
+            checked = sync_check and device.type == "cuda" and not key.startswith("plain")
             sync(device)
             t0 = time.perf_counter()
-            opts[key].zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x), y).backward()
-            opts[key].step()
+            with _sync_debug("error") if checked else contextlib.nullcontext():
+                opts[key].zero_grad(set_to_none=True)
+                with torch.autocast(**amp):
+                    loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                opts[key].step()
             sync(device)
-            if r >= 2:  # two warm-up rounds
+            if r >= 2:  # two warm-up rounds (the first compiles)
                 times[key].append(time.perf_counter() - t0)
     print(f"\n{name}: batch {x.shape[0]}, {x.shape[-1]}x{x.shape[-1]}, gamma={gamma}, {rounds} interleaved rounds, "
-          f"{torch.get_num_threads()} threads, {device}")
-    print(f"{'configuration':<20}{'median step (ms)':>18}{'ratio to plain':>16}{'quartiles':>18}")
+          f"{torch.get_num_threads()} threads, {device} ({machine(device)})"
+          + (f", {str(autocast).replace('torch.', '')} autocast" if autocast else "")
+          + (", DropIT steps under sync debug mode 'error'" if sync_check and device.type == "cuda" else ""))
+    print(f"{'configuration':<22}{'median step (ms)':>18}{'ratio to plain':>16}{'quartiles':>18}")
     ratios = {}
     for key, ts in times.items():
         # each round's step over the plain step of the same round: drifts in
         # machine speed between rounds cancel out
-        per_round = sorted(t / p for t, p in zip(ts, times["plain"]))
-        q1, median, q3 = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
+        reference = "plain, compiled" if key.endswith("compiled") else "plain"
+        q1, median, q3 = _quartiles(t / p for t, p in zip(ts, times[reference]))
         ratios[key] = median
-        print(f"{key:<20}{statistics.median(ts) * 1e3:18.1f}{median:15.3f}x{f'{q1:.3f}-{q3:.3f}':>18}")
+        label = f"{median:15.3f}x" if key != reference else f"{'1.000x':>16}"
+        print(f"{key:<22}{statistics.median(ts) * 1e3:18.1f}{label}{f'{q1:.3f}-{q3:.3f}':>18}"
+              + (f"  (vs {reference})" if reference != "plain" and key != reference else ""))
     return ratios
+
+
+@contextlib.contextmanager
+def _sync_debug(mode):
+    torch.cuda.set_sync_debug_mode(mode)
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def activation_samples(n=1 << 20, seed=0):
@@ -137,17 +187,27 @@ def main(argv=None):
     p.add_argument("--gamma", type=float, default=0.9)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--quality", action="store_true")
-    p.add_argument("--models", default="resnet18,vit")
+    p.add_argument("--models", default="resnet18,vit", help="comma-separated: resnet18, vit, vit_b_16")
+    p.add_argument("--strategies", default="mink,random,global-topk", help="besides the default; '' for none")
+    p.add_argument("--compile", action="store_true", help="add torch.compile'd plain and DropIT rows")
+    p.add_argument("--autocast", choices=["bf16", "fp16"], default=None)
+    p.add_argument("--sync-check", action="store_true", help="CUDA: fail on any host sync in a DropIT step")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    x = torch.randn(args.batch, 3, 32, 32, device=device)
-    y = torch.randint(0, 100, (args.batch,), device=device)
-    builders = {"resnet18": ("CIFAR ResNet-18", cifar_resnet18), "vit": ("ViT (6 layers, dim 384, patch 4)", small_vit)}
+    builders = {
+        "resnet18": ("CIFAR ResNet-18", cifar_resnet18, 32),
+        "vit": ("ViT (6 layers, dim 384, patch 4)", small_vit, 32),
+        "vit_b_16": ("ViT-B/16", vit_b_16, 224),
+    }
+    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[args.autocast]
+    strategies = [s for s in args.strategies.split(",") if s]
     for key in args.models.split(","):
-        title, build = builders[key]
-        bench_model(title, build(), x, y, args.gamma, args.rounds, device)
+        title, build, size = builders[key]
+        x = torch.randn(args.batch, 3, size, size, device=device)
+        y = torch.randint(0, 100, (args.batch,), device=device)
+        bench_model(title, build(), x, y, args.gamma, args.rounds, device, strategies, args.compile, autocast, args.sync_check)
     if args.quality:
         selection_quality(args.gamma)
 

@@ -22,7 +22,8 @@ class _MaskedReLU(torch.autograd.Function):
     def forward(ctx, x, inplace: bool):
         if inplace:
             ctx.mark_dirty(x)
-            out = x.relu_()
+            x.relu_()
+            out = x  # the dirty input itself, as autograd (and dynamo) require
         else:
             out = x.relu()
         flat, ctx.permutation = memory_order(out)

@@ -119,3 +119,23 @@ def test_a_failing_build_leaves_no_file_behind(monkeypatch, tmp_path):
         assert list(tmp_path.iterdir()) == []
     finally:
         cpu.library.cache_clear()
+
+
+def test_the_portable_build_without_avx512_matches_reference_too(monkeypatch, tmp_path):
+    """-march=native takes the AVX-512 paths on this machine; the generic C code must agree as well."""
+    cpu.library.cache_clear()
+    monkeypatch.setenv("DROPIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu, "FLAGS", [f for f in cpu.FLAGS if f != "-march=native"])
+    try:
+        assert cpu.library() is not None
+        for dtype in (torch.float32, torch.bfloat16):
+            for n in (13, 40_001, 300_007):
+                for _, x in _inputs(n, dtype):
+                    thr = int(reference.threshold(x, kernels.sample_rank(n, 0.9)))
+                    cap = n // 10 + 3
+                    _assert_same(cpu.compress(x, cap, thr, None), reference.compress(x, cap, torch.tensor(thr), None))
+                    v, b, _ = reference.compress(x, cap, torch.tensor(thr), None)
+                    _assert_same([cpu.expand(v, b, n)], [reference.expand(v, b, n)])
+                    _assert_same([cpu.pack_nonzero(x)], [reference.pack_nonzero(x)])
+    finally:
+        cpu.library.cache_clear()

@@ -22,7 +22,7 @@
 #define DROPIT_AVX512 1
 #endif
 
-#define CHUNK 65536 /* elements per thread per round: re-read from L2 in the second phase */
+#define MIN_SHARE 65536 /* fewer elements than this per thread: one thread */
 
 static inline int thread_id(void) {
 #ifdef _OPENMP
@@ -33,7 +33,7 @@ static inline int thread_id(void) {
 }
 
 static inline int threads_for(int64_t n, int nthreads) {
-    if (nthreads < 1 || n < 2 * CHUNK) return 1;
+    if (nthreads < 1 || n < 2 * MIN_SHARE) return 1;
     return nthreads > 64 ? 64 : nthreads;
 }
 
@@ -111,13 +111,20 @@ DEFINE_THRESHOLD(64, 0x7fffffffffffffffULL)
 
 /* ---- compress: keep (key > thr, or mask[i] != 0); the first cap kept, in memory order,
  * go to values; bits say which were stored; returns how many were selected (may
- * exceed cap: then only the first cap are stored and the others' bits are clear). */
+ * exceed cap: then only the first cap are stored and the others' bits are clear).
+ *
+ * One pass over x: each thread takes a contiguous share of it, writes its bits and
+ * compacts its kept values, thread 0 straight into values, the others into scratch
+ * (their offsets are known only once every share is counted); after one barrier
+ * they copy their values into place. The result does not depend on the threads. */
 
-/* Phase 1 on [a, b): bits of the selection, returns their count. a is a multiple of 8. */
-#define DEFINE_SELECT_BITS(W, ABS)                                                        \
-    static int64_t select_bits_##W(const uint##W##_t* x, const uint8_t* mask, int64_t a, int64_t b, \
-                                    int64_t thr, uint8_t* bits) {                         \
-        int64_t count = 0;                                                                \
+/* Select and compact [a, b) (a a multiple of 8): bits, and up to out_cap kept values
+ * into out[0...]; the bits of kept elements beyond out_cap are cleared. Returns the
+ * number selected. */
+#define DEFINE_COMPRESS_RANGE(W, ABS)                                                     \
+    static int64_t compress_range_##W(const uint##W##_t* x, const uint8_t* mask, int64_t a, int64_t b, \
+                                      int64_t thr, uint##W##_t* out, int64_t out_cap, uint8_t* bits) { \
+        int64_t count = 0, o = 0;                                                         \
         for (int64_t i = a; i < b; i += 8) {                                              \
             int lim = b - i < 8 ? (int)(b - i) : 8;                                       \
             unsigned byte = 0;                                                            \
@@ -126,118 +133,103 @@ DEFINE_THRESHOLD(64, 0x7fffffffffffffffULL)
             } else {                                                                      \
                 for (int j = 0; j < lim; j++) byte |= (unsigned)((int64_t)(x[i + j] & ABS) > thr) << j; \
             }                                                                             \
-            bits[i >> 3] = (uint8_t)byte;                                                 \
             count += __builtin_popcount(byte);                                            \
+            unsigned stored = 0;                                                          \
+            while (byte && o < out_cap) {                                                 \
+                int j = __builtin_ctz(byte);                                              \
+                out[o++] = x[i + j]; stored |= 1u << j; byte &= byte - 1;                 \
+            }                                                                             \
+            bits[i >> 3] = (uint8_t)stored;                                               \
         }                                                                                 \
         return count;                                                                     \
     }
 
-/* Phase 2 on [a, b): the selected elements to values[o...], stopping at cap; this
- * range's own values end at `end`. */
-#define DEFINE_GATHER(W)                                                                  \
-    static void gather_##W(const uint##W##_t* x, int64_t a, int64_t b, int64_t o, int64_t cap, \
-                           int64_t end, uint##W##_t* values, uint8_t* bits) {             \
-        (void)end;                                                                        \
-        for (int64_t i = a; i < b; i += 8) {                                              \
-            unsigned byte = bits[i >> 3];                                                 \
-            if (!byte) continue;                                                          \
-            if (o + 8 <= cap) {                                                           \
-                while (byte) { values[o++] = x[i + __builtin_ctz(byte)]; byte &= byte - 1; } \
-            } else {                                                                      \
-                unsigned stored = 0;                                                      \
-                while (byte && o < cap) {                                                 \
-                    int j = __builtin_ctz(byte);                                          \
-                    values[o++] = x[i + j]; stored |= 1u << j; byte &= byte - 1;          \
-                }                                                                         \
-                bits[i >> 3] = (uint8_t)stored;                                           \
-            }                                                                             \
-        }                                                                                 \
-    }
-
-DEFINE_SELECT_BITS(16, 0x7fffu)
-DEFINE_SELECT_BITS(32, 0x7fffffffu)
-DEFINE_SELECT_BITS(64, 0x7fffffffffffffffULL)
-DEFINE_GATHER(16)
-DEFINE_GATHER(32)
-DEFINE_GATHER(64)
+DEFINE_COMPRESS_RANGE(16, 0x7fffu)
+DEFINE_COMPRESS_RANGE(32, 0x7fffffffu)
+DEFINE_COMPRESS_RANGE(64, 0x7fffffffffffffffULL)
 
 #ifdef DROPIT_AVX512
-/* 16 fp32 elements a step: compare to a mask register, compress-store the kept. */
-static int64_t select_bits_32_avx512(const uint32_t* x, const uint8_t* mask, int64_t a, int64_t b,
-                                     int64_t thr, uint8_t* bits) {
-    int64_t count = 0, i = a;
+/* 16 fp32 elements a step: compare into a mask register, compress in a register,
+ * store whole vectors (compress-store straight to memory is slow on some CPUs). */
+static int64_t compress_range_32_avx512(const uint32_t* x, const uint8_t* mask, int64_t a, int64_t b,
+                                        int64_t thr, uint32_t* out, int64_t out_cap, uint8_t* bits) {
+    int64_t count = 0, o = 0, i = a;
     const __m512i abs = _mm512_set1_epi32(0x7fffffff), t = _mm512_set1_epi32((int32_t)thr);
     for (; i + 16 <= b; i += 16) {
+        __m512i v = _mm512_loadu_si512(x + i);
         __mmask16 m;
         if (mask) m = _mm_test_epi8_mask(_mm_loadu_si128((const __m128i*)(mask + i)), _mm_set1_epi8((char)0xff));
-        else m = _mm512_cmpgt_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(x + i), abs), t);
-        memcpy(bits + (i >> 3), &m, 2);
-        count += __builtin_popcount((unsigned)m);
-    }
-    if (i < b) count += select_bits_32(x, mask, i, b, thr, bits);
-    return count;
-}
-
-static void gather_32_avx512(const uint32_t* x, int64_t a, int64_t b, int64_t o, int64_t cap,
-                             int64_t end, uint32_t* values, uint8_t* bits) {
-    int64_t i = a;
-    for (; i + 16 <= b; i += 16) {
-        uint16_t m;
-        memcpy(&m, bits + (i >> 3), 2);
-        if (!m) continue;
+        else m = _mm512_cmpgt_epi32_mask(_mm512_and_si512(v, abs), t);
         int64_t c = __builtin_popcount((unsigned)m);
-        if (o + c > cap) { /* keep the lowest cap - o set bits */
-            m = (uint16_t)_pdep_u32(o < cap ? (1u << (cap - o)) - 1u : 0u, m);
-            memcpy(bits + (i >> 3), &m, 2);
+        count += c;
+        if (o + c > out_cap) { /* keep the lowest out_cap - o set bits */
+            m = (__mmask16)_pdep_u32(o < out_cap ? (1u << (out_cap - o)) - 1u : 0u, m);
             c = __builtin_popcount((unsigned)m);
-            if (!m) continue;
         }
-        __m512i packed = _mm512_maskz_compress_epi32(m, _mm512_loadu_si512(x + i));
-        /* a full store while it stays inside this range's own values (another thread writes
-           the next ones); compress-store straight to memory is slow on some CPUs */
-        if (o + 16 <= end) _mm512_storeu_si512(values + o, packed);
-        else _mm512_mask_storeu_epi32(values + o, (__mmask16)((1u << c) - 1u), packed);
+        memcpy(bits + (i >> 3), &m, 2);
+        if (!c) continue;
+        __m512i packed = _mm512_maskz_compress_epi32(m, v);
+        if (o + 16 <= out_cap) _mm512_storeu_si512(out + o, packed);
+        else _mm512_mask_storeu_epi32(out + o, (__mmask16)((1u << c) - 1u), packed);
         o += c;
     }
-    if (i < b) gather_32(x, i, b, o, cap, end, values, bits);
+    if (i < b) count += compress_range_32(x, mask, i, b, thr, out + o, o < out_cap ? out_cap - o : 0, bits);
+    return count;
 }
-#define SELECT_BITS_32 select_bits_32_avx512
-#define GATHER_32 gather_32_avx512
+#define COMPRESS_RANGE_32 compress_range_32_avx512
 #else
-#define SELECT_BITS_32 select_bits_32
-#define GATHER_32 gather_32
+#define COMPRESS_RANGE_32 compress_range_32
 #endif
-#define SELECT_BITS_16 select_bits_16
-#define GATHER_16 gather_16
-#define SELECT_BITS_64 select_bits_64
-#define GATHER_64 gather_64
+#define COMPRESS_RANGE_16 compress_range_16
+#define COMPRESS_RANGE_64 compress_range_64
 
-/* Rounds of CHUNK elements per thread: each thread selects its chunk (phase 1), the
- * chunk counts give every thread its offset, each gathers its chunk (phase 2, from
- * cache). The result does not depend on the number of threads. */
+/* Clear the bits of [a, b) after its first `keep` set bits (an overflowing share). */
+static void keep_first_bits(uint8_t* bits, int64_t a, int64_t b, int64_t keep) {
+    for (int64_t j = a >> 3; j < (b + 7) >> 3; j++) {
+        int c = __builtin_popcount(bits[j]);
+        if (keep >= c) { keep -= c; continue; }
+        unsigned byte = bits[j], stored = 0;
+        while (keep > 0) { stored |= byte & (0u - byte); byte &= byte - 1; keep--; }
+        bits[j] = (uint8_t)stored;
+    }
+}
+
+/* Thread t's share of n elements: [a, b), a multiple of 64. */
+static inline void share(int64_t n, int T, int t, int64_t* a, int64_t* b) {
+    int64_t per = ((n + T - 1) / T + 63) / 64 * 64;
+    *a = (int64_t)t * per < n ? (int64_t)t * per : n;
+    *b = *a + per < n ? *a + per : n;
+}
+
 #define DEFINE_COMPRESS(W)                                                                \
     int64_t dropit_compress_##W(const uint##W##_t* x, const uint8_t* mask, int64_t n, int64_t thr, \
                                 int64_t cap, uint##W##_t* values, uint8_t* bits, int nthreads) { \
         int T = threads_for(n, nthreads);                                                 \
+        if (T == 1) return COMPRESS_RANGE_##W(x, mask, 0, n, thr, values, cap, bits);     \
+        int64_t per = ((n + T - 1) / T + 63) / 64 * 64, scap = per < cap ? per : cap;     \
+        uint##W##_t* scratch = (uint##W##_t*)malloc((size_t)(T - 1) * (size_t)scap * sizeof(uint##W##_t)); \
+        if (!scratch) return COMPRESS_RANGE_##W(x, mask, 0, n, thr, values, cap, bits);   \
         int64_t counts[64];                                                               \
-        int64_t total = 0;                                                                \
         _Pragma("omp parallel num_threads(T)")                                            \
         {                                                                                 \
             int t = thread_id();                                                          \
-            int64_t base = 0;                                                             \
-            for (int64_t r = 0; r < n; r += (int64_t)CHUNK * T) {                         \
-                int64_t a = r + (int64_t)t * CHUNK, b = a + CHUNK < n ? a + CHUNK : n;    \
-                counts[t] = a < n ? SELECT_BITS_##W(x, mask, a, b, thr, bits) : 0;        \
-                _Pragma("omp barrier")                                                    \
-                int64_t o = base, sum = 0;                                                \
-                for (int j = 0; j < T; j++) { if (j < t) o += counts[j]; sum += counts[j]; } \
-                int64_t end = o + counts[t] < cap ? o + counts[t] : cap;                  \
-                if (a < n) GATHER_##W(x, a, b, o, cap, end, values, bits);                \
-                base += sum;                                                              \
-                _Pragma("omp barrier")                                                    \
+            int64_t a, b;                                                                 \
+            share(n, T, t, &a, &b);                                                       \
+            uint##W##_t* out = t == 0 ? values : scratch + (size_t)(t - 1) * scap;       \
+            counts[t] = a < b ? COMPRESS_RANGE_##W(x, mask, a, b, thr, out, t == 0 ? cap : scap, bits) : 0; \
+            _Pragma("omp barrier")                                                        \
+            if (t > 0 && a < b) {                                                         \
+                int64_t o = 0;                                                            \
+                for (int j = 0; j < t; j++) o += counts[j];                               \
+                int64_t mine = counts[t] < scap ? counts[t] : scap;                       \
+                int64_t fit = o >= cap ? 0 : (cap - o < mine ? cap - o : mine);           \
+                if (fit > 0) memcpy(values + o, out, (size_t)fit * sizeof(uint##W##_t));  \
+                if (fit < counts[t]) keep_first_bits(bits, a, b, fit);                    \
             }                                                                             \
-            if (t == 0) total = base;                                                     \
         }                                                                                 \
+        free(scratch);                                                                    \
+        int64_t total = 0;                                                                \
+        for (int j = 0; j < T; j++) total += counts[j];                                   \
         return total;                                                                     \
     }
 
@@ -287,13 +279,6 @@ static inline int64_t popcount_bytes(const uint8_t* p, int64_t nbytes) {
     for (; i + 8 <= nbytes; i += 8) { uint64_t w; memcpy(&w, p + i, 8); c += __builtin_popcountll(w); }
     for (; i < nbytes; i++) c += __builtin_popcount(p[i]);
     return c;
-}
-
-/* Thread t's share of n elements: [a, b), a multiple of 64. */
-static inline void share(int64_t n, int T, int t, int64_t* a, int64_t* b) {
-    int64_t per = ((n + T - 1) / T + 63) / 64 * 64;
-    *a = (int64_t)t * per < n ? (int64_t)t * per : n;
-    *b = *a + per < n ? *a + per : n;
 }
 
 #define DEFINE_EXPAND(W)                                                                  \
