@@ -14,6 +14,8 @@ Bits: bit ``i`` of byte ``j`` stands for element ``8 * j + i``.
 """
 from __future__ import annotations
 
+import functools
+import math
 import sys
 
 import torch
@@ -54,10 +56,13 @@ def sample_positions(n: int, device=None) -> torch.Tensor:
     return start + ((_mix31(i ^ (n & 0x7FFFFFFF)) * width) >> 31)
 
 
+@functools.lru_cache(maxsize=64)
+def _positions(n: int, device: torch.device) -> torch.Tensor:
+    return sample_positions(n, device)  # 256 KiB per distinct size and device
+
+
 def sample_rank(n: int, gamma: float) -> int:
     """The 1-based rank, in the sample, of the threshold that drops a fraction gamma."""
-    import math
-
     return math.floor(gamma * min(n, SAMPLE_SIZE))
 
 
@@ -75,7 +80,7 @@ def threshold(flat: torch.Tensor, rank: int) -> torch.Tensor:
         return torch.full((), -1, dtype=torch.int64, device=flat.device)
     keys = magnitude_keys(flat)
     if n > SAMPLE_SIZE:
-        keys = keys.index_select(0, sample_positions(n, flat.device))
+        keys = keys.index_select(0, _positions(n, flat.device))
     keys = keys.long()
     thr = keys.kthvalue(min(rank, keys.numel())).values
     return torch.where((thr == keys.max()) & (thr > 0), thr - 1, thr)
