@@ -3,8 +3,8 @@
 How the interpreter is switched on: ``triton.jit`` reads ``TRITON_INTERPRET``
 when it decorates a function, and triton's own library functions (``tl.sum``,
 ``tl.cumsum``) are decorated when ``triton.language`` is first imported, which
-in a test run happens early (importing dropit or torchvision imports it). So
-the variable must be set before the process starts. This file therefore runs
+in a test run happens early (importing torchvision or ``torch._dynamo`` imports
+it). So the variable must be set before the process starts. This file therefore runs
 in one of two modes:
 
 - with ``TRITON_INTERPRET=1`` set by the caller, every check below runs here:
@@ -48,7 +48,7 @@ _INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 def test_triton_kernels_under_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     cmd = [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider", "-rfEs",
-           "-k", "not under_the_interpreter"]
+           "-k", "not under_the_interpreter and not compiles_for"]  # those two run out here
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]

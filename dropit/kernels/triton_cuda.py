@@ -150,9 +150,9 @@ def compress(flat: torch.Tensor, capacity: int, thr: torch.Tensor | None = None,
     n = flat.numel()
     values = flat.new_empty(capacity)
     bits = torch.empty((n + 7) // 8, dtype=torch.uint8, device=flat.device)
-    count = torch.zeros((), dtype=torch.int64, device=flat.device)
     if n == 0:
-        return values.zero_(), bits, count
+        return values.zero_(), bits, torch.zeros((), dtype=torch.int64, device=flat.device)
+    count = torch.empty((), dtype=torch.int64, device=flat.device)  # _gather writes it
     blocks = triton.cdiv(n, block)
     counts = torch.empty(blocks, dtype=torch.int32, device=flat.device)
     xi = _ints(flat)
