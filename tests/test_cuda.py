@@ -2,7 +2,6 @@
 sync-free and compiled training steps. Skipped without a GPU (``benchmarks/gpu_check.sh`` runs it)."""
 import contextlib
 import copy
-import math
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ from dropit import kernels
 from dropit.kernels import reference
 from dropit.lab.models import build_model
 from dropit.record import from_memory_order, memory_order
+from kernel_checks import assert_same, awkward_inputs
 
 pytestmark = pytest.mark.cuda
 
@@ -105,40 +105,28 @@ def _triton_kernels():
     return tk
 
 
-def _same(ours, ref):
-    for u, v in zip(ours, ref, strict=True):
-        assert u.dtype == v.dtype and u.shape == v.shape and u.device == v.device
-        assert torch.equal(u.view(torch.uint8) if u.is_floating_point() else u,
-                           v.view(torch.uint8) if v.is_floating_point() else v)
-
-
-def _cuda_inputs(n, dtype):
-    g = torch.Generator(device="cuda").manual_seed(n)
-    x = torch.randn(n, generator=g, device="cuda").to(dtype)
-    x[:: max(1, n // 7)] = math.nan  # NaN and Inf spread over many blocks
-    x[1 :: max(2, n // 5)] = -math.inf
-    yield "gaussian-nan-inf", x
-    yield "zeros", torch.zeros(n, dtype=dtype, device="cuda")
-    yield "constant", torch.full((n,), 0.5, dtype=dtype, device="cuda")
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 @pytest.mark.parametrize("n", [1, 4097, 3_000_017, 25_000_001])
 def test_triton_compress_and_expand_match_reference_on_cuda(n, dtype):
     tk = _triton_kernels()
     if n > 10**7 and dtype == torch.float64:
         pytest.skip("fp64 checked at the smaller sizes")
-    for name, x in _cuda_inputs(n, dtype):
+    for _, x in awkward_inputs(n, dtype, device="cuda"):
         assert kernels.backend(x) == "triton"
-        thr = reference.threshold(x, reference.sample_rank(n, 0.9))
-        selected = int((reference.magnitude_keys(x) > thr).sum())
-        for cap in sorted({max(1, selected - 1000), max(1, selected), n + 1}):  # overflow, exact, roomy
-            ours, ref = tk.compress(x, cap, thr), reference.compress(x, cap, thr)
-            _same(ours, ref)
-            _same([tk.expand(ours[0], ours[1], n)], [reference.expand(ref[0], ref[1], n)])
+        sampled = reference.threshold(x, reference.sample_rank(n, 0.9))
+        for thr in (sampled, torch.full_like(sampled, -1)):  # -1 selects everything
+            selected = int((reference.magnitude_keys(x) > thr).sum())
+            for cap in sorted({max(1, selected - 1000), max(1, selected), n + 1}):  # overflow, exact, roomy
+                ours, ref = tk.compress(x, cap, thr), reference.compress(x, cap, thr)
+                assert_same(ours, ref)
+                assert_same([tk.expand(ours[0], ours[1], n)], [reference.expand(ref[0], ref[1], n)])
         mask = torch.rand(n, device="cuda") < 0.1
         cap = max(1, int(mask.sum()) - 5)  # overflows
-        _same(kernels.compress(x, cap, mask=mask), reference.compress(x, cap, None, mask))
+        assert_same(kernels.compress(x, cap, mask=mask), reference.compress(x, cap, None, mask))
+        bits = kernels.pack_nonzero(x)
+        assert_same([bits], [reference.pack_nonzero(x)])
+        grad = torch.randn_like(x)  # finite: the reference's bf16 path does not keep NaN payloads
+        assert_same([kernels.mask_grad(grad, bits)], [reference.mask_grad(grad, bits)])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -150,14 +138,14 @@ def test_triton_kernels_on_a_channels_last_activation(dtype):
     thr = reference.threshold(flat, reference.sample_rank(flat.numel(), 0.9))
     cap = dropit.STRATEGIES["sampled"].capacity(flat.numel(), 0.9)
     ours = tk.compress(flat, cap, thr)
-    _same(ours, reference.compress(flat, cap, thr))
+    assert_same(ours, reference.compress(flat, cap, thr))
     dense = from_memory_order(tk.expand(ours[0], ours[1], flat.numel()), x.shape, perm)
     keep = from_memory_order(reference.magnitude_keys(flat) > thr, x.shape, perm)
     assert int(ours[2]) <= cap  # random activations never overflow the sampled capacity
     assert torch.equal(dense, torch.where(keep, x, 0))
     bits = tk.pack_nonzero(flat.relu())
-    _same([bits], [reference.pack_nonzero(flat.relu())])
-    _same([tk.mask_grad(flat, bits)], [reference.mask_grad(flat, bits)])
+    assert_same([bits], [reference.pack_nonzero(flat.relu())])
+    assert_same([tk.mask_grad(flat, bits)], [reference.mask_grad(flat, bits)])
 
 
 def test_triton_kernels_need_no_host_sync_and_are_deterministic():
@@ -179,7 +167,7 @@ def test_triton_kernels_need_no_host_sync_and_are_deterministic():
                          *tk.compress(x, x.numel() // 8, mask=mask), tk.mask_grad(x, tk.pack_nonzero(x.relu()))))
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    _same(runs[0], runs[1])
+    assert_same(runs[0], runs[1])
 
 
 # ---- whole DropIT training steps on CUDA: no host sync; torch.compile ----

@@ -34,13 +34,14 @@ import torch
 
 from dropit.kernels import reference
 from dropit.record import from_memory_order, memory_order
+from kernel_checks import assert_same as _assert_same
+from kernel_checks import awkward_inputs as _inputs
 
 triton = pytest.importorskip("triton")
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 SMALL = 256  # block of the small-tensor checks
-_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 @pytest.mark.slow
@@ -100,30 +101,6 @@ def tk():
 
     assert type(triton_cuda._select).__name__ == "InterpretedFunction"
     return triton_cuda
-
-
-def _bits(t):
-    return t.view(torch.uint8) if t.is_floating_point() else t
-
-
-def _assert_same(ours, ref):
-    for u, v in zip(ours, ref, strict=True):
-        assert u.dtype == v.dtype and u.shape == v.shape and u.device == v.device
-        assert torch.equal(_bits(u), _bits(v))
-
-
-def _inputs(n, dtype):
-    g = torch.Generator().manual_seed(n)
-    yield "gaussian", torch.randn(n, generator=g).to(dtype)
-    yield "zeros", torch.zeros(n, dtype=dtype)
-    yield "constant", torch.full((n,), -1.5, dtype=dtype)
-    x = torch.randn(n, generator=g).relu().to(dtype)
-    x[: min(n, 4)] = torch.tensor([math.nan, math.inf, -math.inf, -0.0], dtype=dtype)[: min(n, 4)]
-    if n > 9:  # a NaN with the sign bit set, which the key must clear
-        x[-3] = math.nan
-        ints = x.view(_INT[x.element_size()])
-        ints[-3] |= torch.iinfo(ints.dtype).min
-    yield "relu-nan-inf", x
 
 
 def _capacities(count, n):
