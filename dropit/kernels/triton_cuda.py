@@ -71,7 +71,8 @@ def _select(x_ptr, mask_ptr, thr_ptr, bits_ptr, counts_ptr, n, KEY_MASK: tl.cons
 @triton.jit
 def _gather(x_ptr, bits_ptr, ends_ptr, values_ptr, count_ptr, n, capacity, blocks,
             BLOCK: tl.constexpr):
-    """ends: inclusive prefix sums of the blocks' counts. The grid also covers the values."""
+    """ends: inclusive prefix sums of the blocks' counts. The grid covers both the blocks of x and
+    those of the values (capacity may exceed n): program p zeroes the unused slots of values block p."""
     pid = tl.program_id(0)
     total = tl.load(ends_ptr + blocks - 1)
     if pid == 0:
