@@ -1,37 +1,17 @@
 """The fused C kernels against their torch reference, bit for bit."""
-import math
 
 import pytest
 import torch
 
 from dropit import kernels
 from dropit.kernels import cpu, reference
+from kernel_checks import assert_same as _assert_same
+from kernel_checks import awkward_inputs as _inputs
 
 pytestmark = pytest.mark.skipif(cpu.library() is None, reason="no C compiler: the CPU kernels are not built")
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 SIZES = [0, 1, 7, 8, 13, 100, 1000, 40_001, 131_075, 1_000_003]
-
-
-def _bits(t):
-    return t.view(torch.uint8) if t.is_floating_point() else t
-
-
-def _assert_same(a, b):
-    for u, v in zip(a, b):
-        assert u.dtype == v.dtype and u.shape == v.shape
-        assert torch.equal(_bits(u), _bits(v))
-
-
-def _inputs(n, dtype):
-    g = torch.Generator().manual_seed(n)
-    yield "gaussian", torch.randn(n, generator=g).to(dtype)
-    yield "zeros", torch.zeros(n, dtype=dtype)
-    yield "constant", torch.full((n,), -1.5, dtype=dtype)
-    x = torch.randn(n, generator=g).relu().to(dtype)
-    if n > 8:
-        x[[1, 3, 5, 7]] = torch.tensor([math.nan, math.inf, -math.inf, -0.0], dtype=dtype)
-    yield "relu-nan-inf", x
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
