@@ -9,8 +9,10 @@ always the input's own values at their own positions; only the choice differs.
 
 - ``"mink"``    exact min-k, as in the paper: drop the floor(gamma * n) elements
                 of smallest |x|; capacity exactly the kept count. On CPU large
-                tensors take the top-k only among the candidates above a
-                sampled lower bound (a few % more than k), not over all n: the
+                tensors select only among the candidates above a sampled lower
+                bound (a few % more than k), not over all n: the k-th largest
+                magnitude among them is the exact threshold (when no other
+                element ties with it; else a top-k among the candidates): the
                 same set, at a fraction of the cost.
 - ``"sampled"`` (the default) approximate min-k in linear time: estimate the
                 gamma-quantile of |x| from a fixed sample of 2^15 elements (one
@@ -101,8 +103,44 @@ def select_sampled(x: torch.Tensor, gamma: float) -> Selection:
 
 def select_mink(x: torch.Tensor, gamma: float) -> Selection:
     n = x.numel()
+    k = num_kept(n, gamma)
+    if kernels.backend(x) == "c" and n > 4 * SAMPLE_SIZE:
+        sel = _mink_as_threshold(x, k, gamma)
+        if sel is not None:
+            return sel
     keep = torch.zeros(n, dtype=torch.bool, device=x.device)
-    return Selection(mask=keep.index_fill_(0, _top_k_indices(x, num_kept(n, gamma), gamma), True))
+    return Selection(mask=keep.index_fill_(0, _top_k_indices(x, k, gamma), True))
+
+
+def _candidate_rank(gamma: float) -> int:
+    """A sample rank a few standard errors below gamma's: (almost surely) at least k candidates above it."""
+    slack = 6 * math.sqrt(gamma * (1 - gamma) / SAMPLE_SIZE) + 2 / SAMPLE_SIZE
+    return math.floor(max(0.0, gamma - slack) * SAMPLE_SIZE)
+
+
+def _mink_as_threshold(x: torch.Tensor, k: int, gamma: float) -> Selection | None:
+    """Exact min-k as a threshold (one pass to compress), or None to take the general path.
+
+    The candidates above a sampled lower bound are compacted (one pass over x),
+    the k-th largest key among them found by selection, and if exactly k
+    elements reach it (no ties at the k-th largest), "key above it minus one"
+    selects exactly the top k.
+    """
+    n = x.numel()
+    rank = _candidate_rank(gamma)
+    if rank == 0:
+        return None
+    low = kernels.threshold(x, rank)
+    room = min(n, num_kept(n, rank / SAMPLE_SIZE) + _margin(n, n * math.sqrt(gamma * (1 - gamma) / SAMPLE_SIZE)))
+    candidates, _, count = kernels.compress(x, room, thr=low)
+    count = int(count)
+    if not k <= count <= room:
+        return None
+    candidates = candidates[:count]
+    kth = int(kernels.kth_key(candidates, count - k + 1))  # the k-th largest key
+    if int((magnitude_keys(candidates) >= kth).sum()) != k:
+        return None
+    return Selection(thr=kth - 1)
 
 
 def _top_k_indices(x: torch.Tensor, k: int, gamma: float) -> torch.Tensor:
@@ -116,11 +154,8 @@ def _top_k_indices(x: torch.Tensor, k: int, gamma: float) -> torch.Tensor:
     """
     keys = magnitude_keys(x)  # NaN ranks above Inf
     n = x.numel()
-    if n <= 4 * SAMPLE_SIZE or x.device.type != "cpu":
-        return keys.topk(k, sorted=False).indices
-    slack = 6 * math.sqrt(gamma * (1 - gamma) / SAMPLE_SIZE) + 2 / SAMPLE_SIZE
-    rank = math.floor(max(0.0, gamma - slack) * SAMPLE_SIZE)
-    if rank == 0:
+    rank = _candidate_rank(gamma)
+    if n <= 4 * SAMPLE_SIZE or x.device.type != "cpu" or rank == 0:
         return keys.topk(k, sorted=False).indices
     low = kernels.threshold(x, rank)  # at most the sample's rank-th key
     candidates = (keys > low).nonzero().view(-1)

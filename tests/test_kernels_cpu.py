@@ -25,6 +25,14 @@ def test_threshold_matches_reference(n, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", SIZES)
+def test_kth_key_matches_reference(n, dtype):
+    for name, x in _inputs(n, dtype):
+        for rank in {0, 1, n // 3, n, n + 1}:
+            assert cpu.kth_key(x, rank) == int(reference.kth_key(x, rank)), (name, rank)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
 def test_compress_and_expand_match_reference(n, dtype):
     for name, x in _inputs(n, dtype):
         thr = int(reference.threshold(x, kernels.sample_rank(n, 0.9)))

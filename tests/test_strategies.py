@@ -141,3 +141,17 @@ def test_sampled_keeps_magnitudes_above_its_threshold_and_non_finite(dtype):
     expected = x.abs().le(thr).logical_not_()  # not(|x| <= thr): NaN passes
     assert keep.dtype == torch.bool and torch.equal(keep, expected)
     assert keep[:3].all() and not keep[3:5].any()  # non-finite kept, zeros never
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mink_keeps_exactly_k_with_and_without_ties_at_the_kth_largest(dtype):
+    """bf16 has few distinct values: the k-th largest magnitude ties with others (the general path)."""
+    from dropit.strategies import _mink_as_threshold
+
+    x = DISTRIBUTIONS["gaussian"].to(dtype)
+    keep = mink(x, 0.9)
+    k = num_kept(x.numel(), 0.9)
+    as_threshold = _mink_as_threshold(x, k, 0.9)  # None: ties, so the general path ran
+    assert (as_threshold is None) == (dtype == torch.bfloat16)
+    assert int(keep.sum()) == k
+    assert x[keep].abs().min() >= x[~keep].abs().max()

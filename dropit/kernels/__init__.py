@@ -1,6 +1,7 @@
 """The kernels under DropIT's records: one interface, one implementation per device.
 
     thr = threshold(flat, rank)                       # sampled threshold key
+    key = kth_key(flat, rank)                         # exact rank-th smallest key
     values, bits, count = compress(flat, capacity, thr=thr)   # or mask=keep
     dense = expand(values, bits, n)
     bits = pack_nonzero(flat); grad_in = mask_grad(grad, bits)  # the ReLU companion
@@ -27,6 +28,7 @@ from .reference import SAMPLE_SIZE, magnitude_keys, pack_bits, sample_rank, unpa
 
 __all__ = [
     "threshold",
+    "kth_key",
     "compress",
     "expand",
     "pack_nonzero",
@@ -66,6 +68,13 @@ def threshold(flat: torch.Tensor, rank: int) -> torch.Tensor | int:
     if backend(flat) == "c":
         return cpu.threshold(flat, rank, SAMPLE_SIZE)
     return reference.threshold(flat, rank)
+
+
+def kth_key(flat: torch.Tensor, rank: int) -> torch.Tensor | int:
+    """The rank-th smallest magnitude key (1-based) of flat: an int on the C backend, else a 0-dim tensor."""
+    if backend(flat) == "c":
+        return cpu.kth_key(flat, rank)
+    return reference.kth_key(flat, rank)
 
 
 def compress(flat: torch.Tensor, capacity: int, thr=None, mask: torch.Tensor | None = None):

@@ -33,6 +33,7 @@ WIDTHS = (16, 32, 64)  # element widths in bits: bf16/fp16, fp32, fp64
 _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SIGNATURES = {
     "threshold": (_I64, [_P, _I64, _I64, _INT]),
+    "kth_key": (_I64, [_P, _I64, _I64]),
     "compress": (_I64, [_P, _P, _I64, _I64, _I64, _P, _P, _INT]),
     "expand": (None, [_P, _P, _I64, _P, _INT]),
     "pack_nonzero": (None, [_P, _I64, _P, _INT]),
@@ -122,6 +123,13 @@ def threshold(flat: torch.Tensor, rank: int, samples: int) -> int:
     if thr < -1:
         raise MemoryError("dropit: out of memory for the threshold sample")
     return thr
+
+
+def kth_key(flat: torch.Tensor, rank: int) -> int:
+    key = _fn("kth_key", flat)(flat.data_ptr(), flat.numel(), rank)
+    if key < -1:
+        raise MemoryError("dropit: out of memory selecting a key")
+    return key
 
 
 def compress(flat: torch.Tensor, capacity: int, thr: int, mask: torch.Tensor | None):

@@ -86,6 +86,13 @@ def threshold(flat: torch.Tensor, rank: int) -> torch.Tensor:
     return torch.where((thr == keys.max()) & (thr > 0), thr - 1, thr)
 
 
+def kth_key(flat: torch.Tensor, rank: int) -> torch.Tensor:
+    """The rank-th smallest magnitude key (1-based) of flat (0-dim int64); -1 if rank is out of range."""
+    if not 1 <= rank <= flat.numel():
+        return torch.full((), -1, dtype=torch.int64, device=flat.device)
+    return magnitude_keys(flat).long().kthvalue(rank).values
+
+
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
     """(n,) bool -> (ceil(n/8),) uint8.
 

@@ -105,6 +105,23 @@ DEFINE_SELECT(64)
         return thr;                                                                       \
     }
 
+/* The rank-th smallest magnitude key (1-based) of x[0..m): exact min-k's threshold
+ * among its candidates. */
+#define DEFINE_KTH_KEY(W, ABS)                                                            \
+    int64_t dropit_kth_key_##W(const uint##W##_t* x, int64_t m, int64_t rank) {           \
+        if (rank <= 0 || rank > m) return -1;                                             \
+        uint##W##_t* keys = (uint##W##_t*)malloc((size_t)m * sizeof(uint##W##_t));        \
+        if (!keys) return -2;                                                             \
+        for (int64_t i = 0; i < m; i++) keys[i] = x[i] & ABS;                             \
+        int64_t kth = (int64_t)select_##W(keys, m, rank - 1);                             \
+        free(keys);                                                                       \
+        return kth;                                                                       \
+    }
+
+DEFINE_KTH_KEY(16, 0x7fffu)
+DEFINE_KTH_KEY(32, 0x7fffffffu)
+DEFINE_KTH_KEY(64, 0x7fffffffffffffffULL)
+
 DEFINE_THRESHOLD(16, 0x7fffu)
 DEFINE_THRESHOLD(32, 0x7fffffffu)
 DEFINE_THRESHOLD(64, 0x7fffffffffffffffULL)
