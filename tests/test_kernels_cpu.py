@@ -11,7 +11,7 @@ from kernel_checks import awkward_inputs as _inputs
 pytestmark = pytest.mark.skipif(cpu.library() is None, reason="no C compiler: the CPU kernels are not built")
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
-SIZES = [0, 1, 7, 8, 13, 100, 1000, 40_001, 131_075, 1_000_003]
+SIZES = [0, 1, 7, 8, 13, 100, 1000, 40_001, 131_075, 300_007]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -36,8 +36,8 @@ def test_kth_key_matches_reference(n, dtype):
 def test_compress_and_expand_match_reference(n, dtype):
     for name, x in _inputs(n, dtype):
         thr = int(reference.threshold(x, kernels.sample_rank(n, 0.9)))
-        for cap in {max(1, n // 10), max(1, n // 10 + 7), n + 1}:  # includes overflowing capacities
-            for t in (thr, -1, 0):
+        for cap in {max(1, n // 10 + 7), n + 1}:  # with t = -1 (keep all) the first overflows
+            for t in (thr, -1):
                 ours = cpu.compress(x, cap, t, None)
                 ref = reference.compress(x, cap, torch.tensor(t), None)
                 _assert_same(ours, ref)
