@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: test test-e2e reproduce bench-memory bench-speed clean
+.PHONY: test test-e2e reproduce bench-memory bench-models bench-speed clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +21,9 @@ test-e2e: $(STAMP)
 
 bench-memory: $(STAMP)
 	$(PY) benchmarks/memory.py
+
+bench-models: $(STAMP)
+	$(PY) benchmarks/models.py $(if $(QUANTIZE),--quantize $(QUANTIZE))
 
 bench-speed: $(STAMP)
 	$(PY) benchmarks/speed.py

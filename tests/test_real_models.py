@@ -109,3 +109,16 @@ def test_gpt2_conv1d_layers_keep_compact_records():
     assert len(conv1d) == 4 * 2  # four per block, two blocks
     for layer in conv1d:
         assert 0 < layer.bytes < layer.dense_bytes / 3, layer
+
+
+@pytest.mark.slow
+def test_gpt2_of_issue_13_keeps_at_most_087_of_plain():
+    """4 layers, width 512, vocabulary 1000, sequence 256, batch 8; defaults at gamma 0.9."""
+    pytest.importorskip("transformers")
+    plain, converted = zoo.build("gpt2", "bench"), zoo.build("gpt2", "bench")
+    dropit.to_dropit(converted.model, gamma=0.9)
+    torch.manual_seed(1)
+    base = dropit.measure_cache(plain.model, *plain.args, **plain.kwargs).total_bytes
+    torch.manual_seed(1)
+    kept = dropit.measure_cache(converted.model, *converted.args, **converted.kwargs).total_bytes
+    assert kept <= 0.87 * base, kept / base
