@@ -23,7 +23,8 @@ from typing import Any, Iterable, Optional, Union
 
 import yaml
 
-MODELS = ("resnet18_cifar", "resnet18", "vit_b_16", "resnet_mini", "vit_tiny")
+MODELS = ("resnet18_cifar", "resnet18", "vit_b_16", "resnet_mini", "vit_tiny",
+          "deit_tiny", "deit_small", "deit_base", "deit_mini")  # the deit_* are timm's
 DATASETS = ("cifar100", "imagenet", "imagenette")
 CHOICES: dict[str, tuple[str, ...]] = {
     "model": MODELS,

@@ -205,6 +205,17 @@ def ensure_imagenette(root: Path, download: bool = True) -> Path:
     return dl.fetch(dl.IMAGENETTE, root, download=download, help=_folder_help(root, "imagenette", "train"))
 
 
+def ensure_dataset(dataset: str, root: Path, download: bool = True) -> Path:
+    """The folder of ``dataset`` under ``root`` (downloading CIFAR-100 or Imagenette if allowed); DatasetMissing if absent."""
+    if dataset == "cifar100":
+        return ensure_cifar100(root, download)
+    if dataset == "imagenette":
+        return ensure_imagenette(root, download)
+    if not (root / dataset / "train").is_dir():
+        raise DatasetMissing(_folder_help(root, dataset, "train"))
+    return root / dataset
+
+
 def image_folder(root: Path, name: str, split: str, transform=None):
     """``<root>/<name>/<split>`` as a torchvision ImageFolder; DatasetMissing if absent."""
     from torchvision.datasets import ImageFolder
@@ -247,8 +258,8 @@ def build_datasets(cfg) -> tuple[Dataset, Dataset, int]:
     root = resolve_data_dir(cfg.data_dir)
     size = cfg.image_size or (32 if cfg.dataset == "cifar100" else 224)
     mean, std = mean_std(cfg.dataset, cfg.mean_std)
+    folder = ensure_dataset(cfg.dataset, root, cfg.download)
     if cfg.dataset == "cifar100":
-        folder = ensure_cifar100(root, cfg.download)
         if size == 32:
             train_tf, eval_tf = CifarTrainTransform(mean, std), Normalize(mean, std)
         else:
@@ -258,8 +269,6 @@ def build_datasets(cfg) -> tuple[Dataset, Dataset, int]:
         num_classes = 100
     else:
         train_tf, eval_tf = resized_transforms(size, mean, std, cfg.crop_scale_min, pil=True)
-        if cfg.dataset == "imagenette":
-            ensure_imagenette(root, cfg.download)
         train = image_folder(root, cfg.dataset, "train", train_tf)
         val = image_folder(root, cfg.dataset, "val", eval_tf)
         num_classes = len(train.classes)
