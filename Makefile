@@ -29,7 +29,7 @@ bench-speed: $(STAMP)
 	$(PY) benchmarks/speed.py
 
 reproduce: $(STAMP)
-	$(PY) -m dropit.lab.reproduce $(if $(PRESET),--preset $(PRESET))
+	$(PY) -m dropit.lab.reproduce $(if $(PRESET),--preset $(PRESET)) $(if $(filter 0 false no,$(DOWNLOAD)),--no-download)
 
 clean:
 	rm -rf results runs .pytest_cache
