@@ -3,7 +3,7 @@
 Each row of :data:`PAPER_ROWS` (v1) and :data:`ICLR_ROWS` is a dict with the keys
 
     id          short name, equal to the stem of its parameter file in params/
-    table       "cifar100" | "imagenet"
+    table       "cifar100" | "imagenet" | "iclr"
     model       display name, e.g. "ResNet-18 (32x32)" (" w. DropIT" is added by the tables)
     dropit      bool
     gamma       the dropping rate used (0.8 for ResNet-18, 0.9 for ViT-B/16) or None

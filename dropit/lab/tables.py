@@ -9,8 +9,7 @@ A run is a metrics dict returned by :func:`dropit.lab.train.run`, a path to its
 for: ``config.paper_row`` if set, else inferred from the dataset (CIFAR-100, or
 ImageNet/Imagenette for the ImageNet table), the model family (ResNet or ViT;
 a DeiT goes to the ICLR table, matched on its γ there) and whether DropIT was
-on; a later run replaces an earlier one for the same
-row. Every row says what actually ran (model, epochs, images, resolution), so
+on; a later run replaces an earlier one for the same row. Every row says what actually ran (model, epochs, images, resolution), so
 a quick run on a small model is never mistaken for the paper's recipe; rows
 without a run keep the paper's numbers and say "not run".
 
