@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: test test-e2e reproduce bench-memory bench-speed clean
+.PHONY: test test-e2e reproduce bench-memory bench-models bench-speed clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,11 +22,14 @@ test-e2e: $(STAMP)
 bench-memory: $(STAMP)
 	$(PY) benchmarks/memory.py
 
+bench-models: $(STAMP)
+	$(PY) benchmarks/models.py $(if $(QUANTIZE),--quantize $(QUANTIZE))
+
 bench-speed: $(STAMP)
 	$(PY) benchmarks/speed.py
 
 reproduce: $(STAMP)
-	$(PY) -m dropit.lab.reproduce $(if $(PRESET),--preset $(PRESET))
+	$(PY) -m dropit.lab.reproduce $(if $(PRESET),--preset $(PRESET)) $(if $(filter 0 false no,$(DOWNLOAD)),--no-download)
 
 clean:
 	rm -rf results runs .pytest_cache

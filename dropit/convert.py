@@ -1,8 +1,9 @@
 """Convert a model to DropIT in place, change its dropping rate, and restore it.
 
 ``to_dropit(model, gamma=0.9)`` walks the module tree (the
-root included) and gives every Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d and
-MultiheadAttention an instance-level ``forward`` that caches a sparsified input
+root included) and gives every Linear, Conv1d/2d/3d, ConvTranspose1d/2d/3d,
+MultiheadAttention and Hugging Face ``Conv1D`` (GPT-2's Linear with a
+transposed weight) an instance-level ``forward`` that caches a sparsified input
 in training. Nothing else changes: module classes, parameter names and
 ``state_dict`` keys stay as they were, so checkpoints load with or without
 DropIT, and ``model.eval()`` or ``torch.no_grad()`` runs the untouched forward.
@@ -35,7 +36,7 @@ from .sparsify import DropSpec
 from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy
 
 ModuleFilter = Callable[[nn.Module, str], bool]
-_LAYER_KINDS = ("linear", "conv", "conv_transpose", "mha")  # what module_filter_fn chooses among
+_LAYER_KINDS = ("linear", "hf_conv1d", "conv", "conv_transpose", "mha")  # what module_filter_fn chooses among
 
 
 class DropITForward:

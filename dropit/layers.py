@@ -5,6 +5,10 @@ same output as the module's own forward, routing the cached input through the
 sparsifying functions. They only run in training mode with grad enabled; the
 :class:`~dropit.convert.DropITForward` wrapper calls the untouched forward
 otherwise.
+
+Hugging Face transformers' ``Conv1D`` (GPT-2 and its relatives) is a Linear
+whose weight is stored transposed, (in, out). It is recognised by its
+structure (:func:`is_hf_conv1d`), so the core never imports transformers.
 """
 from __future__ import annotations
 
@@ -24,6 +28,28 @@ _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 def linear_forward(m: nn.Linear, spec: DropSpec, x: torch.Tensor) -> torch.Tensor:
     return DF.linear(x, m.weight, m.bias, spec)
+
+
+def hf_conv1d_forward(m: nn.Module, spec: DropSpec, x: torch.Tensor) -> torch.Tensor:
+    # Conv1D computes x @ W + b with W of shape (in, out): F.linear with the (out, in) view W.t().
+    return DF.linear(x, m.weight.t(), m.bias, spec)
+
+
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is transformers' ``Conv1D``: a Linear with its weight stored (in, out).
+
+    Recognised by structure, without importing transformers: the class name
+    ``Conv1D`` (torch's own is ``Conv1d``), an ``nf`` (out features) attribute,
+    a 2-d weight of shape (nx, nf) and a bias of shape (nf,) or none.
+    """
+    if type(module).__name__ != "Conv1D":
+        return False
+    weight, bias, nf = getattr(module, "weight", None), getattr(module, "bias", None), getattr(module, "nf", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or not isinstance(nf, int):
+        return False
+    if weight.shape[1] != nf or getattr(module, "nx", weight.shape[0]) != weight.shape[0]:
+        return False
+    return bias is None or (isinstance(bias, torch.Tensor) and tuple(bias.shape) == (nf,))
 
 
 def conv_forward(m: nn.modules.conv._ConvNd, spec: DropSpec, x: torch.Tensor) -> torch.Tensor:
@@ -81,6 +107,8 @@ def kind_of(module: nn.Module) -> str | None:
         return "mha"
     if isinstance(module, nn.Linear):
         return "linear"
+    if is_hf_conv1d(module):
+        return "hf_conv1d"
     if isinstance(module, _CONV_T):
         return "conv_transpose"
     if isinstance(module, _CONV):
@@ -95,6 +123,7 @@ def kind_of(module: nn.Module) -> str | None:
 def get_forward(kind: str):
     return {
         "linear": linear_forward,
+        "hf_conv1d": hf_conv1d_forward,
         "conv": conv_forward,
         "conv_transpose": conv_transpose_forward,
         "relu": relu_forward,

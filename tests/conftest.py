@@ -1,4 +1,4 @@
-"""Shared test settings: deterministic, few threads (CI has two cores)."""
+"""Shared test settings: deterministic, few threads (CI has two cores), never online."""
 import os
 
 import pytest
@@ -10,6 +10,14 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No test downloads: the connection probe finds no network (tests of downloads fake one)."""
+    from dropit.lab import download
+
+    monkeypatch.setattr(download, "reachable", lambda url, timeout=download.PROBE_TIMEOUT_S: False)
 
 
 def pytest_collection_modifyitems(config, items):

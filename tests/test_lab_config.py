@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from dropit.lab.config import ConfigError, RunConfig, field_names, load_config
-from dropit.lab.paper import PAPER_ROWS
+from dropit.lab.paper import ALL_ROWS
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
 
@@ -98,7 +98,7 @@ def test_shipped_parameter_files_load(path):
 
 
 def test_one_full_and_one_quick_file_per_paper_row():
-    for row in PAPER_ROWS:
+    for row in ALL_ROWS:
         full = load_config(PARAMS / f"{row['id']}.yaml")
         quick = load_config(PARAMS / f"{row['id']}_quick.yaml")
         for cfg in (full, quick):
@@ -110,5 +110,20 @@ def test_one_full_and_one_quick_file_per_paper_row():
         assert (full.image_size or 32) == row["image_size"]
         assert full.subset is None and full.max_steps is None
         assert quick.subset is not None and quick.epochs < full.epochs
-        if row["table"] == "imagenet":
+        if row.get("dataset", row["table"]) == "imagenet":
             assert full.dataset == "imagenet" and quick.dataset == "imagenette"
+
+
+def test_iclr_files_follow_the_release():
+    for row in (r for r in ALL_ROWS if r["table"] == "iclr"):
+        full = load_config(PARAMS / f"{row['id']}.yaml")
+        quick = load_config(PARAMS / f"{row['id']}_quick.yaml")
+        assert full.dataset == row["dataset"] and quick.model == "deit_mini" and quick.threads == 2
+        if row["dropit"]:  # exact min-k, patch embedding and head dense, as the release's DeiT scripts
+            assert full.dropit_strategy == quick.dropit_strategy == "mink"
+            assert full.dropit_exclude == quick.dropit_exclude == ["patch_embed.proj", "head"]
+        if row["dataset"] == "imagenet":  # the DeiT recipe, from scratch
+            assert (full.optimizer, full.lr, full.batch_size, full.epochs) == ("adamw", 1e-3, 1024, 300)
+            assert (full.weight_decay, full.warmup_epochs, full.label_smoothing) == (0.05, 5, 0.1) and not full.pretrained
+        else:  # fine-tuned from a local weights file
+            assert full.pretrained == f"weights/{row['model_name']}_patch16_224.pth" and full.image_size == 224

@@ -76,3 +76,28 @@ def test_topk_accuracy_and_meter():
     meter.update(6, top1=3, loss=1.0)
     assert meter.percent("top1") == 40.0 and meter.mean("loss") == pytest.approx(0.3)
     assert meter.all_reduce().n == 10  # no process group: unchanged
+
+
+@pytest.mark.parametrize("name, size, patch, tokens", [("deit_mini", 32, None, 64), ("deit_mini", 64, 16, 16),
+                                                      ("deit_tiny", 64, None, 16)])
+def test_timm_deit_models(name, size, patch, tokens):
+    pytest.importorskip("timm")
+    m = build_model(name, 7, image_size=size, patch_size=patch).eval()
+    with torch.no_grad():
+        assert m(torch.randn(2, 3, size, size)).shape == (2, 7)
+    assert m.patch_embed.num_patches == tokens and m.embed_dim == 192
+    assert default_dropit_exclude(m) == ["patch_embed.proj", "head"]  # as the release's DeiT scripts
+    assert len(m.blocks) == (4 if name == "deit_mini" else 12)
+    with pytest.raises(ValueError, match="not a multiple of patch_size"):
+        build_model(name, 7, image_size=30, patch_size=4)
+
+
+def test_deit_weights_at_another_resolution_resample_the_position_embedding(tmp_path):
+    pytest.importorskip("timm")
+    src = build_model("deit_mini", 100, image_size=32, patch_size=8)  # 4x4 patches of 8
+    torch.save({"model": src.state_dict()}, tmp_path / "w.pth")
+    dst = build_model("deit_mini", 10, image_size=64)  # 8x8 patches of 8
+    assert load_weights(dst, tmp_path / "w.pth") == ["head.weight", "head.bias"]
+    torch.testing.assert_close(dst.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
+    assert dst.pos_embed.shape == (1, 65, 192)
+    torch.testing.assert_close(dst.pos_embed[:, 0], src.pos_embed[:, 0])  # the class token's embedding is kept

@@ -30,7 +30,8 @@ def test_tables_markdown_has_both_tables_paper_numbers_and_labels(tmp_path):
     for mb in (648, 598, 20290, 16052, 2826, 2600, 16056):
         assert f"| {mb} |" in md
     assert "11.50" in md and "12.25" in md and "quick: resnet_mini" in md
-    assert "Quick preset" in md and md.count("not run") == 6
+    assert "Quick preset" in md and md.count("not run") == 6 + 8  # and the ICLR table's eight rows
+    assert "### ICLR 2023 release: DeiT (timm)" in md and "| DeiT-Ti, ImageNet-1k from scratch w. DropIT γ=0.5 | 72.50 |" in md
     cache_lines = [l for l in md.splitlines() if l.startswith("| CIFAR-100 |") or l.startswith("| ImageNet-1k |")]
     assert len(cache_lines) == 8
     assert md.count("w. DropIT w. DropIT") == 0 and md.count("| ResNet-18 (32x32) w. DropIT | 0.8 |") == 1

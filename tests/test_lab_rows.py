@@ -27,6 +27,9 @@ def test_paths_resolve_from_the_project_root(tmp_path, monkeypatch):
     assert rows.resolve_out(tmp_path) == tmp_path
     assert rows.table_params("imagenet", "quick")[0] == "params/imagenet_resnet18_quick.yaml"
     assert len(rows.table_params("cifar100", "paper")) == 4
+    iclr = rows.table_params("iclr", "quick")
+    assert len(iclr) == 8 and iclr[1] == "params/iclr_imagenet_deit_tiny_dropit05_quick.yaml"
+    assert all((ROOT / f).is_file() for f in iclr + rows.table_params("iclr", "paper"))
     with pytest.raises(ValueError):
         rows.table_params("cifar100", "fast")
 

@@ -87,3 +87,27 @@ def test_runs_from_files_and_folders(tmp_path):
         tables.build_table("cifar100", [tmp_path / "nope"])
     with pytest.raises(ValueError, match="unknown table"):
         tables.build_table("mnist")
+
+
+def test_iclr_table_rows_gammas_and_inference():
+    from dropit.lab.paper import ICLR_ROWS
+
+    assert [(r["top1"], r["gamma"]) for r in ICLR_ROWS] == [
+        (72.1, None), (72.5, 0.5), (72.4, 0.6), (72.1, 0.7), (89.7, None), (90.1, 0.9), (90.8, None), (91.3, 0.9)]
+    runs = [
+        _metrics(model="deit_mini", dataset="imagenette", dropit=True, top1=30.0),  # gamma 0.9: no such row, first DropIT
+        _metrics(model="deit_mini", dataset="imagenette", top1=20.0),
+        _metrics(model="deit_base", dataset="cifar100", dropit=True, top1=40.0),
+        _metrics(model="deit_mini", dataset="cifar100", top1=10.0, paper_row="iclr_cifar100_deit_base"),
+    ]
+    runs[0]["config"]["dropit_gamma"] = 0.6
+    rows = {r["id"]: r for r in tables.build_table("iclr", runs)}
+    assert len(rows) == 8
+    assert rows["iclr_imagenet_deit_tiny_dropit06"]["top1"] == 30.0 and rows["iclr_imagenet_deit_tiny"]["top1"] == 20.0
+    assert rows["iclr_cifar100_deit_base_dropit"]["top1"] == 40.0 and rows["iclr_cifar100_deit_base"]["top1"] == 10.0
+    assert rows["iclr_imagenet_deit_tiny_dropit05"]["ran"] == "not run"
+    assert rows["iclr_imagenet_deit_tiny_dropit06"]["model"] == "DeiT-Ti, ImageNet-1k from scratch w. DropIT γ=0.6"
+    assert rows["iclr_cifar100_deit_small"]["paper_top5"] is None and rows["iclr_cifar100_deit_small"]["paper_top1"] == 89.7
+    assert all(r["ran"] == "not run" for r in tables.build_table("imagenet", runs))  # DeiT runs stay in their table
+    md = tables.tables_markdown(runs)
+    assert "### ICLR 2023 release: DeiT (timm)" in md and "| DeiT-B, CIFAR-100 fine-tuned w. DropIT γ=0.9 | 91.30 | 40.00 | – |" in md

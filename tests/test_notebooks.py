@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
-NAMES = ("quickstart", "explore", "cifar100", "imagenet", "memory")
+NAMES = ("quickstart", "explore", "cifar100", "imagenet", "iclr", "memory")
 PLOTLY = "application/vnd.plotly.v1+json"
 TINY = ["subset=200", "val_subset=100", "batch_size=50", "max_steps=2", "cache_batch=4", "checkpoint=false", "threads=2"]
 
@@ -67,13 +67,13 @@ def test_reproduce_passes_only_parameters_the_notebooks_declare(tmp_path):
 
     for preset in ("quick", "paper"):
         jobs = reproduce.plan(preset, tmp_path)
-        assert {j.name for j in jobs} >= {"memory", "cifar100", "imagenet", "quickstart"}
+        assert {j.name for j in jobs} >= {"memory", "cifar100", "imagenet", "iclr", "quickstart"}
         for job in jobs:
             nb = nbformat.read(NB_DIR / f"{job.name}.ipynb", as_version=4)
             cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
             declared = {p.name for p in PythonTranslator.inspect(cell)}
             assert set(job.parameters) <= declared, (job.name, set(job.parameters) - declared)
-        for table in ("cifar100", "imagenet"):
+        for table in ("cifar100", "imagenet", "iclr"):
             for f in rows.table_params(table, preset):
                 assert (ROOT / f).is_file(), f
 
@@ -172,10 +172,14 @@ def test_explore_interactive_shows_the_panel_and_waits_for_run(kernel, tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("table,extra", [("cifar100", []), ("imagenet", ["dataset=imagenette", "image_size=32"])])
-def test_table_notebook_writes_rows_metrics_and_figures(kernel, results, table, extra):
+@pytest.mark.parametrize("table,extra,filled_id", [
+    ("cifar100", [], "cifar100_resnet18_dropit"),
+    ("imagenet", ["dataset=imagenette", "image_size=32"], "imagenet_resnet18_dropit"),
+    ("iclr", ["model=deit_mini", "dropit_gamma=0.6", "dataset=imagenette", "image_size=32"], "iclr_imagenet_deit_tiny_dropit06"),
+])
+def test_table_notebook_writes_rows_metrics_and_figures(kernel, results, table, extra, filled_id):
     data = _data_root()
-    if table == "imagenet" and not (Path(data) / "imagenette" / "train").is_dir():
+    if "dataset=imagenette" in extra and not (Path(data) / "imagenette" / "train").is_dir():
         pytest.skip("imagenette not found")
     runs, figures = results / "runs", results / "figures"
     nb = _execute(table, results, kernel, table=table, params_files=["params/smoke.yaml"],
@@ -184,10 +188,10 @@ def test_table_notebook_writes_rows_metrics_and_figures(kernel, results, table, 
     metrics = json.loads((runs / table / "smoke" / "metrics.json").read_text())
     assert metrics["config"]["dataset"] == ("cifar100" if table == "cifar100" else "imagenette")
     rows = json.loads((figures / f"{table}_table.json").read_text())
-    assert len(rows) == 4
+    assert len(rows) == (8 if table == "iclr" else 4)
     (filled,) = [r for r in rows if r["top1"] is not None]
-    assert filled["id"] == f"{table}_resnet18_dropit" and filled["ran"].startswith(f"smoke-{table}:")
-    assert [r["ran"] for r in rows].count("not run") == 3
+    assert filled["id"] == filled_id and filled["ran"].startswith(f"smoke-{table}:")
+    assert [r["ran"] for r in rows].count("not run") == len(rows) - 1
     md = "".join(_outputs(nb, "text/markdown"))
     assert "| Model |" in md and f"smoke-{table}" in md
     assert (figures / f"{table}_training.plotly.json").is_file() and len(_outputs(nb, PLOTLY)) == 1

@@ -23,7 +23,8 @@ from typing import Any, Iterable, Optional, Union
 
 import yaml
 
-MODELS = ("resnet18_cifar", "resnet18", "vit_b_16", "resnet_mini", "vit_tiny")
+MODELS = ("resnet18_cifar", "resnet18", "vit_b_16", "resnet_mini", "vit_tiny",
+          "deit_tiny", "deit_small", "deit_base", "deit_mini")  # the deit_* are timm's
 DATASETS = ("cifar100", "imagenet", "imagenette")
 CHOICES: dict[str, tuple[str, ...]] = {
     "model": MODELS,
@@ -48,7 +49,7 @@ class RunConfig:
     model: str = "resnet18_cifar"  # one of MODELS
     dataset: str = "cifar100"  # cifar100 | imagenet | imagenette
     data_dir: Optional[str] = None  # else $DROPIT_DATA, else ./data
-    download: bool = False  # CIFAR-100 only: fetch with torchvision if the folder is absent
+    download: bool = True  # fetch CIFAR-100 / Imagenette with torchvision where absent; false: never download
     subset: Optional[int] = None  # train on this many images, class-balanced, deterministic
     val_subset: Optional[int] = None  # evaluate on this many images, class-balanced
     image_size: Optional[int] = None  # default: 32 for CIFAR-100, 224 for ImageNet

@@ -6,6 +6,10 @@ The root is the ``data_dir`` parameter, else ``$DROPIT_DATA``, else ``./data``::
     <root>/imagenet/{train,val}/<wnid>/*.JPEG      ImageFolder layout
     <root>/imagenette/{train,val}/<wnid>/*.JPEG    the same, 10 classes
 
+CIFAR-100 and Imagenette are downloaded into the root when absent (torchvision's
+downloaders, atomically: see :mod:`dropit.lab.download`) unless ``download`` is
+false; ImageNet never is.
+
 Augmentation follows the paper: CIFAR at 32x32 reflect-pads 4, crops 32 at
 random, flips, and normalises per channel; everything else (ImageNet, or CIFAR
 upsampled for ViT) uses RandomResizedCrop + flip for training and
@@ -27,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
+from . import download as dl
+from .download import DatasetMissing
+
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -34,10 +41,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 CIFAR_FOLDER = "cifar-100-python"
-
-
-class DatasetMissing(FileNotFoundError):
-    """The dataset is not where it is expected; the message says where and how to get it."""
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -91,26 +94,14 @@ def _cifar_help(folder: Path) -> str:
     return (
         f"CIFAR-100 not found: expected the official python files at {folder}/{{train,test,meta}}. "
         f"Get cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and extract it "
-        f"into {folder.parent}, or run with download=true where there is internet, or point "
+        f"into {folder.parent}, or run with download=true (the default) where there is internet, or point "
         f"data_dir / $DROPIT_DATA at the folder that contains {CIFAR_FOLDER}/."
     )
 
 
-def ensure_cifar100(root: Path, download: bool = False) -> Path:
-    """The CIFAR-100 folder under ``root``; downloads it with torchvision only if absent and asked."""
-    folder = root / CIFAR_FOLDER
-    if folder.is_dir():
-        return folder
-    if not download:
-        raise DatasetMissing(_cifar_help(folder))
-    try:
-        from torchvision.datasets import CIFAR100
-
-        root.mkdir(parents=True, exist_ok=True)
-        CIFAR100(str(root), train=True, download=True)
-    except Exception as e:  # offline, proxy, disk: all end the same way
-        raise DatasetMissing(f"downloading CIFAR-100 failed ({type(e).__name__}: {e}). " + _cifar_help(folder)) from e
-    return folder
+def ensure_cifar100(root: Path, download: bool = True) -> Path:
+    """The CIFAR-100 folder under ``root``; downloaded with torchvision first if absent and ``download``."""
+    return dl.fetch(dl.CIFAR100, root, download=download, help=_cifar_help(root / CIFAR_FOLDER))
 
 
 class CIFAR100(Dataset):
@@ -194,18 +185,44 @@ def resized_transforms(image_size: int, mean, std, scale_min: float = 0.08, pil:
 # ---------------------------------------------------------------- ImageNet-style folders
 
 
+def _folder_help(root: Path, name: str, split: str) -> str:
+    where = f"{name} not found: expected an ImageFolder tree at {root / name / split}/<class>/*.JPEG " \
+            f"(with {root / name}/train and {root / name}/val). "
+    if name == "imagenette":
+        return where + (
+            f"Get imagenette2-160.tgz from https://github.com/fastai/imagenette and extract it as {root / name}, "
+            f"or run with download=true (the default) where there is internet, or point data_dir / $DROPIT_DATA "
+            f"at the folder that contains {name}/."
+        )
+    return where + (
+        f"ImageNet cannot be downloaded automatically: get ILSVRC2012 from https://image-net.org, arrange "
+        f"train/ and val/ one folder per class, and point data_dir / $DROPIT_DATA at the folder that contains {name}/."
+    )
+
+
+def ensure_imagenette(root: Path, download: bool = True) -> Path:
+    """The Imagenette folder under ``root``; torchvision's 160px Imagenette downloaded first if absent and ``download``."""
+    return dl.fetch(dl.IMAGENETTE, root, download=download, help=_folder_help(root, "imagenette", "train"))
+
+
+def ensure_dataset(dataset: str, root: Path, download: bool = True) -> Path:
+    """The folder of ``dataset`` under ``root`` (downloading CIFAR-100 or Imagenette if allowed); DatasetMissing if absent."""
+    if dataset == "cifar100":
+        return ensure_cifar100(root, download)
+    if dataset == "imagenette":
+        return ensure_imagenette(root, download)
+    if not (root / dataset / "train").is_dir():
+        raise DatasetMissing(_folder_help(root, dataset, "train"))
+    return root / dataset
+
+
 def image_folder(root: Path, name: str, split: str, transform=None):
     """``<root>/<name>/<split>`` as a torchvision ImageFolder; DatasetMissing if absent."""
     from torchvision.datasets import ImageFolder
 
     path = root / name / split
     if not path.is_dir():
-        raise DatasetMissing(
-            f"{name} not found: expected an ImageFolder tree at {path}/<class>/*.JPEG "
-            f"(with {root / name}/train and {root / name}/val). ImageNet cannot be downloaded "
-            f"automatically: get ILSVRC2012 from https://image-net.org, arrange train/ and val/ one "
-            f"folder per class, and point data_dir / $DROPIT_DATA at the folder that contains {name}/."
-        )
+        raise DatasetMissing(_folder_help(root, name, split))
     return ImageFolder(str(path), transform=transform)
 
 
@@ -241,8 +258,8 @@ def build_datasets(cfg) -> tuple[Dataset, Dataset, int]:
     root = resolve_data_dir(cfg.data_dir)
     size = cfg.image_size or (32 if cfg.dataset == "cifar100" else 224)
     mean, std = mean_std(cfg.dataset, cfg.mean_std)
+    folder = ensure_dataset(cfg.dataset, root, cfg.download)
     if cfg.dataset == "cifar100":
-        folder = ensure_cifar100(root, cfg.download)
         if size == 32:
             train_tf, eval_tf = CifarTrainTransform(mean, std), Normalize(mean, std)
         else:

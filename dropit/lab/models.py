@@ -5,7 +5,10 @@
     build_model("vit_b_16", 100, image_size=224, weights="vit_b_16.pth")
     build_model("resnet_mini", 100)             # narrow ResNet (16..128 channels), CIFAR stem: CPU demos
     build_model("vit_tiny", 100, image_size=32) # 4-layer, 192-wide torchvision ViT: CPU demos
+    build_model("deit_small", 100, weights="weights/deit_small_patch16_224.pth")  # timm's DeiT-Ti/S/B
+    build_model("deit_mini", 100, image_size=32) # timm DeiT-Ti blocks, 4 deep: CPU demos
 
+The DeiT models (the ICLR release's table) are timm's, imported only when built.
 Weights come from a local file only (a state_dict, or a dict holding one under
 "model" / "state_dict"); a classifier or position embedding of another shape
 (ImageNet head on CIFAR-100, another resolution) is re-initialised or
@@ -28,7 +31,9 @@ from torchvision.models import vit_b_16 as tv_vit_b_16
 from torchvision.models.resnet import BasicBlock, conv1x1
 from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings
 
-MODEL_NAMES = ("resnet18_cifar", "resnet18", "vit_b_16", "resnet_mini", "vit_tiny")
+MODEL_NAMES = ("resnet18_cifar", "resnet18", "vit_b_16", "resnet_mini", "vit_tiny",
+               "deit_tiny", "deit_small", "deit_base", "deit_mini")
+_DEIT = {"deit_tiny": "deit_tiny_patch16_224", "deit_small": "deit_small_patch16_224", "deit_base": "deit_base_patch16_224"}
 
 
 class MiniResNet(nn.Module):
@@ -68,6 +73,21 @@ def _resnet18_cifar(num_classes: int) -> nn.Module:
     return m
 
 
+def _deit(name: str, num_classes: int, size: int, patch_size: int | None) -> nn.Module:
+    try:
+        import timm
+    except ImportError as e:
+        raise ImportError(f"model {name!r} is timm's; install it: pip install 'dropit[lab]' (or pip install timm)") from e
+    options = dict(num_classes=num_classes, img_size=size)
+    if name == "deit_mini":  # DeiT-Ti's width and heads, 4 blocks
+        options.update(depth=4, patch_size=patch_size or max(1, size // 8))
+    elif patch_size:
+        options.update(patch_size=patch_size)
+    if size % options.get("patch_size", 16):
+        raise ValueError(f"{name}: image_size {size} is not a multiple of patch_size {options.get('patch_size', 16)}")
+    return timm.create_model(_DEIT.get(name, "deit_tiny_patch16_224"), pretrained=False, **options)
+
+
 def build_model(
     name: str,
     num_classes: int,
@@ -94,6 +114,8 @@ def build_model(
             image_size=size, patch_size=patch, num_layers=4, num_heads=3, hidden_dim=192, mlp_dim=384,
             num_classes=num_classes,
         )
+    elif name in _DEIT or name == "deit_mini":
+        model = _deit(name, num_classes, image_size or (32 if name == "deit_mini" else 224), patch_size)
     else:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     if weights:
@@ -125,6 +147,11 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
     pos = "encoder.pos_embedding"
     if isinstance(model, VisionTransformer) and pos in state and state[pos].shape != own[pos].shape:
         state = interpolate_embeddings(model.image_size, model.patch_size, state)
+    if "pos_embed" in own and "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
+        from timm.layers import resample_abs_pos_embed  # a timm ViT at another resolution
+
+        state["pos_embed"] = resample_abs_pos_embed(
+            state["pos_embed"], list(model.patch_embed.grid_size), num_prefix_tokens=model.num_prefix_tokens)
     skipped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
     for k in skipped:
         del state[k]

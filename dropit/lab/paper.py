@@ -1,9 +1,9 @@
-"""The paper's CIFAR-100 and ImageNet-1k tables (arXiv 2202.13808 v1) as plain data.
+"""The paper's tables as plain data: CIFAR-100 and ImageNet-1k (arXiv 2202.13808 v1) and the ICLR release's.
 
-Each row of :data:`PAPER_ROWS` is a dict with the keys
+Each row of :data:`PAPER_ROWS` (v1) and :data:`ICLR_ROWS` is a dict with the keys
 
     id          short name, equal to the stem of its parameter file in params/
-    table       "cifar100" | "imagenet"
+    table       "cifar100" | "imagenet" | "iclr"
     model       display name, e.g. "ResNet-18 (32x32)" (" w. DropIT" is added by the tables)
     dropit      bool
     gamma       the dropping rate used (0.8 for ResNet-18, 0.9 for ViT-B/16) or None
@@ -16,11 +16,18 @@ Each row of :data:`PAPER_ROWS` is a dict with the keys
 
 The ImageNet ResNet-18 baseline (69.76 / 89.08) is torchvision's published
 accuracy of its pretrained ResNet-18, a reference number rather than a re-run.
+
+The ICLR 2023 release's README adds a table of timm DeiT models (top-1 only; no
+top-5 or cache published): DeiT-Ti trained from scratch on ImageNet-1k with the
+DeiT recipe (72.1 plain; 72.5 / 72.4 / 72.1 at γ = 0.5 / 0.6 / 0.7) and DeiT-S /
+DeiT-B fine-tuned on CIFAR-100 at 224x224 (89.7 -> 90.1 and 90.8 -> 91.3 at
+γ = 0.9). Those rows are in table ``"iclr"``, carry ``dataset`` and
+``show_gamma`` (the table names each row's γ), and :data:`ALL_ROWS` holds both.
 """
 from __future__ import annotations
 
-TABLES = ("cifar100", "imagenet")
-TABLE_TITLES = {"cifar100": "CIFAR-100", "imagenet": "ImageNet-1k"}
+TABLES = ("cifar100", "imagenet", "iclr")
+TABLE_TITLES = {"cifar100": "CIFAR-100", "imagenet": "ImageNet-1k", "iclr": "ICLR 2023 release: DeiT (timm)"}
 
 
 def _row(table, model, dropit, top1, top5, cache_mb, model_name, image_size, family):
@@ -51,9 +58,46 @@ PAPER_ROWS: list[dict] = [
 ]
 
 
+def _iclr(dataset, model, model_name, gamma, top1):
+    suffix = "" if gamma is None else "_dropit" + (f"{round(gamma * 10):02d}" if dataset == "imagenet" else "")
+    return {
+        "id": f"iclr_{dataset}_{model_name}{suffix}",
+        "table": "iclr",
+        "model": model,
+        "dropit": gamma is not None,
+        "gamma": gamma,
+        "top1": top1,
+        "top5": None,
+        "cache_mb": None,
+        "model_name": model_name,
+        "image_size": 224,
+        "dataset": dataset,
+        "show_gamma": True,
+    }
+
+
+_TI, _S, _B = "DeiT-Ti, ImageNet-1k from scratch", "DeiT-S, CIFAR-100 fine-tuned", "DeiT-B, CIFAR-100 fine-tuned"
+ICLR_ROWS: list[dict] = [
+    _iclr("imagenet", _TI, "deit_tiny", None, 72.1),
+    _iclr("imagenet", _TI, "deit_tiny", 0.5, 72.5),
+    _iclr("imagenet", _TI, "deit_tiny", 0.6, 72.4),
+    _iclr("imagenet", _TI, "deit_tiny", 0.7, 72.1),
+    _iclr("cifar100", _S, "deit_small", None, 89.7),
+    _iclr("cifar100", _S, "deit_small", 0.9, 90.1),
+    _iclr("cifar100", _B, "deit_base", None, 90.8),
+    _iclr("cifar100", _B, "deit_base", 0.9, 91.3),
+]
+ALL_ROWS: list[dict] = PAPER_ROWS + ICLR_ROWS
+
+
+def table_rows(table: str) -> list[dict]:
+    """The rows of one table, in the paper's order."""
+    return [r for r in ALL_ROWS if r["table"] == table]
+
+
 def paper_row(row_id: str) -> dict:
-    """The row with this id, e.g. ``"cifar100_resnet18_dropit"``."""
-    for row in PAPER_ROWS:
+    """The row with this id, e.g. ``"cifar100_resnet18_dropit"`` or ``"iclr_imagenet_deit_tiny_dropit05"``."""
+    for row in ALL_ROWS:
         if row["id"] == row_id:
             return row
-    raise KeyError(f"no paper row {row_id!r}; ids: {[r['id'] for r in PAPER_ROWS]}")
+    raise KeyError(f"no paper row {row_id!r}; ids: {[r['id'] for r in ALL_ROWS]}")

@@ -4,7 +4,7 @@
 
 Inputs, all under the results folder:
 
-- ``runs/[<preset>/]**/metrics.json``    one per table row (the cifar100 / imagenet notebooks)
+- ``runs/[<preset>/]**/metrics.json``    one per table row (the cifar100 / imagenet / iclr notebooks)
 - ``memory/cache_column.json``           the Cache (MB) column (the memory notebook)
 - ``**/*.plotly.json``                   plotly figures the notebooks saved
 - ``*.ipynb``                            executed notebooks; their plotly outputs become figures
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
-NOTEBOOK_ORDER = ("memory", "cifar100", "imagenet", "quickstart", "explore")
+NOTEBOOK_ORDER = ("memory", "cifar100", "imagenet", "iclr", "quickstart", "explore")
 
 
 # ------------------------------------------------------------------ small I/O helpers
@@ -133,7 +133,7 @@ def find_runs(results: Path, preset: str | None = None) -> list[Path]:
 
 
 def tables_markdown(results: str | os.PathLike, *, preset: str | None = None) -> str:
-    """The whole of ``tables.md``: both accuracy tables and the Cache (MB) column."""
+    """The whole of ``tables.md``: the three accuracy tables and the Cache (MB) column."""
     from . import tables
 
     results = Path(results)

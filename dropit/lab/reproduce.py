@@ -12,11 +12,18 @@ this Python on first use, ``python -m ipykernel install --sys-prefix --name drop
 3. ``explore.ipynb``     one short smoke run through the live-plot panel (quick preset only)
 4. ``cifar100.ipynb``    the four CIFAR-100 rows (``params/cifar100_*[_quick].yaml``)
 5. ``imagenet.ipynb``    the four ImageNet rows (Imagenette in the quick preset)
+6. ``iclr.ipynb``        the ICLR release's eight DeiT rows (``params/iclr_*[_quick].yaml``)
 
 and writes ``<results>/tables.md``, ``<results>/report.html`` (self-contained)
 and the executed notebooks ``<results>/<name>.ipynb``. Progress: one line per
 notebook and the notebooks' own log lines as they run. A failing notebook is
 reported and the rest still run; the exit status is 1 if any failed.
+
+Data: before the notebooks run, the datasets the rows need are looked for in
+``$DROPIT_DATA`` (else ``<project>/data``) and CIFAR-100 and Imagenette are
+downloaded there if missing (a progress bar; see :mod:`dropit.lab.download`).
+``--no-download`` turns that off; offline, the missing dataset's message is
+printed at once and the rows that need it fail fast with it.
 
 Time: the quick preset keeps to ``--budget-min`` (default 18) whatever the
 machine's speed: the table notebooks get what the budget has left, shared
@@ -36,7 +43,9 @@ from pathlib import Path
 from .rows import project_root
 
 KERNEL_NAME = "dropit"
-ALL = ("memory", "quickstart", "explore", "cifar100", "imagenet")
+ALL = ("memory", "quickstart", "explore", "cifar100", "imagenet", "iclr")
+TABLE_JOBS = ("cifar100", "imagenet", "iclr")
+NO_DOWNLOAD = "download=false"  # rows never download: the data was fetched (or found missing) up front
 
 
 @dataclass
@@ -45,10 +54,13 @@ class Job:
     parameters: dict = field(default_factory=dict)
 
 
+EXPLORE_PARAMS = "params/smoke.yaml"  # the explore notebook's default recipe
+
+
 def plan(preset: str, results: Path) -> list[Job]:
     """The notebooks to run and their parameters for a preset (fixed-cost ones first)."""
     runs, figures = str(results / "runs" / preset), str(results / "figures")
-    table = dict(preset=preset, out_root=runs, figures_dir=figures)
+    table = dict(preset=preset, out_root=runs, figures_dir=figures, overrides=[NO_DOWNLOAD])
     jobs = [
         Job("memory", dict(batch_size=128, out_dir=str(results / "memory"))),
         Job("quickstart", dict(interactive=False)),
@@ -56,14 +68,20 @@ def plan(preset: str, results: Path) -> list[Job]:
     if preset == "quick":
         jobs.append(
             Job("explore", dict(interactive=False, out_root=str(results / "explore"),
-                                overrides=["subset=500", "val_subset=200", "batch_size=32", "max_steps=8", "cache_batch=16", "checkpoint=false"]))
+                                overrides=["subset=500", "val_subset=200", "batch_size=32", "max_steps=8", "cache_batch=16",
+                                           "checkpoint=false", NO_DOWNLOAD]))
         )
-    jobs += [Job("cifar100", dict(table="cifar100", **table)), Job("imagenet", dict(table="imagenet", **table))]
+    jobs += [Job(t, dict(table=t, **table)) for t in TABLE_JOBS]
     return jobs
 
 
-TABLE_JOBS = ("cifar100", "imagenet")
 RESERVE_S = 60.0  # kept back for the report, kernel start-ups and slack
+
+
+def _rows_of(job: Job) -> int:
+    from .paper import table_rows
+
+    return len(table_rows(job.name))
 
 
 def table_budget(job: Job, jobs_left: list[Job], budget_s: float, elapsed_s: float) -> float | None:
@@ -71,9 +89,40 @@ def table_budget(job: Job, jobs_left: list[Job], budget_s: float, elapsed_s: flo
     tables_left = [j for j in jobs_left if j.name in TABLE_JOBS]
     if job.name not in TABLE_JOBS or not tables_left:
         return None
-    rows_left = 4 * len(tables_left)
+    rows_left = sum(_rows_of(j) for j in tables_left)
     left = budget_s - elapsed_s - RESERVE_S - 10.0 * len(jobs_left)
-    return max(60.0, left * 4 / rows_left)
+    return max(60.0, left * _rows_of(job) / rows_left)
+
+
+def data_needed(jobs: list[Job], preset: str) -> list[tuple[str, Path]]:
+    """(dataset, data root) of every row the jobs will train, each once, in order."""
+    from .config import load_config
+    from .data import resolve_data_dir
+    from .rows import resolve, table_params
+
+    files = [f for j in jobs if j.name in TABLE_JOBS for f in table_params(j.name, preset)]
+    files += [EXPLORE_PARAMS] if any(j.name == "explore" for j in jobs) else []
+    needed: list[tuple[str, Path]] = []
+    for f in files:
+        cfg = load_config(str(resolve(f)))
+        item = (cfg.dataset, resolve_data_dir(cfg.data_dir).resolve())
+        if item not in needed:
+            needed.append(item)
+    return needed
+
+
+def prepare_data(needed: list[tuple[str, Path]], download: bool = True) -> list[str]:
+    """Find (and, where allowed, download) each dataset; prints one line each; returns the missing ones."""
+    from .data import DatasetMissing, ensure_dataset
+
+    missing = []
+    for dataset, root in needed:
+        try:
+            print(f"data: {dataset} in {ensure_dataset(dataset, root, download)}", flush=True)
+        except DatasetMissing as e:
+            print(f"data: {dataset} missing: {e}", flush=True)
+            missing.append(dataset)
+    return missing
 
 
 def ensure_kernel(name: str = KERNEL_NAME) -> str:
@@ -94,12 +143,10 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
 
 
 def _absolute_data_env(root: Path) -> None:
-    """Notebooks run in notebooks/, so a relative DROPIT_DATA is made absolute here."""
+    """Notebooks run in notebooks/, so DROPIT_DATA is made absolute here: as given, else ``<root>/data``
+    (where the downloads go)."""
     data = os.environ.get("DROPIT_DATA")
-    if data:
-        os.environ["DROPIT_DATA"] = str(Path(data).resolve())
-    elif (root / "data").is_dir():
-        os.environ["DROPIT_DATA"] = str((root / "data").resolve())
+    os.environ["DROPIT_DATA"] = str(Path(data).resolve() if data else (root / "data").resolve())
 
 
 def _stream_papermill_log() -> None:
@@ -146,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(ALL), help=f"comma-separated notebooks to run, of {','.join(ALL)}")
     ap.add_argument("--kernel", default=KERNEL_NAME, help="Jupyter kernel name to register and use")
     ap.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
+    ap.add_argument("--no-download", action="store_true",
+                    help="never download: use only the datasets already in $DROPIT_DATA (default: fetch CIFAR-100 "
+                         "and Imagenette where missing)")
     ap.add_argument("--budget-min", type=float, default=None,
                     help="wall-time budget in minutes (default: 18 for quick, none for paper; 0: none)")
     args = ap.parse_args(argv)
@@ -165,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     print(f"reproduce: preset {args.preset}, {len(jobs)} notebooks -> {results} (kernel {kernel!r}, "
           f"DROPIT_DATA={os.environ.get('DROPIT_DATA', '(unset)')})", flush=True)
+    prepare_data(data_needed(jobs, args.preset), download=not args.no_download)
     budget_min = args.budget_min if args.budget_min is not None else (18.0 if args.preset == "quick" else 0.0)
     failed, timings = [], []
     for i, job in enumerate(jobs, 1):

@@ -220,13 +220,13 @@ def run_rows(
 
 
 def table_params(table: str, preset: str = "quick") -> list[str]:
-    """The parameter files of one table's four rows: ``params/<row id>[_quick].yaml``."""
-    from .paper import PAPER_ROWS
+    """The parameter files of one table's rows: ``params/<row id>[_quick].yaml``."""
+    from .paper import table_rows
 
     if preset not in ("quick", "paper"):
         raise ValueError(f"preset must be 'quick' or 'paper', got {preset!r}")
     suffix = "_quick" if preset == "quick" else ""
-    files = [f"params/{r['id']}{suffix}.yaml" for r in PAPER_ROWS if r["table"] == table]
+    files = [f"params/{r['id']}{suffix}.yaml" for r in table_rows(table)]
     if not files:
         raise ValueError(f"no rows for table {table!r}")
     return files

@@ -1,15 +1,15 @@
-"""The paper's CIFAR-100 and ImageNet tables with our runs beside them.
+"""The paper's tables (CIFAR-100, ImageNet, the ICLR release's DeiT) with our runs beside them.
 
     rows = build_table("cifar100", ["runs/c100_r18_quick", "runs/c100_r18_dropit_quick"])
     print(to_markdown(rows))
-    tables_markdown(runs)     # both tables, with titles
+    tables_markdown(runs)     # all three tables, with titles
 
 A run is a metrics dict returned by :func:`dropit.lab.train.run`, a path to its
 ``metrics.json``, or its run folder. Each run fills the paper row it stands
 for: ``config.paper_row`` if set, else inferred from the dataset (CIFAR-100, or
-ImageNet/Imagenette for the ImageNet table), the model family (ResNet or ViT)
-and whether DropIT was on; a later run replaces an earlier one for the same
-row. Every row says what actually ran (model, epochs, images, resolution), so
+ImageNet/Imagenette for the ImageNet table), the model family (ResNet or ViT;
+a DeiT goes to the ICLR table, matched on its γ there) and whether DropIT was
+on; a later run replaces an earlier one for the same row. Every row says what actually ran (model, epochs, images, resolution), so
 a quick run on a small model is never mistaken for the paper's recipe; rows
 without a run keep the paper's numbers and say "not run".
 
@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from .paper import PAPER_ROWS, TABLE_TITLES, TABLES
+from .paper import ICLR_ROWS, TABLE_TITLES, TABLES, table_rows
 
 RunLike = dict | str | Path
 
@@ -59,12 +59,26 @@ def _family(model_name: str) -> str:
     return "vit_b16" if model_name.startswith("vit") else "resnet18"
 
 
+def _iclr_row_id(cfg: dict, table: str) -> str | None:
+    model = cfg.get("model", "")
+    if model == "deit_mini":  # the CPU stand-in: DeiT-Ti on ImageNet, DeiT-S on CIFAR-100
+        model = "deit_tiny" if table == "imagenet" else "deit_small"
+    rows = [r for r in ICLR_ROWS if r["dataset"] == table and r["model_name"] == model
+            and r["dropit"] == bool(cfg.get("dropit"))]
+    exact = [r for r in rows if not r["dropit"] or r["gamma"] == cfg.get("dropit_gamma")]
+    return (exact or rows or [{"id": None}])[0]["id"]
+
+
 def row_id_of(metrics: dict) -> str:
     """The id of the paper row a run stands for (see module docstring)."""
     cfg = metrics.get("config", {})
     if cfg.get("paper_row"):
         return cfg["paper_row"]
     table = "cifar100" if cfg.get("dataset", "cifar100") == "cifar100" else "imagenet"
+    if cfg.get("model", "").startswith("deit"):
+        found = _iclr_row_id(cfg, table)
+        if found:
+            return found
     return f"{table}_{_family(cfg.get('model', 'resnet18'))}" + ("_dropit" if cfg.get("dropit") else "")
 
 
@@ -100,7 +114,7 @@ def _mb(nbytes: Any) -> float | None:
 
 
 def build_table(table: str, runs: Iterable[RunLike] = ()) -> list[dict]:
-    """Rows of one table ("cifar100" or "imagenet") as plain dicts, paper order."""
+    """Rows of one table ("cifar100", "imagenet" or "iclr") as plain dicts, paper order."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; choose one of {TABLES}")
     by_row: dict[str, dict] = {}
@@ -108,12 +122,10 @@ def build_table(table: str, runs: Iterable[RunLike] = ()) -> list[dict]:
         m = load_run(run)
         by_row[row_id_of(m)] = m
     rows = []
-    for p in PAPER_ROWS:
-        if p["table"] != table:
-            continue
+    for p in table_rows(table):
         m = by_row.get(p["id"])
         final = (m or {}).get("final") or {}
-        name = p["model"] + (" w. DropIT" if p["dropit"] else "")
+        name = p["model"] + (" w. DropIT" if p["dropit"] else "") + (f" γ={p['gamma']}" if p.get("show_gamma") and p["dropit"] else "")
         rows.append({
             "id": p["id"],
             "table": table,
@@ -132,7 +144,7 @@ def build_table(table: str, runs: Iterable[RunLike] = ()) -> list[dict]:
 
 
 def build_tables(runs: Iterable[RunLike] = ()) -> dict[str, list[dict]]:
-    """Both tables: ``{"cifar100": rows, "imagenet": rows}``."""
+    """All tables: ``{"cifar100": rows, "imagenet": rows, "iclr": rows}``."""
     loaded = [load_run(r) for r in runs]
     return {t: build_table(t, loaded) for t in TABLES}
 
@@ -155,13 +167,15 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def tables_markdown(runs: Iterable[RunLike] = ()) -> str:
-    """Both tables in Markdown with titles and the note on the cache columns."""
+    """All tables in Markdown with titles and the notes on the sources and the cache columns."""
     tables = build_tables(runs)
     parts = []
     for t in TABLES:
         parts.append(f"### {TABLE_TITLES[t]}\n\n{to_markdown(tables[t])}")
     parts.append(
-        "Paper: DropIT, Chen et al., ICLR 2023 (arXiv 2202.13808 v1 tables). Cache MB (paper): CUDA peak of one "
-        "training forward of 128 images incl. weights; Cache MB (ours): bytes kept for backward by the DropIT meter."
+        "Paper: DropIT, Chen et al., ICLR 2023: the CIFAR-100 and ImageNet-1k tables of arXiv 2202.13808 v1, and the "
+        "DeiT table of the ICLR 2023 release's README (top-1 only: it gives no top-5 or cache). Cache MB (paper): "
+        "CUDA peak of one training forward of 128 images incl. weights; Cache MB (ours): bytes kept for backward by "
+        "the DropIT meter."
     )
     return "\n\n".join(parts)

@@ -1,0 +1,142 @@
+"""Memory that one training forward keeps for backward, plain against DropIT, on today's models.
+
+    python benchmarks/models.py                       # all models of dropit.lab.zoo, "bench" size, gamma 0.9
+    python benchmarks/models.py --models gpt2,bert    # some of them
+    python benchmarks/models.py --quantize int8       # also to_dropit(model, gamma=0.9, quantize="int8")
+
+Models (``dropit.lab.zoo``, built offline from configurations, random weights):
+Hugging Face GPT-2, BERT and LLaMA (4 layers, width 512, vocabulary 1000,
+sequence 256, batch 8, with their language-modelling loss), timm DeiT-Ti and
+ResNet-18 (224x224, batch 8) and torchvision Faster R-CNN (ResNet-50 FPN, two
+512x512 images with targets). Variants: plain, ``to_dropit(model, gamma=0.9)``
+with its defaults, and one row per ``--quantize`` level.
+
+Each row runs in a fresh process, as ``benchmarks/memory.py`` does: one
+training-mode forward (loss included), fp32, CPU, two threads, with
+``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors go back to the system.
+It reports the memory meter's bytes kept for backward (each storage once,
+parameters excluded) and the growth of resident memory over the forward with
+its graph still alive; ratios are against the plain row of the same model.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.memory import rss_bytes  # noqa: E402
+
+MiB = 2**20
+
+
+def one(name: str, variant: str, gamma: float) -> dict:
+    """In the child process: build, convert, one forward; the meter's bytes and the RSS growth."""
+    import torch
+
+    import dropit
+    from dropit.lab import zoo
+
+    torch.set_num_threads(2)
+    case = zoo.build(name, "bench")
+    if variant != "plain":
+        options = {} if variant == "dropit" else {"quantize": variant.removeprefix("quantize=")}
+        dropit.to_dropit(case.model, gamma=gamma, **options)
+    with torch.no_grad():  # warm up kernels and allocator paths outside the measurement
+        case.forward()
+    gc.collect()
+    torch.manual_seed(1)
+    before = rss_bytes()
+    with dropit.CacheMeter(case.model) as meter:
+        loss = case.loss(case.forward())
+    growth = rss_bytes() - before
+    report = meter.report()
+    del loss
+    return {"model": name, "config": case.config, "variant": variant, "meter_bytes": report.total_bytes,
+            "dense_bytes": report.dense_bytes, "rss_growth_bytes": growth}
+
+
+def run_child(name: str, variant: str, gamma: float) -> dict:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="2",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    cmd = [sys.executable, __file__, "--child", name, variant, "--gamma", str(gamma)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{name} ({variant}) failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def check_quantize(levels: list[str]) -> None:
+    """Stop with a clear message when this version of to_dropit has no ``quantize`` option."""
+    import dropit
+
+    if levels and "quantize" not in inspect.signature(dropit.to_dropit).parameters:
+        raise SystemExit(
+            f"--quantize {','.join(levels)}: this version of dropit.to_dropit has no quantize option "
+            "(it is being added as to_dropit(model, gamma=..., quantize=\"int8\")); run without --quantize."
+        )
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | configuration | variant | kept for backward (MiB) | vs plain | RSS growth (MiB) | vs plain |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        first = r["variant"] == "plain"
+        variant = "plain" if first else ("`to_dropit(model, gamma=0.9)`" if r["variant"] == "dropit" else f"`{r['variant']}`")
+        lines.append(
+            f"| {r['model'] if first else ''} | {r['config'] if first else ''} | {variant} | "
+            f"{r['meter_bytes'] / MiB:.1f} | {r['meter_ratio']:.3f} | {r['rss_growth_bytes'] / MiB:.1f} | {r['rss_ratio']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    from dropit.lab import zoo
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
+    p.add_argument("--gamma", type=float, default=0.9)
+    p.add_argument("--models", default=",".join(zoo.NAMES), help=f"comma-separated, of {','.join(zoo.NAMES)}")
+    p.add_argument("--quantize", default="", metavar="LEVEL[,LEVEL]",
+                   help="also convert with to_dropit(..., quantize=LEVEL), one row per level")
+    p.add_argument("--json", default=None, help="also write the rows to this file")
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(one(*args.child, args.gamma)))
+        return None
+    names = [n for n in args.models.split(",") if n]
+    unknown = sorted(set(names) - set(zoo.NAMES))
+    if unknown:
+        p.error(f"unknown model(s) {unknown}; choose from {list(zoo.NAMES)}")
+    levels = [q for q in args.quantize.split(",") if q]
+    check_quantize(levels)
+    variants = ["plain", "dropit"] + [f"quantize={q}" for q in levels]
+    print(f"Kept for backward by one training forward, fp32, CPU, gamma={args.gamma} (each row a fresh process)")
+    print(f"{'model':<13}{'variant':<18}{'meter MiB':>11}{'ratio':>8}{'RSS MiB':>10}{'ratio':>8}")
+    rows = []
+    for name in names:
+        base = None
+        for variant in variants:
+            r = run_child(name, variant, args.gamma)
+            base = base or r
+            r["meter_ratio"] = r["meter_bytes"] / base["meter_bytes"]
+            r["rss_ratio"] = r["rss_growth_bytes"] / base["rss_growth_bytes"]
+            rows.append(r)
+            print(f"{name:<13}{variant:<18}{r['meter_bytes'] / MiB:11.1f}{r['meter_ratio']:8.3f}"
+                  f"{r['rss_growth_bytes'] / MiB:10.1f}{r['rss_ratio']:8.3f}", flush=True)
+    print()
+    print(markdown(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
