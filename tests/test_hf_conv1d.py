@@ -94,7 +94,7 @@ def test_weight_gradient_uses_the_kept_input_and_input_gradient_is_exact():
     dropit.to_dropit(layer, strategy="mink", gamma=0.7)
     x = torch.randn(4, 3, 10, requires_grad=True)
     kept = []
-    with observe(lambda dense, record: kept.append(dropit.expand(*record))):
+    with observe(lambda dense, record: kept.append(dropit.expand(record))):
         y = layer(x)
     g = torch.randn_like(y)
     y.backward(g)
