@@ -26,12 +26,24 @@ Each run writes ``<out_dir>/metrics.json`` (after every epoch, atomically)::
     {"config": {...}, "status": "done" | "stopped" | "running",
      "epochs": [{"epoch", "train_loss", "train_top1", "val_top1", "val_top5",
                  "cache_bytes", "peak_bytes", "images_per_s", "epoch_s", ...}, ...],
+     "per_step": [{"step", "epoch", "loss", "train_top1", "kept_bytes", "lr", "step_s"}, ...],
      "final": {"top1", "top5", "cache_bytes", "peak_bytes", "images_per_s",
-               "train_loss", "wall_s", ...},
-     "environment": {"torch", "device", "world_size", ...}}
+               "train_loss", "wall_s", "step_kept_bytes", "step_s_median", ...},
+     "environment": {"torch", "device", "world_size", "compile", "channels_last", ...}}
 
 with accuracies in percent, and ``<out_dir>/checkpoint.pt`` after every epoch;
 ``resume=true`` continues from it and ends where an uninterrupted run would.
+``cache_bytes`` is the memory meter's count of one extra training-mode forward
+of ``cache_batch`` validation images per epoch; ``kept_bytes`` is what each
+step's own forward kept for backward (:mod:`dropit.lab.step_memory`), recorded
+every ``record_every`` steps and passed to the callbacks on every step.
+
+``compile: true`` trains ``torch.compile(model)`` (after DDP wrapping, graph
+breaks allowed); evaluation and the meter run the eager model, whose weights
+are the same tensors: the eval-mode graph would be a second compilation, and
+eager evaluation keeps accuracies comparable between compiled and eager runs.
+``channels_last: true`` puts the model and every input batch in channels-last
+memory format.
 
 Callbacks are objects with any of ``on_step(state)``, ``on_epoch(state)`` and
 ``on_end(state)``; ``state`` is a :class:`TrainState`. Setting ``state.stop =
@@ -61,6 +73,7 @@ from .metrics import Meter, all_reduce_max, topk_correct
 from .models import apply_dropit, build_model
 from .optim import Schedule, build_optimizer
 from .runtime import Dist, environment, peak_rss_bytes, rss_bytes
+from .step_memory import StepMemory
 
 
 @dataclass
@@ -79,6 +92,10 @@ class TrainState:
     final: dict | None = None  # set before on_end
     stop: bool = False
     model: nn.Module | None = None  # the (unwrapped) model being trained
+    total_steps: int = 0  # steps this run ends at (epochs x steps per epoch, or max_steps)
+    train_top1: float = float("nan")  # running training top-1 (percent) of this epoch, this process
+    kept_bytes: int | None = None  # bytes the last step's forward kept for backward (None: none saved)
+    step_s: float = float("nan")  # seconds of the last step (data loading excluded)
 
 
 def _as_list(callbacks) -> list:
@@ -166,14 +183,16 @@ class _Log:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, autocast) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, autocast,
+             memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
     """Loss and top-1/top-5 (percent) on this rank's shard, summed over all ranks."""
     was = model.training
     model.eval()
     meter = Meter()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     for images, targets in loader:
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        targets = targets.to(device, non_blocking=True)
         with autocast():
             logits = model(images)
         logits = logits.float()
@@ -209,6 +228,7 @@ class EpochStats:
     partial: bool  # ended before its last step (stop flag or max_steps)
     peak: int  # memory peak of the pass, max over ranks
     peak_kind: str  # "cuda_max_allocated" or "cpu_peak_rss_growth"
+    step_kept_bytes: int | None  # mean over the epoch's steps of what each forward kept for backward
 
 
 class Trainer:
@@ -288,7 +308,8 @@ class Trainer:
         image_size = cfg.image_size or (32 if cfg.dataset == "cifar100" else 224)
         model = build_model(cfg.model, self.num_classes, image_size=image_size, weights=cfg.pretrained,
                             patch_size=cfg.patch_size)
-        self.raw_model = apply_dropit(model, cfg).to(d.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.raw_model = apply_dropit(model, cfg).to(d.device, memory_format=self.memory_format)
         self.optimizer = build_optimizer(cfg, self.raw_model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, Schedule(cfg, self.steps_per_epoch))
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
@@ -302,6 +323,7 @@ class Trainer:
         """Progress from the checkpoint when ``resume`` is set and one exists, else from scratch."""
         cfg, d, log = self.cfg, self.d, self.log
         self.start_epoch, self.step, self.history, self.wall_before = 0, 0, [], 0.0
+        self.per_step: list[dict] = []
         self.resumed_rng = None
         if not cfg.resume:
             return
@@ -315,6 +337,7 @@ class Trainer:
         if self.scaler is not None and saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
         self.start_epoch, self.step, self.history = saved["epoch"], saved["step"], saved["metrics"]
+        self.per_step = saved.get("per_step", [])
         changed = _changed_keys(saved.get("config", {}), cfg.to_dict())
         if changed:
             log.line(f"warning: resuming with parameters that differ from the checkpoint's: {', '.join(changed)}")
@@ -335,13 +358,21 @@ class Trainer:
         if d.world > 1:
             ids = [d.device.index] if d.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.raw_model, device_ids=ids)
+        self.compile_counts = _compile_counts() if cfg.compile else None
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        self.step_memory = StepMemory(self.raw_model)
+        self.step_times: list[float] = []
         self.cache_n = min(cfg.cache_batch or min(cfg.batch_size, 128), len(self.val_ds))
-        self.cache_sample = (torch.stack([self.val_ds[i][0] for i in range(self.cache_n)]).to(d.device)
-                             if d.main else None)
+        self.cache_sample = (torch.stack([self.val_ds[i][0] for i in range(self.cache_n)])
+                             .to(d.device, memory_format=self.memory_format) if d.main else None)
+        env = {**environment(d), "compile": cfg.compile, "channels_last": cfg.channels_last}
         self.result: dict[str, Any] = {"config": cfg.to_dict(), "status": "running", "epochs": self.history,
-                                       "final": None, "environment": environment(d)}
+                                       "per_step": self.per_step, "final": None, "environment": env}
+        total = cfg.epochs * self.steps_per_epoch
         self.state = TrainState(config=cfg, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch, step=self.step,
-                                metrics=self.history, model=self.raw_model, lr=self.optimizer.param_groups[0]["lr"])
+                                metrics=self.history, model=self.raw_model, lr=self.optimizer.param_groups[0]["lr"],
+                                total_steps=min(total, cfg.max_steps) if cfg.max_steps is not None else total)
         if d.main:
             self.log.line(self._banner())
         if self.resumed_rng is not None:
@@ -357,9 +388,11 @@ class Trainer:
 
         cfg, d = self.cfg, self.d
         n_drop = sum(1 for _, _, f in dropit.converted_modules(self.raw_model) if f.kind != "relu")
+        how = [name for name, on in (("compiled", cfg.compile), ("channels-last", cfg.channels_last)) if on]
         return (f"{cfg.label or cfg.model}: {cfg.model} on {cfg.dataset} ({len(self.train_ds)} train / {len(self.val_ds)} val images), "
                 f"{cfg.epochs} epochs x {self.steps_per_epoch} steps, batch {cfg.batch_size} on {d.world} x {d.device}, "
-                + (f"DropIT gamma={cfg.dropit_gamma} {cfg.dropit_strategy} ({n_drop} modules converted)" if cfg.dropit else "no DropIT"))
+                + (f"DropIT gamma={cfg.dropit_gamma} {cfg.dropit_strategy} ({n_drop} modules converted)" if cfg.dropit else "no DropIT")
+                + "".join(f", {h}" for h in how))
 
     # ------------------------------------------------------------ 5. one epoch
 
@@ -367,7 +400,8 @@ class Trainer:
         """Forward, backward and optimizer step of one batch; (loss, logits)."""
         cfg = self.cfg
         with self.autocast():
-            logits = self.model(images)
+            with self.step_memory:
+                logits = self.model(images)
             loss = self.loss_fn(logits.float(), targets)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -397,15 +431,24 @@ class Trainer:
         meter = Meter()
         self.log.start_epoch(epoch, cfg.epochs, self.steps_per_epoch)
         t0 = time.perf_counter()
+        kept = []
         for i, (images, targets) in enumerate(self.train_loader):
-            images, targets = images.to(d.device, non_blocking=True), targets.to(d.device, non_blocking=True)
+            images = images.to(d.device, non_blocking=True, memory_format=self.memory_format)
+            targets = targets.to(d.device, non_blocking=True)
+            t_step = time.perf_counter()
             loss, logits = self.train_step(images, targets)
             self.step += 1
             n = len(targets)
             c1, c5 = topk_correct(logits.detach().float(), targets)
-            state.loss = loss.item()
+            state.loss = loss.item()  # waits for the step to finish (also on CUDA)
+            state.step_s = time.perf_counter() - t_step
+            self.step_times.append(state.step_s)
             meter.update(n, loss=state.loss * n, top1=c1, top5=c5)
             state.step, state.lr, state.images = self.step, self.optimizer.param_groups[0]["lr"], meter.n * d.world
+            state.train_top1, state.kept_bytes = meter.percent("top1"), self.step_memory.bytes
+            if state.kept_bytes is not None:
+                kept.append(state.kept_bytes)
+            self._record_step(state)
             if d.main:
                 _emit(self.callbacks, "on_step", state)
             self.log.step(state, i, self.steps_per_epoch)
@@ -426,7 +469,15 @@ class Trainer:
             peak, peak_kind = max(0, peak_rss_bytes() - self.rss0), "cpu_peak_rss_growth"
         peak = int(all_reduce_max(peak, d.device))
         meter.all_reduce(d.device)
-        return EpochStats(meter, all_reduce_max(train_s, d.device), i + 1 < self.steps_per_epoch, peak, peak_kind)
+        kept_mean = int(sum(kept) / len(kept)) if kept else None
+        return EpochStats(meter, all_reduce_max(train_s, d.device), i + 1 < self.steps_per_epoch, peak, peak_kind, kept_mean)
+
+    def _record_step(self, state: TrainState) -> None:
+        every = self.cfg.record_every
+        if every and self.step % every == 0:
+            self.per_step.append({"step": self.step, "epoch": state.epoch + 1, "loss": state.loss,
+                                  "train_top1": state.train_top1, "kept_bytes": state.kept_bytes,
+                                  "lr": state.lr, "step_s": state.step_s})
 
     # ------------------------------------------------------------ 6. evaluate
 
@@ -436,7 +487,7 @@ class Trainer:
         last_one = epoch + 1 == cfg.epochs or self.stopped or stats.partial or self._steps_done()
         do_eval = (epoch + 1) % cfg.eval_every == 0 or last_one
         if do_eval:
-            self.last_eval = evaluate(self.raw_model, self.val_loader, d.device, self.autocast)
+            self.last_eval = evaluate(self.raw_model, self.val_loader, d.device, self.autocast, self.memory_format)
         cache_bytes, cache_peak = measure_cache_bytes(self.raw_model, self.cache_sample) if d.main else (None, None)
 
         self.train_time_total += stats.train_s
@@ -455,6 +506,7 @@ class Trainer:
             "cache_bytes": cache_bytes,
             "cache_peak_cuda_bytes": cache_peak,
             "cache_batch": self.cache_n,
+            "step_kept_bytes": stats.step_kept_bytes,
             "peak_bytes": stats.peak,
             "peak_kind": stats.peak_kind,
             "train_images": meter.n,
@@ -489,13 +541,19 @@ class Trainer:
             ckpt.save_checkpoint(self.ckpt_path, {
                 "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
-                "epoch": epoch + 1, "step": self.step, "metrics": self.history, "rng": rngs,
+                "epoch": epoch + 1, "step": self.step, "metrics": self.history, "per_step": self.per_step, "rng": rngs,
                 "wall_s": row["wall_s"], "config": self.cfg.to_dict(),
             })
 
     def _final(self, wall_s: float) -> dict:
-        return _final(self.history, self.last_eval, self.train_time_total, self.images_total, wall_s,
-                      len(self.train_ds), self.step, self.stopped)
+        final = _final(self.history, self.last_eval, self.train_time_total, self.images_total, wall_s,
+                       len(self.train_ds), self.step, self.stopped)
+        times = sorted(self.step_times)
+        final["step_s_median"] = times[len(times) // 2] if times else None  # this session's steps
+        if self.compile_counts is not None:
+            now = _compile_counts()
+            final["compile"] = {k: now[k] - self.compile_counts[k] for k in now}
+        return final
 
     def write_results(self) -> None:
         """The final block so far into metrics.json (rank 0), then the on_epoch callbacks."""
@@ -521,11 +579,19 @@ class Trainer:
 
 
 _RUN_CONTROL = {"resume", "out_dir", "label", "epochs", "max_steps", "log_every", "num_workers", "threads",
-                "device", "checkpoint", "eval_every", "data_dir", "download", "paper_row", "eval_batch_size"}
+                "device", "checkpoint", "eval_every", "data_dir", "download", "paper_row", "eval_batch_size",
+                "record_every", "compile", "channels_last"}
 
 
 def _changed_keys(saved: dict, now: dict) -> list[str]:
     return sorted(k for k in now if k not in _RUN_CONTROL and k in saved and saved[k] != now[k])
+
+
+def _compile_counts() -> dict[str, int]:
+    """Graphs dynamo compiled and graph breaks it hit so far in this process (its counters)."""
+    from torch._dynamo.utils import counters
+
+    return {"graphs": int(counters["stats"]["unique_graphs"]), "graph_breaks": int(sum(counters["graph_break"].values()))}
 
 
 def _fmt(x) -> str:
@@ -545,6 +611,7 @@ def _final(history, last_eval, train_time, images, wall_s, train_images, step, s
         "train_top1": last.get("train_top1"),
         "cache_bytes": caches[-1] if caches else None,
         "cache_peak_cuda_bytes": last.get("cache_peak_cuda_bytes"),
+        "step_kept_bytes": last.get("step_kept_bytes"),
         "peak_bytes": max(peaks) if peaks else None,
         "peak_kind": last.get("peak_kind"),
         "images_per_s": images / train_time if train_time > 0 else None,
