@@ -1,28 +1,18 @@
 """``compile: true`` on the smoke run: the compiled model trains, and the step counter still counts.
 
 Slow (inductor compiles the DropIT-converted ResNet on two cores in one to
-three minutes), so it runs the smoke configuration only, for three steps. The converted model compiles
-with graph breaks today; the lab does not ask for ``fullgraph``.
+three minutes), so it runs the smoke configuration only, for three steps. The
+converted model compiles with graph breaks today; the lab does not ask for
+``fullgraph``.
 """
-import os
-from pathlib import Path
-
 import pytest
 
 from dropit.lab.config import load_config
 from dropit.lab.train import run
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _data_root() -> str:
-    for p in (os.environ.get("DROPIT_DATA"), ROOT.parent / "shared" / "data", ROOT / "data"):
-        if p and (Path(p) / "cifar-100-python" / "train").is_file():
-            return str(Path(p).resolve())
-    pytest.skip("CIFAR-100 not found (set DROPIT_DATA)")
+from lab_fakes import ROOT, real_cifar100_root
 
 
-class FirstLoss:
+class StepLog:
     def __init__(self):
         self.losses, self.kept = [], []
 
@@ -36,9 +26,9 @@ def test_smoke_run_compiled(tmp_path):
     runs = {}
     for compiled in (False, True):
         cfg = load_config(str(ROOT / "params" / "smoke.yaml"), [
-            f"data_dir={_data_root()}", f"out_dir={tmp_path / str(compiled)}", f"compile={compiled}",
+            f"data_dir={real_cifar100_root()}", f"out_dir={tmp_path / str(compiled)}", f"compile={compiled}",
             "checkpoint=false", "record_every=1", "log_every=1000", "max_steps=3"])
-        log = FirstLoss()
+        log = StepLog()
         runs[compiled] = (run(cfg, callbacks=log), log)
     (eager, eager_log), (comp, comp_log) = runs[False], runs[True]
     assert comp["status"] == "done" and comp["final"]["top1"] is not None

@@ -1,14 +1,10 @@
 """Widgets without a front end: batched live updates, redraws, and a stop button that stops."""
-import os
 import time
 import types
 from pathlib import Path
 
-import pytest
-
 from dropit.lab import plots, teach, widgets
-
-ROOT = Path(__file__).resolve().parents[1]
+from lab_fakes import ROOT, real_cifar100_root
 
 
 def _state(**kw):
@@ -79,18 +75,11 @@ def test_gamma_explorer_redraws_on_change():
     assert "random" in hist.layout.title.text
 
 
-def _data_root():
-    for p in (os.environ.get("DROPIT_DATA"), ROOT.parent / "shared" / "data", ROOT / "data"):
-        if p and (Path(p) / "cifar-100-python" / "train").is_file():
-            return str(Path(p).resolve())
-    pytest.skip("CIFAR-100 not found (set DROPIT_DATA)")
-
-
 def _panel(tmp_path, *, max_steps=200, **kw):
     from dropit.lab.config import load_config
 
     base = load_config(str(ROOT / "params" / "smoke.yaml"), [
-        f"data_dir={_data_root()}", "subset=400", "val_subset=100", "batch_size=20", "cache_batch=4",
+        f"data_dir={real_cifar100_root()}", "subset=400", "val_subset=100", "batch_size=20", "cache_batch=4",
         "checkpoint=false", f"max_steps={max_steps}", "threads=2", "log_every=1000"])
     return widgets.BenchPanel(base, out_root=tmp_path, every=1, **kw)
 
@@ -141,10 +130,12 @@ def test_two_runs_side_by_side_fill_the_table(tmp_path):
     assert panel.status.value.startswith("done: #2 resnet_mini · plain: top-1 ")
 
     replacing = _panel(tmp_path / "replace", max_steps=2, overlay=False)
+    replacing.channels_last.value = True  # the checkbox reaches the run
     for _ in range(2):
         replacing.run()
         replacing.wait()
-    assert [t.name for t in replacing.fig.data[::4]] == ["#2 resnet_mini · DropIT γ=0.9 mink"]
+    assert [t.name for t in replacing.fig.data[::4]] == ["#2 resnet_mini · DropIT γ=0.9 mink · channels-last"]
+    assert replacing.result["environment"]["channels_last"] is True
     assert replacing.table.value.count("class='dropit-run'") == 2  # the table still lists both
 
     panel.clear()
@@ -179,3 +170,5 @@ def test_a_bad_sweep_says_why_and_starts_nothing(tmp_path):
     panel.sweep_gammas.value = "0.5, 2"
     panel.sweep_button.click()
     assert not panel.running and panel.status.value.startswith("cannot sweep: sweep γ 2 is outside [0, 1)")
+    panel.compile.value = True
+    assert panel.config().compile is True and panel.base.compile is False

@@ -198,12 +198,10 @@ def layer_memory_bars(rows, *, title: str | None = None, top: int | None = None)
     return fig
 
 
-def training_figure(*, step_axis: bool = False, title: str | None = None) -> go.Figure:
+def training_figure(*, title: str | None = None) -> go.Figure:
     """The empty three-panel layout: loss, top-1 (%), cache memory (MiB)."""
     fig = make_subplots(rows=1, cols=3, subplot_titles=("train loss", "top-1 (%)", "cache kept for backward (MiB)"))
-    fig.update_xaxes(title_text="step" if step_axis else "epoch", row=1, col=1)
-    fig.update_xaxes(title_text="epoch", row=1, col=2)
-    fig.update_xaxes(title_text="epoch", row=1, col=3)
+    fig.update_xaxes(title_text="epoch")
     fig.update_layout(title=title or "Training", height=380)
     return fig
 
@@ -298,6 +296,8 @@ def bench_figure(*, title: str | None = None) -> go.Figure:
     """
     fig = make_subplots(rows=1, cols=3, subplot_titles=BENCH_PANELS, horizontal_spacing=0.06)
     fig.update_xaxes(title_text="step")
+    for col in (2, 3):  # accuracy and memory from zero, so differences read at scale
+        fig.update_yaxes(rangemode="tozero", row=1, col=col)
     fig.update_layout(title=title or "Runs side by side", height=420, autosize=True,
                       margin=dict(l=50, r=20, t=70, b=40), legend=dict(orientation="h", y=-0.22, x=0),
                       uirevision="bench")  # keep the user's zoom while traces update
