@@ -78,7 +78,7 @@ class RunConfig:
     compile: bool = False  # train torch.compile(model) (graph breaks allowed); evaluation stays eager
     channels_last: bool = False  # model and input batches in channels-last memory format
 
-    # DropIT
+    # DropIT (fields named dropit_*: the explore bench names a run by every one off its default)
     dropit: bool = False
     dropit_gamma: float = 0.9
     dropit_strategy: str = "mink"

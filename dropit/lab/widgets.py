@@ -383,7 +383,6 @@ class BenchPanel:
             self._last_status = now
 
 
-
 def _refresh(fw: go.FigureWidget, new: go.Figure) -> None:
     """Make ``fw`` show ``new`` (same trace count) in one batched update."""
     with fw.batch_update():
