@@ -121,6 +121,7 @@ class CacheMeter:
         self._excluded = {_storage_key(t) for t in list(model.parameters()) + list(model.buffers())}
         self._handles: list = []
         self._device = "cpu"
+        self._originals: list[torch.Tensor] = []
 
     def __enter__(self) -> "CacheMeter":
         for m in self.model.modules():
@@ -134,6 +135,7 @@ class CacheMeter:
 
     def __exit__(self, *exc) -> None:
         self._saved.__exit__(*exc)
+        self._originals.clear()
         self._observe.__exit__(*exc)
         for h in self._handles:
             h.remove()
@@ -154,9 +156,15 @@ class CacheMeter:
             self._dense.setdefault(key, nbytes if i == 0 else 0)
 
     def _pack(self, t: torch.Tensor):
+        # Autograd keeps a detached alias (same storage, same bytes). A saved *output* packed as
+        # itself would make a cycle (tensor -> grad_fn -> packed tensor) that Python's collector
+        # cannot see, so a forward without backward would leak its whole graph. The originals stay
+        # referenced until the meter exits, so DropIT's record sharing (weak references to records
+        # still held) behaves as without the meter.
+        self._originals.append(t)
         key = _storage_key(t)
         if key in self._excluded or key in self._seen:
-            return t
+            return t.detach()
         self._seen.add(key)
         self._device = t.device.type
         owner = self._stack[-1] if self._stack else None
@@ -167,7 +175,7 @@ class CacheMeter:
         layer.bytes += t.untyped_storage().nbytes()
         layer.dense_bytes += self._dense.get(key, 0)
         layer.tensors += 1
-        return t
+        return t.detach()
 
     def report(self, peak_cuda_bytes: int | None = None) -> CacheReport:
         return CacheReport(list(self._layers.values()), self._device, peak_cuda_bytes)

@@ -132,38 +132,52 @@ plots.layer_memory_bars(layers, top=top_layers, title=f"{vit_model}, batch {memo
 
 EXPLORE = [
     md(f"""
-# Explore: train with and without DropIT, live
+# Explore: a lab bench for DropIT
 
-Pick a model, a dataset, γ and a strategy, press **run**, and watch loss, top-1 and
-the cache kept for backward update while training runs in the background; **stop**
-ends the run cleanly after the current step (metrics.json is still written).
-Data comes from `DROPIT_DATA` (or the `data_dir` of the parameter file).
+How much memory does a dropping rate save, and what does it cost in accuracy, against
+the plain model? Pick a model, a dataset, γ and a strategy and press **run**: loss,
+running top-1 and the bytes each step kept for backward are drawn live while training
+runs in the background, validation top-1 once per epoch. Every run stays on the figure
+in its own colour, so plain and DropIT runs sit side by side, and the table below fills
+in as runs finish. **sweep** runs the plain model (the reference) and then DropIT at
+each γ and strategy listed, and draws what γ saves and costs; **stop** ends the current
+run cleanly after its step (metrics.json is still written) and skips the rest of a
+sweep; **clear** empties the bench. **compile** trains `torch.compile(model)`,
+**channels last** changes the memory layout. Data comes from `DROPIT_DATA` (or the
+`data_dir` of the parameter file).
 
 {CITE}
 """),
     params("""
-interactive = True                  # False under papermill: one run, then static figures
+interactive = True                  # False under papermill: run (or sweep) once, then static figures and the table
 params_file = "params/smoke.yaml"   # the base recipe the widgets start from
 overrides = []                      # command-line style overrides of the recipe (see dropit.lab.config)
 out_root = "runs/explore"
+sweep_gammas = []                   # e.g. [0, 0.5, 0.9]: the sweep's γ values; headless, a non-empty list runs the sweep
+sweep_strategies = []               # the sweep's strategies; [] : the recipe's
+overlay = True                      # False: each run replaces the previous one in the figure
 """),
     code("""
-from dropit.lab import config, plots, rows, widgets
+from IPython.display import Markdown
+from dropit.lab import bench, config, plots, rows, widgets
 
 base = config.load_config(str(rows.resolve(params_file)), overrides)
-panel = widgets.TrainingPanel(base, out_root=rows.resolve_out(out_root))
+panel = widgets.BenchPanel(base, out_root=rows.resolve_out(out_root), overlay=overlay,
+                           sweep_gammas=sweep_gammas, sweep_strategies=sweep_strategies)
 if interactive:
     display(panel.widget)
-else:  # no front end: press "run" programmatically and wait
-    panel.run()
+else:  # no front end: press "sweep" (or "run") programmatically and wait
+    panel.sweep() if sweep_gammas else panel.run()  # the sweep: plain first, then DropIT at each γ
     panel.wait()
     assert panel.error is None, panel.error
 """),
-    md("After a run: the per-step curve as a static figure and the per-epoch metrics."),
+    md("Headless runs (papermill): the figures as static copies and the runs table."),
     code("""
-if panel.result is not None:
+if not interactive:
     display(plots.go.Figure(panel.fig))
-    display(plots.training_curves(panel.result))
+    if sweep_gammas:
+        display(plots.go.Figure(panel.summary))
+    display(Markdown(bench.table_markdown(panel.book.table())))
 """),
 ]
 

@@ -1,10 +1,23 @@
-"""Small datasets in the official on-disk formats, generated for the lab tests."""
+"""Small datasets in the official on-disk formats, generated for the lab tests; where the real CIFAR-100 is."""
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def real_cifar100_root() -> str:
+    """The data root holding the real ``cifar-100-python/`` ($DROPIT_DATA, ../shared/data, ./data), else skip."""
+    import pytest
+
+    for p in (os.environ.get("DROPIT_DATA"), ROOT.parent / "shared" / "data", ROOT / "data"):
+        if p and (Path(p) / "cifar-100-python" / "train").is_file():
+            return str(Path(p).resolve())
+    pytest.skip("CIFAR-100 not found (set DROPIT_DATA)")
 
 
 def write_cifar100(root: Path, n_train: int = 300, n_test: int = 200, bytes_keys: bool = False, seed: int = 0) -> Path:

@@ -59,9 +59,14 @@ def test_build_collects_notebook_figures(tmp_path):
     nb.cells = [cell]
     nbformat.write(nb, tmp_path / "quickstart.ipynb")
     assert report.notebook_figures(tmp_path / "quickstart.ipynb")[0]["data"][0]["y"] == [7, 8]
+    table = nbformat.v4.new_output("display_data", data={"text/markdown": "| run | top-1 % |\n| --- | ---: |\n| #1 plain | 5.00 |"})
+    cell.outputs.append(table)
+    nbformat.write(nb, tmp_path / "explore.ipynb")  # the bench's runs table is shown too
     tables, html = report.build(tmp_path)
     assert "not run" in tables.read_text()
-    assert "Figures from quickstart.ipynb" in html.read_text()
+    text = html.read_text()
+    assert "Figures from quickstart.ipynb" in text and "Figures from explore.ipynb" in text
+    assert text.count("<td style=\"text-align:left\">#1 plain</td>") == 1  # explore's table, not quickstart's
 
 
 def test_save_figure_roundtrip(tmp_path):

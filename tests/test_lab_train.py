@@ -39,7 +39,7 @@ class Interrupt:
 
 def test_resume_after_interruption_equals_uninterrupted_run(data_root, tmp_path):
     # DropIT "random" draws from torch's global RNG, as do the augmentations: resume must restore it
-    kw = dict(dropit=True, dropit_strategy="random", dropit_gamma=0.5)
+    kw = dict(dropit=True, dropit_strategy="random", dropit_gamma=0.5, record_every=1)
     full = run(_cfg(data_root, tmp_path / "full", **kw))
 
     cfg = _cfg(data_root, tmp_path / "cut", **kw)
@@ -55,6 +55,9 @@ def test_resume_after_interruption_equals_uninterrupted_run(data_root, tmp_path)
     for a, b in zip(full["epochs"], resumed["epochs"]):
         assert a["train_loss"] == b["train_loss"] and a["val_top1"] == b["val_top1"] and a["val_loss"] == b["val_loss"]
     assert full["final"]["top1"] == resumed["final"]["top1"]
+    untimed = lambda recs: [{k: v for k, v in r.items() if k != "step_s"} for r in recs]  # noqa: E731
+    assert [r["step"] for r in resumed["per_step"]] == list(range(1, 13))
+    assert untimed(full["per_step"]) == untimed(resumed["per_step"])
     wa = ckpt.load_checkpoint(tmp_path / "full" / "checkpoint.pt")["model"]
     wb = ckpt.load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["model"]
     assert wa.keys() == wb.keys()
@@ -170,3 +173,64 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
         ckpt.atomic_write_json(target, {"v": 2})
     assert json.loads(target.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+class StepLog:
+    def __init__(self):
+        self.steps = []
+
+    def on_step(self, state):
+        self.steps.append(dict(step=state.step, kept=state.kept_bytes, top1=state.train_top1, step_s=state.step_s,
+                               total=state.total_steps))
+
+
+@pytest.mark.parametrize("dropit_kw", [{}, dict(dropit=True, dropit_strategy="mink", dropit_gamma=0.9)])
+def test_each_step_reports_its_kept_bytes_and_running_top1(data_root, tmp_path, dropit_kw):
+    log = StepLog()
+    out = run(_cfg(data_root, tmp_path, epochs=1, record_every=2, cache_batch=40, **dropit_kw), callbacks=log)
+    epoch = out["epochs"][0]
+    assert [s["step"] for s in log.steps] == [1, 2, 3, 4] and {s["total"] for s in log.steps} == {4}
+    assert all(s["step_s"] > 0 for s in log.steps)
+    # the step's own forward (batch 40) keeps what the meter counts for 40 images: sizes depend on shapes only here
+    assert {s["kept"] for s in log.steps} == {epoch["cache_bytes"]}
+    assert epoch["step_kept_bytes"] == epoch["cache_bytes"] == out["final"]["step_kept_bytes"]
+    assert log.steps[-1]["top1"] == pytest.approx(epoch["train_top1"])  # running top-1 ends at the epoch's
+    assert all(0 <= s["top1"] <= 100 for s in log.steps)
+    recorded = json.loads((tmp_path / "metrics.json").read_text())["per_step"]
+    assert [r["step"] for r in recorded] == [2, 4]
+    assert [r["kept_bytes"] for r in recorded] == [log.steps[1]["kept"], log.steps[3]["kept"]]
+    assert out["final"]["step_s_median"] > 0
+
+
+def test_dropit_steps_keep_less_than_plain_steps(data_root, tmp_path):
+    logs = {}
+    for name, kw in (("plain", {}), ("dropit", dict(dropit=True, dropit_gamma=0.9))):
+        logs[name] = StepLog()
+        run(_cfg(data_root, tmp_path / name, epochs=1, max_steps=2, cache_batch=4, **kw), callbacks=logs[name])
+    plain, drop = ([s["kept"] for s in logs[k].steps] for k in ("plain", "dropit"))
+    assert all(d < 0.8 * p for p, d in zip(plain, drop)), (plain, drop)
+
+
+def test_channels_last_converts_the_model_and_every_batch(data_root, tmp_path):
+    class Formats:
+        def __init__(self):
+            self.inputs, self.losses, self.weights = [], [], None
+
+        def on_step(self, state):
+            self.losses.append(state.loss)
+            if state.step == 1:
+                self.weights = state.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+                state.model.register_forward_pre_hook(
+                    lambda m, args: self.inputs.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+
+    seen = {}
+    for cl in (False, True):
+        seen[cl] = Formats()
+        out = run(_cfg(data_root, tmp_path / str(cl), epochs=1, max_steps=2, cache_batch=4, channels_last=cl,
+                       dropit=True, dropit_strategy="mink", dropit_gamma=0.8), callbacks=seen[cl])
+        assert out["environment"]["channels_last"] is cl and out["config"]["channels_last"] is cl
+    assert seen[True].weights is True and seen[False].weights is False
+    assert len(seen[True].inputs) >= 3 and all(seen[True].inputs)  # step 2, evaluation and the meter
+    assert not any(seen[False].inputs)
+    # the same model in another layout: same loss, and after one DropIT step the same weights
+    assert seen[True].losses == pytest.approx(seen[False].losses, rel=1e-4)

@@ -1,54 +1,63 @@
 """Widgets without a front end: batched live updates, redraws, and a stop button that stops."""
-import os
 import time
 import types
 from pathlib import Path
 
-import pytest
-
-from dropit.lab import teach, widgets
-
-ROOT = Path(__file__).resolve().parents[1]
+from dropit.lab import plots, teach, widgets
+from lab_fakes import ROOT, real_cifar100_root
 
 
 def _state(**kw):
-    return types.SimpleNamespace(epoch=0, step=0, loss=float("nan"), lr=0.1, metrics=[], stop=False, **kw)
+    return types.SimpleNamespace(epoch=0, step=0, loss=float("nan"), lr=0.1, metrics=[], stop=False,
+                                 train_top1=0.0, kept_bytes=None, total_steps=10, **kw)
 
 
-def test_live_plot_updates_in_batches_and_per_epoch():
-    cb = widgets.LivePlotCallback(every=4)
+def _figure(runs=1):
+    fig = widgets.go.FigureWidget(plots.bench_figure())
+    return fig
+
+
+def test_live_run_plot_updates_in_batches_and_per_epoch():
+    fig = _figure()
+    cb = widgets.LiveRunPlot(fig, "#1 run", "#123456", every=4)
+    assert len(fig.data) == 4
     st = _state()
     for i in range(1, 4):
-        st.step, st.loss = i, 1.0 / i
+        st.step, st.loss, st.train_top1, st.kept_bytes = i, 1.0 / i, 10.0 * i, i * 2**20
         cb.on_step(st)
-    assert cb.fig.data[0].x in (None, ())  # nothing sent before a batch is full
-    st.step, st.loss = 4, 0.25
+    assert fig.data[0].x in (None, ())  # nothing sent before a batch is full
+    st.step, st.loss, st.kept_bytes = 4, 0.25, None  # a step whose bytes could not be counted
     cb.on_step(st)
-    assert tuple(cb.fig.data[0].x) == (1, 2, 3, 4)
+    assert tuple(fig.data[0].x) == (1, 2, 3, 4) and tuple(fig.data[1].y) == (10.0, 20.0, 30.0, 30.0)
+    assert tuple(fig.data[3].y) == (1.0, 2.0, 3.0, None) and cb.kept_counted
     st.step = 5
     cb.on_step(st)
-    st.metrics = [{"epoch": 1, "val_top1": 12.5, "cache_bytes": 3 * 2**20}]
-    cb.on_epoch(st)  # flushes the partial batch too
-    assert tuple(cb.fig.data[0].x) == (1, 2, 3, 4, 5)
-    assert tuple(cb.fig.data[1].y) == (12.5,) and tuple(cb.fig.data[2].y) == (3.0,)
+    st.metrics = [{"epoch": 1, "steps": 5, "val_top1": 12.5}]
+    cb.on_epoch(st)  # flushes the partial batch too; validation at the epoch's last step
+    assert tuple(fig.data[0].x) == (1, 2, 3, 4, 5)
+    assert tuple(fig.data[2].x) == (5,) and tuple(fig.data[2].y) == (12.5,)
     assert not st.stop
     cb.request_stop()
     cb.on_step(st)
     assert st.stop and cb.stopped_at == 5
+    # a second run adds its own traces and leaves the first one's alone
+    widgets.LiveRunPlot(fig, "#2 run", "#654321")
+    assert len(fig.data) == 8 and len(fig.data[0].x) == 5 and fig.data[4].x in (None, ())
 
 
 def test_live_off_draws_only_at_the_end(monkeypatch):
     monkeypatch.setenv("DROPIT_LIVE_PLOTS", "0")
-    cb = widgets.LivePlotCallback(every=1)
+    fig = _figure()
+    cb = widgets.LiveRunPlot(fig, "#1 run", "#123456", every=1)
     st = _state()
     for i in range(1, 4):
         st.step, st.loss = i, 1.0
         cb.on_step(st)
-    st.metrics = [{"epoch": 1, "val_top1": 5.0, "cache_bytes": 2**20}]
+    st.metrics = [{"epoch": 1, "steps": 3, "val_top1": 5.0}]
     cb.on_epoch(st)
-    assert cb.fig.data[0].x in (None, ()) and cb.fig.data[1].x in (None, ())
+    assert fig.data[0].x in (None, ()) and fig.data[2].x in (None, ())
     cb.on_end(st)
-    assert tuple(cb.fig.data[0].x) == (1, 2, 3) and tuple(cb.fig.data[1].y) == (5.0,)
+    assert tuple(fig.data[0].x) == (1, 2, 3) and tuple(fig.data[2].y) == (5.0,)
 
 
 def test_gamma_explorer_redraws_on_change():
@@ -66,29 +75,100 @@ def test_gamma_explorer_redraws_on_change():
     assert "random" in hist.layout.title.text
 
 
-def _data_root():
-    for p in (os.environ.get("DROPIT_DATA"), ROOT.parent / "shared" / "data", ROOT / "data"):
-        if p and (Path(p) / "cifar-100-python" / "train").is_file():
-            return str(Path(p).resolve())
-    pytest.skip("CIFAR-100 not found (set DROPIT_DATA)")
-
-
-def test_stop_button_stops_a_run_in_its_thread(tmp_path):
+def _panel(tmp_path, *, max_steps=200, **kw):
     from dropit.lab.config import load_config
 
     base = load_config(str(ROOT / "params" / "smoke.yaml"), [
-        f"data_dir={_data_root()}", "subset=400", "val_subset=100", "batch_size=20", "cache_batch=4",
-        "checkpoint=false", "max_steps=200"])
-    panel = widgets.TrainingPanel(base, out_root=tmp_path, every=1)
-    panel.run_button.click()
-    assert panel.running and panel.run_button.disabled and not panel.stop_button.disabled
+        f"data_dir={real_cifar100_root()}", "subset=400", "val_subset=100", "batch_size=20", "cache_batch=4",
+        "checkpoint=false", f"max_steps={max_steps}", "threads=2", "log_every=1000"])
+    return widgets.BenchPanel(base, out_root=tmp_path, every=1, **kw)
+
+
+def _points(panel, trace):
+    return len(panel.fig.data[trace].x or ()) if len(panel.fig.data) > trace else 0
+
+
+def _wait_for(predicate, timeout=120):
     t0 = time.time()
-    while len(panel.callback.history["step"]) < 2 and time.time() - t0 < 120:
+    while not predicate() and time.time() - t0 < timeout:
         time.sleep(0.05)
+    assert predicate(), "timed out"
+
+
+def test_stop_button_stops_a_run_in_its_thread(tmp_path):
+    panel = _panel(tmp_path)
+    panel.run_button.click()
+    assert panel.running and panel.run_button.disabled and panel.clear_button.disabled and not panel.stop_button.disabled
+    _wait_for(lambda: _points(panel, 0) >= 2)
+    assert panel.status.value.startswith("training #1 resnet_mini · DropIT γ=0.9 mink: step ")
     panel.stop_button.click()
     result = panel.wait(120)
     assert panel.error is None and result is not None
     assert result["status"] == "stopped"
-    assert result["final"]["stopped"] and panel.callback.history["step"][-1] < 20  # one epoch is 20 steps
+    assert result["final"]["stopped"] and result["final"]["steps"] < 20  # one epoch is 20 steps
     assert (Path(result["config"]["out_dir"]) / "metrics.json").is_file()
-    assert "stopped" in panel.status.value and not panel.run_button.disabled
+    assert panel.status.value.startswith("stopped: #1 resnet_mini · DropIT γ=0.9 mink: top-1 ")
+    assert str(tmp_path) not in panel.status.value and not panel.run_button.disabled
+
+
+def test_two_runs_side_by_side_fill_the_table(tmp_path):
+    panel = _panel(tmp_path / "overlay", max_steps=4)
+    panel.run()
+    panel.wait()
+    first = [tuple(t.x) for t in panel.fig.data]
+    panel.dropit.value = False
+    panel.run()
+    panel.wait()
+    assert panel.error is None and len(panel.fig.data) == 8
+    assert [tuple(t.x) for t in panel.fig.data[:4]] == first  # the first run's traces stay as they were
+    assert [t.name for t in panel.fig.data[::4]] == ["#1 resnet_mini · DropIT γ=0.9 mink", "#2 resnet_mini · plain"]
+    assert panel.table.value.count("class='dropit-run'") == 2
+    (drop, plain) = panel.book.table()
+    assert 0 < drop["vs_plain"] < 1 and plain["vs_plain"] == 1.0  # the DropIT run is compared with the later plain one
+    assert sorted(p.name for p in (tmp_path / "overlay").iterdir()) == [
+        "01_resnet_mini_cifar100_dropit0.9_mink", "02_resnet_mini_cifar100"]
+    assert panel.status.value.startswith("done: #2 resnet_mini · plain: top-1 ")
+
+    replacing = _panel(tmp_path / "replace", max_steps=2, overlay=False)
+    replacing.channels_last.value = True  # the checkbox reaches the run
+    for _ in range(2):
+        replacing.run()
+        replacing.wait()
+    assert [t.name for t in replacing.fig.data[::4]] == ["#2 resnet_mini · DropIT γ=0.9 mink · channels-last"]
+    assert replacing.result["environment"]["channels_last"] is True
+    assert replacing.table.value.count("class='dropit-run'") == 2  # the table still lists both
+
+    panel.clear()
+    assert len(panel.fig.data) == 0 and "dropit-run" not in panel.table.value and panel.book.runs == []
+
+
+def test_sweep_draws_its_summary_and_stop_skips_the_rest(tmp_path):
+    panel = _panel(tmp_path / "sweep", max_steps=3)
+    panel.sweep([0.5, 0.9], ["mink"])
+    panel.wait()
+    assert panel.error is None and panel.summary in panel.widget.children
+    assert [r["name"] for r in panel.book.table()] == [
+        "#1 resnet_mini · plain", "#2 resnet_mini · DropIT γ=0.5 mink", "#3 resnet_mini · DropIT γ=0.9 mink"]
+    (kept, top1) = panel.summary.data
+    assert tuple(kept.x) == (0.5, 0.9) and len(panel.summary.layout.shapes) == 2
+    plain_kept = panel.book.table()[0]["kept_mib"]
+    assert kept.y[1] < kept.y[0] < plain_kept  # more dropped, less kept, all below plain
+    assert panel.status.value.startswith("done: sweep of 3 of 3 runs in ")
+
+    stopping = _panel(tmp_path / "stop", max_steps=200)
+    stopping.sweep("0.5, 0.9")
+    _wait_for(lambda: _points(stopping, 4) >= 2)
+    stopping.stop()
+    stopping.wait(120)
+    assert [r.status for r in stopping.book.runs] == ["done", "stopped"]  # the third never started
+    assert len(list((tmp_path / "stop").iterdir())) == 2
+    assert stopping.status.value.startswith("stopped: sweep of 2 of 3 runs in ") and "1 skipped" in stopping.status.value
+
+
+def test_a_bad_sweep_says_why_and_starts_nothing(tmp_path):
+    panel = _panel(tmp_path)
+    panel.sweep_gammas.value = "0.5, 2"
+    panel.sweep_button.click()
+    assert not panel.running and panel.status.value.startswith("cannot sweep: sweep γ 2 is outside [0, 1)")
+    panel.compile.value = True
+    assert panel.config().compile is True and panel.base.compile is False

@@ -115,3 +115,19 @@ def test_meta_estimate_equals_a_real_run_with_attention(gamma):
     meta = dropit.estimate_cache(model, (4, 3, 32, 32))
     assert meta.total_bytes == real.total_bytes
     assert torch.nn.functional.scaled_dot_product_attention.__module__ != "dropit.meter"  # restored
+
+
+def test_measuring_leaves_no_tensor_alive():
+    """A saved output packed as itself would keep the forward's graph alive in a cycle after measuring."""
+    import gc
+
+    def live_tensors():
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+    model = nn.Sequential(nn.Linear(16, 16), nn.Sigmoid(), nn.Linear(16, 4))  # sigmoid saves its output
+    x = torch.randn(4, 16)
+    first = dropit.measure_cache(model, x).total_bytes
+    before = live_tensors()
+    assert [dropit.measure_cache(model, x).total_bytes for _ in range(2)] == [first, first]
+    assert live_tensors() == before

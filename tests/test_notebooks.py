@@ -157,9 +157,24 @@ def test_explore_runs_one_training_through_the_panel(kernel, results):
     (run,) = list(out_root.glob("*/metrics.json"))
     m = json.loads(run.read_text())
     assert m["status"] == "done" and m["final"]["top1"] is not None
-    figs = _outputs(nb, PLOTLY)
-    assert len(figs) == 2
-    assert figs[0]["data"][0]["x"] == [1, 2]  # the live figure's per-step loss, kept as a static copy
+    (fig,) = _outputs(nb, PLOTLY)  # the bench figure, kept as a static copy
+    assert fig["data"][0]["x"] == [1, 2] and fig["data"][0]["name"] == "#1 resnet_mini · DropIT γ=0.9 mink"
+    (table,) = _outputs(nb, "text/markdown")
+    assert table.count("\n") == 2 and "| #1 resnet_mini · DropIT γ=0.9 mink |" in table
+
+
+@pytest.mark.slow
+def test_explore_sweeps_headless_from_a_parameter(kernel, tmp_path):
+    out_root = tmp_path / "sweep"
+    nb = _execute("explore", tmp_path, kernel, interactive=False, out_root=str(out_root), sweep_gammas=[0, 0.9],
+                  overrides=[f"data_dir={_data_root()}", *TINY])
+    assert sorted(p.parent.name for p in out_root.glob("*/metrics.json")) == [
+        "01_resnet_mini_cifar100", "02_resnet_mini_cifar100_dropit0_mink", "03_resnet_mini_cifar100_dropit0.9_mink"]
+    runs, summary = _outputs(nb, PLOTLY)
+    assert len(runs["data"]) == 12  # three runs side by side, four traces each
+    assert [t["x"] for t in summary["data"]] == [[0, 0.9], [0, 0.9]] and len(summary["layout"]["shapes"]) == 2
+    (table,) = _outputs(nb, "text/markdown")
+    assert table.count("\n") == 4 and "#1 resnet_mini · plain" in table and "| 1.000 |" in table
 
 
 @pytest.mark.slow

@@ -5,7 +5,9 @@ Modules (import what you need; only ``widgets`` and ``plots`` import a UI stack)
 - :mod:`dropit.lab.config`      ``RunConfig`` and ``load_config(path, overrides)``
 - :mod:`dropit.lab.data`        CIFAR-100 / ImageNet / Imagenette readers and loaders
 - :mod:`dropit.lab.models`      ``build_model(name, num_classes, ...)`` and the DropIT layer filter
-- :mod:`dropit.lab.train`       ``run(config, callbacks)`` and the command line
+- :mod:`dropit.lab.train`       ``run(config, callbacks)``, the phases of a run (``Trainer``), the command line
+- :mod:`dropit.lab.optim`       optimiser and learning-rate schedule
+- :mod:`dropit.lab.runtime`     rank, world size and device (torchrun); the environment record
 - :mod:`dropit.lab.metrics`     top-k accuracy, running averages, DDP reduction
 - :mod:`dropit.lab.checkpoint`  atomic checkpoints and RNG state for exact resume
 - :mod:`dropit.lab.tables`      the paper's tables with our runs beside them

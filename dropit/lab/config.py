@@ -76,8 +76,10 @@ class RunConfig:
     label_smoothing: float = 0.0
     grad_clip: Optional[float] = None  # max global grad norm
     amp: str = "none"  # none | bf16 | fp16 (fp16 needs CUDA)
+    compile: bool = False  # train torch.compile(model) (graph breaks allowed); evaluation stays eager
+    channels_last: bool = False  # model and input batches in channels-last memory format
 
-    # DropIT
+    # DropIT (fields named dropit_*: the explore bench names a run by every one off its default)
     dropit: bool = False
     dropit_gamma: float = 0.9
     dropit_strategy: str = "mink"
@@ -96,6 +98,7 @@ class RunConfig:
     max_steps: Optional[int] = None  # stop after this many optimizer steps in all (demos, tests)
     cache_batch: Optional[int] = None  # images for the cache meter; default batch_size (capped at 128)
     log_every: int = 50  # steps between plain log lines
+    record_every: int = 10  # steps between metrics.json's per-step records (loss, train top-1, kept bytes); 0: none
     paper_row: Optional[str] = None  # id of the paper row this run stands for (tables); inferred if None
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,7 +205,7 @@ def validate(cfg: RunConfig, source: str | None = None) -> RunConfig:
         raise ConfigError(f"parameter {_where('dropit_gamma', source)} must be in [0, 1), got {cfg.dropit_gamma}")
     if cfg.lr <= 0:
         raise ConfigError(f"parameter {_where('lr', source)} must be positive, got {cfg.lr}")
-    for key in ("weight_decay", "momentum", "label_smoothing", "warmup_epochs", "min_lr", "num_workers"):
+    for key in ("weight_decay", "momentum", "label_smoothing", "warmup_epochs", "min_lr", "num_workers", "record_every"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"parameter {_where(key, source)} must be >= 0, got {getattr(cfg, key)}")
     if cfg.grad_clip is not None and cfg.grad_clip <= 0:

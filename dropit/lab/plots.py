@@ -8,7 +8,9 @@ widget-backed versions live in :mod:`dropit.lab.widgets`.
 - :func:`gamma_curves`         weight-gradient error and kept bytes vs gamma
 - :func:`layer_memory_bars`    bytes kept for backward per layer (one or more models)
 - :func:`training_curves`      loss, top-1 and cache memory per epoch of runs
-- :func:`training_figure`      the empty three-panel figure the live plot fills
+- :func:`training_figure`      the empty three-panel per-epoch layout
+- :func:`bench_figure`         the explore bench's per-step panels; :func:`add_run_traces` adds a run
+- :func:`sweep_summary_figure` kept memory and top-1 against γ, the plain run as a line
 - :func:`cache_column_figure`  the Cache (MB) column: ours beside the paper's
 
     from dropit.lab import plots, teach
@@ -196,12 +198,10 @@ def layer_memory_bars(rows, *, title: str | None = None, top: int | None = None)
     return fig
 
 
-def training_figure(*, step_axis: bool = False, title: str | None = None) -> go.Figure:
+def training_figure(*, title: str | None = None) -> go.Figure:
     """The empty three-panel layout: loss, top-1 (%), cache memory (MiB)."""
     fig = make_subplots(rows=1, cols=3, subplot_titles=("train loss", "top-1 (%)", "cache kept for backward (MiB)"))
-    fig.update_xaxes(title_text="step" if step_axis else "epoch", row=1, col=1)
-    fig.update_xaxes(title_text="epoch", row=1, col=2)
-    fig.update_xaxes(title_text="epoch", row=1, col=3)
+    fig.update_xaxes(title_text="epoch")
     fig.update_layout(title=title or "Training", height=380)
     return fig
 
@@ -279,4 +279,84 @@ def cache_column_figure(rows: Sequence[Mapping], *, title: str | None = None) ->
         height=440,
         xaxis_tickangle=-30,
     )
+    return fig
+
+
+# ------------------------------------------------------------------ the explore bench
+
+BENCH_PANELS = ("train loss", "top-1 (%): train, running (line); validation (◆)", "kept for backward (MiB per step)")
+RUN_TRACES = ("loss", "train_top1", "val_top1", "kept_mib")  # each run's traces, in this order
+_PANEL_OF = {"loss": 1, "train_top1": 2, "val_top1": 2, "kept_mib": 3}
+
+
+def bench_figure(*, title: str | None = None) -> go.Figure:
+    """The empty per-step panels that runs are drawn into, side by side (one colour per run).
+
+    No width is set: the figure takes the width of the notebook.
+    """
+    fig = make_subplots(rows=1, cols=3, subplot_titles=BENCH_PANELS, horizontal_spacing=0.06)
+    fig.update_xaxes(title_text="step")
+    for col in (2, 3):  # accuracy and memory from zero, so differences read at scale
+        fig.update_yaxes(rangemode="tozero", row=1, col=col)
+    fig.update_layout(title=title or "Runs side by side", height=420, autosize=True,
+                      margin=dict(l=50, r=20, t=70, b=40), legend=dict(orientation="h", y=-0.22, x=0),
+                      uirevision="bench")  # keep the user's zoom while traces update
+    return fig
+
+
+def add_run_traces(fig: go.Figure, name: str, color: str, *, plain: bool = False) -> list[int]:
+    """Append one run's four empty traces (:data:`RUN_TRACES`); returns their indices in ``fig.data``.
+
+    The run's colour is the same in every panel; the legend has one entry per run.
+    """
+    first = len(fig.data)
+    for key in RUN_TRACES:
+        mode = "markers" if key == "val_top1" else "lines"
+        fig.add_trace(
+            go.Scatter(x=[], y=[], mode=mode, name=name, legendgroup=name, showlegend=key == "loss",
+                       line=dict(color=color, width=2 if plain else 1.5), meta={"run": name, "series": key},
+                       marker=dict(color=color, symbol="diamond", size=9),
+                       hovertemplate=f"{name}<br>step %{{x}}: %{{y:.3g}}<extra>{key}</extra>"),
+            1, _PANEL_OF[key],
+        )
+    return list(range(first, len(fig.data)))
+
+
+_DASHES = ("solid", "dot", "dash", "dashdot")
+
+
+def sweep_summary_figure(rows: Sequence[Mapping], *, title: str | None = None) -> go.Figure:
+    """Kept memory and validation top-1 against γ, one line per strategy, the plain run as a dashed line.
+
+    ``rows`` as from :meth:`dropit.lab.bench.RunBook.table`; each point has its
+    run's colour, as in the per-step figure.
+    """
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("kept for backward (MiB per step) vs γ", "validation top-1 (%) vs γ"))
+    ok = [r for r in rows if r.get("status") != "failed"]
+    drop = [r for r in ok if r.get("gamma") is not None]
+    for i, (strategy, rs) in enumerate(_by(drop, "strategy").items()):
+        rs = sorted(rs, key=lambda r: r["gamma"])
+        for col, key in ((1, "kept_mib"), (2, "top1")):
+            fig.add_trace(
+                go.Scatter(x=[r["gamma"] for r in rs], y=[r.get(key) for r in rs], mode="lines+markers",
+                           name=f"DropIT, {strategy}", legendgroup=strategy, showlegend=col == 1,
+                           line=dict(color="#555555", dash=_DASHES[i % len(_DASHES)]),
+                           marker=dict(color=[r["color"] for r in rs], size=11), text=[r["name"] for r in rs],
+                           hovertemplate="%{text}<br>γ = %{x}: %{y:.3g}<extra></extra>"),
+                1, col,
+            )
+    plain = [r for r in ok if r.get("gamma") is None]
+    if plain:
+        ref = plain[-1]
+        label = f"plain ({ref['name'].split(' ')[0]})"
+        for col, key in ((1, "kept_mib"), (2, "top1")):
+            if ref.get(key) is not None:
+                fig.add_hline(y=ref[key], line_dash="dash", line_color=ref["color"], annotation_text=label,
+                              annotation_position="top left", row=1, col=col)
+    fig.update_xaxes(title_text="dropping rate γ", range=[-0.05, 1.0])
+    fig.update_yaxes(rangemode="tozero")  # savings drawn to scale
+    fig.update_yaxes(title_text="MiB", row=1, col=1)
+    fig.update_yaxes(title_text="%", row=1, col=2)
+    fig.update_layout(title=title or "Sweep: what γ saves and what it costs", height=400, autosize=True,
+                      margin=dict(l=50, r=20, t=70, b=40), legend=dict(orientation="h", y=-0.25, x=0))
     return fig

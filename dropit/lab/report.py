@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 NOTEBOOK_ORDER = ("memory", "cifar100", "imagenet", "iclr", "quickstart", "explore")
+NOTEBOOK_TABLES = ("explore",)  # notebooks whose Markdown outputs the report shows (the others' are in tables.md)
 
 
 # ------------------------------------------------------------------ small I/O helpers
@@ -184,6 +185,15 @@ def notebook_figures(path: str | os.PathLike) -> list[dict]:
     return figs
 
 
+def notebook_markdown(path: str | os.PathLike) -> str:
+    """The Markdown outputs of an executed notebook (its tables), joined."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    texts = [out.get("data", {}).get("text/markdown") for cell in nb.cells for out in cell.get("outputs", [])]
+    return "\n\n".join(t if isinstance(t, str) else "".join(t) for t in texts if t)
+
+
 def _executed_notebooks(results: Path) -> list[Path]:
     found = {p.stem: p for p in results.glob("*.ipynb")}
     order = [n for n in NOTEBOOK_ORDER if n in found] + sorted(n for n in found if n not in NOTEBOOK_ORDER)
@@ -297,8 +307,9 @@ def build(results: str | os.PathLike = "results", *, preset: str | None = None, 
     sections: list[tuple[str, str, Sequence]] = [("", md + "\n\n" + meta + ("\n\n" + notes if notes else ""), [])]
     for nb in _executed_notebooks(results):
         figs = notebook_figures(nb)
-        if figs:
-            sections.append((f"Figures from {nb.name}", "", figs))
+        text = notebook_markdown(nb) if nb.stem in NOTEBOOK_TABLES else ""
+        if figs or text:
+            sections.append((f"Figures from {nb.name}", text, figs))
     report_path = write_html(results / "report.html", "DropIT: reproduction report", sections)
     return tables_path, report_path
 

@@ -9,7 +9,7 @@ this Python on first use, ``python -m ipykernel install --sys-prefix --name drop
 
 1. ``memory.ipynb``      the Cache (MB) column of all eight rows, per-layer breakdown
 2. ``quickstart.ipynb``  the teaching figures (no widgets)
-3. ``explore.ipynb``     one short smoke run through the live-plot panel (quick preset only)
+3. ``explore.ipynb``     a short γ sweep through the lab bench: plain, then DropIT at γ 0.5 and 0.9 (quick preset only)
 4. ``cifar100.ipynb``    the four CIFAR-100 rows (``params/cifar100_*[_quick].yaml``)
 5. ``imagenet.ipynb``    the four ImageNet rows (Imagenette in the quick preset)
 6. ``iclr.ipynb``        the ICLR release's eight DeiT rows (``params/iclr_*[_quick].yaml``)
@@ -67,7 +67,7 @@ def plan(preset: str, results: Path) -> list[Job]:
     ]
     if preset == "quick":
         jobs.append(
-            Job("explore", dict(interactive=False, out_root=str(results / "explore"),
+            Job("explore", dict(interactive=False, out_root=str(results / "explore"), sweep_gammas=[0.5, 0.9],
                                 overrides=["subset=500", "val_subset=200", "batch_size=32", "max_steps=8", "cache_batch=16",
                                            "checkpoint=false", NO_DOWNLOAD]))
         )

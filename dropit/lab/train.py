@@ -8,17 +8,42 @@ or from Python (a notebook)::
     from dropit.lab.train import run
     metrics = run("params/smoke.yaml", callbacks=[my_live_plot])
 
+A run is a :class:`Trainer` going through its phases in order::
+
+    build_data()      datasets, the sharded loaders, steps per epoch
+    build_model()     model (DropIT-converted per the config), optimizer, schedule, AMP
+    resume()          weights, optimizer, step, history and RNG from <out_dir>/checkpoint.pt
+    begin()           DDP wrapper, the cache meter's sample, metrics.json's skeleton
+    per epoch:
+      train_epoch()     one pass over the training data (train_step() per batch)
+      evaluate_epoch()  validation top-1/top-5, cache bytes, the epoch's metrics row
+      save_checkpoint() after whole epochs only
+      write_results()   metrics.json, then the on_epoch callbacks
+    finish()          final status, metrics.json, the on_end callbacks
+
 Each run writes ``<out_dir>/metrics.json`` (after every epoch, atomically)::
 
     {"config": {...}, "status": "done" | "stopped" | "running",
      "epochs": [{"epoch", "train_loss", "train_top1", "val_top1", "val_top5",
                  "cache_bytes", "peak_bytes", "images_per_s", "epoch_s", ...}, ...],
+     "per_step": [{"step", "epoch", "loss", "train_top1", "kept_bytes", "lr", "step_s"}, ...],
      "final": {"top1", "top5", "cache_bytes", "peak_bytes", "images_per_s",
-               "train_loss", "wall_s", ...},
-     "environment": {"torch", "device", "world_size", ...}}
+               "train_loss", "wall_s", "step_kept_bytes", "step_s_median", ...},
+     "environment": {"torch", "device", "world_size", "compile", "channels_last", ...}}
 
 with accuracies in percent, and ``<out_dir>/checkpoint.pt`` after every epoch;
 ``resume=true`` continues from it and ends where an uninterrupted run would.
+``cache_bytes`` is the memory meter's count of one extra training-mode forward
+of ``cache_batch`` validation images per epoch; ``kept_bytes`` is what each
+step's own forward kept for backward (:mod:`dropit.lab.step_memory`), recorded
+every ``record_every`` steps and passed to the callbacks on every step.
+
+``compile: true`` trains ``torch.compile(model)`` (after DDP wrapping, graph
+breaks allowed); evaluation and the meter run the eager model, whose weights
+are the same tensors: the eval-mode graph would be a second compilation, and
+eager evaluation keeps accuracies comparable between compiled and eager runs.
+``channels_last: true`` puts the model and every input batch in channels-last
+memory format.
 
 Callbacks are objects with any of ``on_step(state)``, ``on_epoch(state)`` and
 ``on_end(state)``; ``state`` is a :class:`TrainState`. Setting ``state.stop =
@@ -28,12 +53,7 @@ on rank 0 and the stop flag is shared with all ranks.
 """
 from __future__ import annotations
 
-import bisect
 import contextlib
-import math
-import os
-import platform
-import resource
 import sys
 import time
 import warnings
@@ -51,6 +71,9 @@ from .config import ConfigError, RunConfig, as_config, load_config
 from .data import DatasetMissing, build_datasets
 from .metrics import Meter, all_reduce_max, topk_correct
 from .models import apply_dropit, build_model
+from .optim import Schedule, build_optimizer
+from .runtime import Dist, environment, peak_rss_bytes, rss_bytes
+from .step_memory import StepMemory
 
 
 @dataclass
@@ -69,73 +92,10 @@ class TrainState:
     final: dict | None = None  # set before on_end
     stop: bool = False
     model: nn.Module | None = None  # the (unwrapped) model being trained
-
-
-# ---------------------------------------------------------------- setup helpers
-
-
-class _Dist:
-    """Rank, world size and device; initialises the process group under torchrun."""
-
-    def __init__(self, cfg: RunConfig):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        want = cfg.device
-        if want == "auto":
-            want = "cuda" if torch.cuda.is_available() else "cpu"
-        if want.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device={cfg.device!r} but CUDA is not available here")
-        if want == "cuda":
-            want = f"cuda:{local}" if self.world > 1 else "cuda"
-        self.device = torch.device(want)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        self.owned = False
-        self.backend = None
-        if self.world > 1:
-            self.backend = "nccl" if self.device.type == "cuda" else "gloo"
-            if not dist.is_initialized():
-                dist.init_process_group(self.backend)
-                self.owned = True
-            self.rank, self.world = dist.get_rank(), dist.get_world_size()
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def close(self) -> None:
-        if self.owned and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-class Schedule:
-    """Learning-rate factor at a given optimizer step: linear warm-up, then multistep, cosine or constant."""
-
-    def __init__(self, cfg: RunConfig, steps_per_epoch: int):
-        self.cfg = cfg
-        self.spe = steps_per_epoch
-
-    def __call__(self, step: int) -> float:
-        cfg = self.cfg
-        epoch = step / self.spe  # fractional
-        warm = cfg.warmup_epochs
-        if warm > 0 and epoch < warm:
-            return (step + 1) / (warm * self.spe)
-        if cfg.schedule == "multistep":
-            return cfg.lr_gamma ** bisect.bisect_right(cfg.milestones, epoch)
-        if cfg.schedule == "cosine":
-            t = min(1.0, (epoch - warm) / max(1e-12, cfg.epochs - warm))
-            floor = cfg.min_lr / cfg.lr
-            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
-        return 1.0
-
-
-def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
+    total_steps: int = 0  # steps this run ends at (epochs x steps per epoch, or max_steps)
+    train_top1: float = float("nan")  # running training top-1 (percent) of this epoch, this process
+    kept_bytes: int | None = None  # bytes the last step's forward kept for backward (None: none saved)
+    step_s: float = float("nan")  # seconds of the last step (data loading excluded)
 
 
 def _as_list(callbacks) -> list:
@@ -151,19 +111,6 @@ def _emit(callbacks: list, event: str, state: TrainState) -> None:
         fn: Callable | None = getattr(cb, event, None)
         if fn is not None:
             fn(state)
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0
-
-
-def _peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 _warned_meter = False
@@ -198,27 +145,6 @@ def measure_cache_bytes(model: nn.Module, sample: torch.Tensor) -> tuple[int | N
     model.train(was_training)
     peak = getattr(report, "peak_cuda_bytes", None)
     return int(report.total_bytes), (int(peak) if peak is not None else None)
-
-
-def environment(d: _Dist) -> dict[str, Any]:
-    import torchvision
-
-    import dropit
-
-    env = {
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "dropit": getattr(dropit, "__version__", None),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(d.device),
-        "device_name": torch.cuda.get_device_name(d.device) if d.device.type == "cuda" else platform.processor() or "cpu",
-        "world_size": d.world,
-        "backend": d.backend,
-        "threads": torch.get_num_threads(),
-        "cuda": torch.version.cuda if d.device.type == "cuda" else None,
-    }
-    return env
 
 
 class _Log:
@@ -257,14 +183,16 @@ class _Log:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, autocast) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, autocast,
+             memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
     """Loss and top-1/top-5 (percent) on this rank's shard, summed over all ranks."""
     was = model.training
     model.eval()
     meter = Meter()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     for images, targets in loader:
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        targets = targets.to(device, non_blocking=True)
         with autocast():
             logits = model(images)
         logits = logits.float()
@@ -284,245 +212,386 @@ def run(config: RunConfig | dict | str | Path, callbacks=None) -> dict:
     callbacks = _as_list(callbacks)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    d = _Dist(cfg)
+    d = Dist(cfg)
     try:
-        return _run(cfg, d, callbacks)
+        return Trainer(cfg, d, callbacks).fit()
     finally:
         d.close()
 
 
-def _run(cfg: RunConfig, d: _Dist, callbacks: list) -> dict:
-    t_start = time.perf_counter()
-    if cfg.amp == "fp16" and d.device.type != "cuda":
-        raise ConfigError("amp='fp16' needs CUDA; use amp=bf16 or amp=none on CPU")
-    if cfg.batch_size % d.world:
-        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {d.world} processes")
-    out_dir = Path(cfg.out_dir)
-    log = _Log(d.main, cfg.log_every)
-    ckpt.seed_everything(cfg.seed + d.rank)
+@dataclass
+class EpochStats:
+    """What one pass over the training data measured, reduced over ranks."""
 
-    # data
-    train_ds, val_ds, num_classes = build_datasets(cfg)
-    per_rank = cfg.batch_size // d.world
-    sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed, drop_last=False)
-    gen = torch.Generator()
-    pin = d.device.type == "cuda"
-    train_loader = DataLoader(
-        train_ds, batch_size=per_rank, sampler=sampler, num_workers=cfg.num_workers, drop_last=True,
-        generator=gen, pin_memory=pin, persistent_workers=False,
-    )
-    val_shard = Subset(val_ds, list(range(d.rank, len(val_ds), d.world)))  # exact: no padding duplicates
-    val_loader = DataLoader(val_shard, batch_size=(cfg.eval_batch_size or cfg.batch_size) // d.world or 1,
-                            shuffle=False, num_workers=cfg.num_workers, pin_memory=pin)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {len(train_ds)} training images (subset?)")
+    meter: Meter  # loss / top-1 / top-5 sums and the image count
+    train_s: float  # the slowest rank's training time
+    partial: bool  # ended before its last step (stop flag or max_steps)
+    peak: int  # memory peak of the pass, max over ranks
+    peak_kind: str  # "cuda_max_allocated" or "cpu_peak_rss_growth"
+    step_kept_bytes: int | None  # mean over the epoch's steps of what each forward kept for backward
 
-    # model, DropIT, optimisation
-    image_size = cfg.image_size or (32 if cfg.dataset == "cifar100" else 224)
-    model = build_model(cfg.model, num_classes, image_size=image_size, weights=cfg.pretrained, patch_size=cfg.patch_size)
-    model = apply_dropit(model, cfg).to(d.device)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, Schedule(cfg, steps_per_epoch))
-    scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    autocast = (lambda: torch.autocast(d.device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
-    # resume
-    start_epoch, step, history, wall_before = 0, 0, [], 0.0
-    ckpt_path = out_dir / "checkpoint.pt"
-    resumed_rng = None
-    if cfg.resume and ckpt_path.is_file():
-        saved = ckpt.load_checkpoint(ckpt_path, map_location="cpu")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if scaler is not None and saved.get("scaler"):
-            scaler.load_state_dict(saved["scaler"])
-        start_epoch, step, history = saved["epoch"], saved["step"], saved["metrics"]
+class Trainer:
+    """One run of the loop: the phases of the module docstring, in :meth:`fit`'s order.
+
+    The phases share their results as attributes: ``build_data`` sets the
+    datasets and loaders, ``build_model`` the model and its optimisation,
+    ``resume`` the progress (``start_epoch``, ``step``, ``history``),
+    ``begin`` the training ``model`` (DDP-wrapped when several processes run),
+    ``state`` and ``result`` (metrics.json).
+    """
+
+    def __init__(self, cfg: RunConfig, d: Dist, callbacks: list):
+        if cfg.amp == "fp16" and d.device.type != "cuda":
+            raise ConfigError("amp='fp16' needs CUDA; use amp=bf16 or amp=none on CPU")
+        if cfg.batch_size % d.world:
+            raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {d.world} processes")
+        self.cfg, self.d, self.callbacks = cfg, d, callbacks
+        self.out_dir = Path(cfg.out_dir)
+        self.ckpt_path = self.out_dir / "checkpoint.pt"
+        self.log = _Log(d.main, cfg.log_every)
+
+    def fit(self) -> dict:
+        """All phases; returns the metrics dict written to metrics.json."""
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        ckpt.seed_everything(cfg.seed + self.d.rank)
+        self.build_data()
+        self.build_model()
+        self.resume()
+        self.begin()
+        self.t_session = time.perf_counter()
+        self.startup_s = self.t_session - t_start
+        for epoch in range(self.start_epoch, cfg.epochs):
+            if self._steps_done():
+                break
+            stats = self.train_epoch(epoch)
+            row = self.evaluate_epoch(epoch, stats)
+            if cfg.checkpoint and not stats.partial:  # whole epochs only: resume repeats a cut one from its start
+                self.save_checkpoint(epoch, row)
+            self.write_results()
+            if self.d.world > 1:
+                self.state.stop = bool(all_reduce_max(float(self.state.stop), self.d.device))
+            if self.state.stop:
+                self.stopped = True
+                break
+        return self.finish()
+
+    def _steps_done(self) -> bool:
+        return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
+
+    # ------------------------------------------------------------ 1. data
+
+    def build_data(self) -> None:
+        cfg, d = self.cfg, self.d
+        self.train_ds, self.val_ds, self.num_classes = build_datasets(cfg)
+        per_rank = cfg.batch_size // d.world
+        self.sampler = DistributedSampler(self.train_ds, num_replicas=d.world, rank=d.rank, shuffle=True,
+                                          seed=cfg.seed, drop_last=False)
+        self.generator = torch.Generator()
+        pin = d.device.type == "cuda"
+        self.train_loader = DataLoader(
+            self.train_ds, batch_size=per_rank, sampler=self.sampler, num_workers=cfg.num_workers, drop_last=True,
+            generator=self.generator, pin_memory=pin, persistent_workers=False,
+        )
+        val_shard = Subset(self.val_ds, list(range(d.rank, len(self.val_ds), d.world)))  # exact: no padding duplicates
+        self.val_loader = DataLoader(val_shard, batch_size=(cfg.eval_batch_size or cfg.batch_size) // d.world or 1,
+                                     shuffle=False, num_workers=cfg.num_workers, pin_memory=pin)
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {len(self.train_ds)} training images (subset?)")
+
+    # ------------------------------------------------------------ 2. model
+
+    def build_model(self) -> None:
+        cfg, d = self.cfg, self.d
+        image_size = cfg.image_size or (32 if cfg.dataset == "cifar100" else 224)
+        model = build_model(cfg.model, self.num_classes, image_size=image_size, weights=cfg.pretrained,
+                            patch_size=cfg.patch_size)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.raw_model = apply_dropit(model, cfg).to(d.device, memory_format=self.memory_format)
+        self.optimizer = build_optimizer(cfg, self.raw_model)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, Schedule(cfg, self.steps_per_epoch))
+        self.scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        self.autocast = (lambda: torch.autocast(d.device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    # ------------------------------------------------------------ 3. resume
+
+    def resume(self) -> None:
+        """Progress from the checkpoint when ``resume`` is set and one exists, else from scratch."""
+        cfg, d, log = self.cfg, self.d, self.log
+        self.start_epoch, self.step, self.history, self.wall_before = 0, 0, [], 0.0
+        self.per_step: list[dict] = []
+        self.resumed_rng = None
+        if not cfg.resume:
+            return
+        if not self.ckpt_path.is_file():
+            log.line(f"resume=true but no checkpoint at {self.ckpt_path}: starting from scratch")
+            return
+        saved = ckpt.load_checkpoint(self.ckpt_path, map_location="cpu")
+        self.raw_model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if self.scaler is not None and saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
+        self.start_epoch, self.step, self.history = saved["epoch"], saved["step"], saved["metrics"]
+        self.per_step = saved.get("per_step", [])
         changed = _changed_keys(saved.get("config", {}), cfg.to_dict())
         if changed:
             log.line(f"warning: resuming with parameters that differ from the checkpoint's: {', '.join(changed)}")
-        wall_before = saved.get("wall_s", 0.0)
+        self.wall_before = saved.get("wall_s", 0.0)
         rngs = saved.get("rng", [])
         if len(rngs) == d.world:
-            resumed_rng = rngs[d.rank]
+            self.resumed_rng = rngs[d.rank]
         else:
             log.line(f"checkpoint has RNG states of {len(rngs)} processes, this run has {d.world}: reseeding")
-        log.line(f"resumed from {ckpt_path} at epoch {start_epoch} (step {step})")
-    elif cfg.resume:
-        log.line(f"resume=true but no checkpoint at {ckpt_path}: starting from scratch")
+        log.line(f"resumed from {self.ckpt_path} at epoch {self.start_epoch} (step {self.step})")
 
-    raw_model = model
-    if d.world > 1:
-        ids = [d.device.index] if d.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    # ------------------------------------------------------------ 4. begin
 
-    cache_n = min(cfg.cache_batch or min(cfg.batch_size, 128), len(val_ds))
-    cache_sample = torch.stack([val_ds[i][0] for i in range(cache_n)]).to(d.device) if d.main else None
+    def begin(self) -> None:
+        """The training model, the cache meter's sample, metrics.json's skeleton and the banner line."""
+        cfg, d = self.cfg, self.d
+        self.model = self.raw_model
+        if d.world > 1:
+            ids = [d.device.index] if d.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.raw_model, device_ids=ids)
+        self.compile_counts = _compile_counts() if cfg.compile else None
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        self.step_memory = StepMemory(self.raw_model)
+        self.step_times: list[float] = []
+        self.cache_n = min(cfg.cache_batch or min(cfg.batch_size, 128), len(self.val_ds))
+        self.cache_sample = (torch.stack([self.val_ds[i][0] for i in range(self.cache_n)])
+                             .to(d.device, memory_format=self.memory_format) if d.main else None)
+        env = {**environment(d), "compile": cfg.compile, "channels_last": cfg.channels_last}
+        self.result: dict[str, Any] = {"config": cfg.to_dict(), "status": "running", "epochs": self.history,
+                                       "per_step": self.per_step, "final": None, "environment": env}
+        total = cfg.epochs * self.steps_per_epoch
+        self.state = TrainState(config=cfg, epochs=cfg.epochs, steps_per_epoch=self.steps_per_epoch, step=self.step,
+                                metrics=self.history, model=self.raw_model, lr=self.optimizer.param_groups[0]["lr"],
+                                total_steps=min(total, cfg.max_steps) if cfg.max_steps is not None else total)
+        if d.main:
+            self.log.line(self._banner())
+        if self.resumed_rng is not None:
+            ckpt.set_rng_state(self.resumed_rng)
+        self.rss0 = rss_bytes()
+        self.stopped = False
+        self.train_time_total = sum(e.get("train_s", 0.0) for e in self.history)
+        self.images_total = sum(e.get("train_images", 0) for e in self.history)
+        self.last_eval: dict[str, float] = next((e for e in reversed(self.history) if e.get("val_top1") is not None), {})
 
-    env = environment(d)
-    result: dict[str, Any] = {"config": cfg.to_dict(), "status": "running", "epochs": history, "final": None, "environment": env}
-    state = TrainState(config=cfg, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, step=step,
-                       metrics=history, model=raw_model, lr=optimizer.param_groups[0]["lr"])
-    if d.main:
+    def _banner(self) -> str:
         import dropit
 
-        n_drop = sum(1 for _, _, f in dropit.converted_modules(raw_model) if f.kind != "relu")
-        log.line(f"{cfg.label or cfg.model}: {cfg.model} on {cfg.dataset} ({len(train_ds)} train / {len(val_ds)} val images), "
-                 f"{cfg.epochs} epochs x {steps_per_epoch} steps, batch {cfg.batch_size} on {d.world} x {d.device}, "
-                 + (f"DropIT gamma={cfg.dropit_gamma} {cfg.dropit_strategy} ({n_drop} modules converted)" if cfg.dropit else "no DropIT"))
+        cfg, d = self.cfg, self.d
+        n_drop = sum(1 for _, _, f in dropit.converted_modules(self.raw_model) if f.kind != "relu")
+        how = [name for name, on in (("compiled", cfg.compile), ("channels-last", cfg.channels_last)) if on]
+        return (f"{cfg.label or cfg.model}: {cfg.model} on {cfg.dataset} ({len(self.train_ds)} train / {len(self.val_ds)} val images), "
+                f"{cfg.epochs} epochs x {self.steps_per_epoch} steps, batch {cfg.batch_size} on {d.world} x {d.device}, "
+                + (f"DropIT gamma={cfg.dropit_gamma} {cfg.dropit_strategy} ({n_drop} modules converted)" if cfg.dropit else "no DropIT")
+                + "".join(f", {h}" for h in how))
 
-    if resumed_rng is not None:
-        ckpt.set_rng_state(resumed_rng)
-    rss0 = _rss_bytes()
-    stopped = False
-    train_time_total = sum(e.get("train_s", 0.0) for e in history)
-    images_total = sum(e.get("train_images", 0) for e in history)
-    t_session = time.perf_counter()
-    last_eval: dict[str, float] = next((e for e in reversed(history) if e.get("val_top1") is not None), {})
+    # ------------------------------------------------------------ 5. one epoch
 
-    for epoch in range(start_epoch, cfg.epochs):
-        if cfg.max_steps is not None and step >= cfg.max_steps:
-            break
+    def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, backward and optimizer step of one batch; (loss, logits)."""
+        cfg = self.cfg
+        with self.autocast():
+            with self.step_memory:
+                logits = self.model(images)
+            loss = self.loss_fn(logits.float(), targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+        self.scheduler.step()
+        return loss, logits
+
+    def train_epoch(self, epoch: int) -> EpochStats:
+        """One pass over the training data; the on_step callbacks after every step."""
+        cfg, d, state = self.cfg, self.d, self.state
         state.epoch = epoch
-        sampler.set_epoch(epoch)
-        gen.manual_seed(cfg.seed * 100_003 + epoch * 1_009 + d.rank)  # worker seeds: a function of the epoch
+        self.sampler.set_epoch(epoch)
+        self.generator.manual_seed(cfg.seed * 100_003 + epoch * 1_009 + d.rank)  # worker seeds: a function of the epoch
         if d.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(d.device)
-        model.train()
+        self.model.train()
         meter = Meter()
-        log.start_epoch(epoch, cfg.epochs, steps_per_epoch)
+        self.log.start_epoch(epoch, cfg.epochs, self.steps_per_epoch)
         t0 = time.perf_counter()
-        for i, (images, targets) in enumerate(train_loader):
-            images, targets = images.to(d.device, non_blocking=True), targets.to(d.device, non_blocking=True)
-            with autocast():
-                logits = model(images)
-                loss = loss_fn(logits.float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if cfg.grad_clip:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-            scheduler.step()
-            step += 1
+        kept = []
+        for i, (images, targets) in enumerate(self.train_loader):
+            images = images.to(d.device, non_blocking=True, memory_format=self.memory_format)
+            targets = targets.to(d.device, non_blocking=True)
+            t_step = time.perf_counter()
+            loss, logits = self.train_step(images, targets)
+            self.step += 1
             n = len(targets)
             c1, c5 = topk_correct(logits.detach().float(), targets)
-            state.loss = loss.item()
+            state.loss = loss.item()  # waits for the step to finish (also on CUDA)
+            state.step_s = time.perf_counter() - t_step
+            self.step_times.append(state.step_s)
             meter.update(n, loss=state.loss * n, top1=c1, top5=c5)
-            state.step, state.lr, state.images = step, optimizer.param_groups[0]["lr"], meter.n * d.world
+            state.step, state.lr, state.images = self.step, self.optimizer.param_groups[0]["lr"], meter.n * d.world
+            state.train_top1, state.kept_bytes = meter.percent("top1"), self.step_memory.bytes
+            if state.kept_bytes is not None:
+                kept.append(state.kept_bytes)
+            self._record_step(state)
             if d.main:
-                _emit(callbacks, "on_step", state)
-            log.step(state, i, steps_per_epoch)
+                _emit(self.callbacks, "on_step", state)
+            self.log.step(state, i, self.steps_per_epoch)
             if d.world > 1:
                 state.stop = bool(all_reduce_max(float(state.stop), d.device))
-            if state.stop or (cfg.max_steps is not None and step >= cfg.max_steps):
+            if state.stop or self._steps_done():
                 break
         if d.device.type == "cuda":
             torch.cuda.synchronize(d.device)
         train_s = time.perf_counter() - t0
-        log.end_epoch()
-        stopped = state.stop
-        partial = i + 1 < steps_per_epoch
+        self.log.end_epoch()
+        self.stopped = state.stop
 
         # memory of the training part of the epoch, max over ranks
         if d.device.type == "cuda":
             peak, peak_kind = torch.cuda.max_memory_allocated(d.device), "cuda_max_allocated"
         else:
-            peak, peak_kind = max(0, _peak_rss_bytes() - rss0), "cpu_peak_rss_growth"
+            peak, peak_kind = max(0, peak_rss_bytes() - self.rss0), "cpu_peak_rss_growth"
         peak = int(all_reduce_max(peak, d.device))
         meter.all_reduce(d.device)
-        train_s_max = all_reduce_max(train_s, d.device)
+        kept_mean = int(sum(kept) / len(kept)) if kept else None
+        return EpochStats(meter, all_reduce_max(train_s, d.device), i + 1 < self.steps_per_epoch, peak, peak_kind, kept_mean)
 
-        last_one = epoch + 1 == cfg.epochs or stopped or partial or (cfg.max_steps is not None and step >= cfg.max_steps)
+    def _record_step(self, state: TrainState) -> None:
+        every = self.cfg.record_every
+        if every and self.step % every == 0:
+            self.per_step.append({"step": self.step, "epoch": state.epoch + 1, "loss": state.loss,
+                                  "train_top1": state.train_top1, "kept_bytes": state.kept_bytes,
+                                  "lr": state.lr, "step_s": state.step_s})
+
+    # ------------------------------------------------------------ 6. evaluate
+
+    def evaluate_epoch(self, epoch: int, stats: EpochStats) -> dict:
+        """Validation (every ``eval_every`` epochs and after the last), cache bytes; the epoch's row of metrics.json."""
+        cfg, d = self.cfg, self.d
+        last_one = epoch + 1 == cfg.epochs or self.stopped or stats.partial or self._steps_done()
         do_eval = (epoch + 1) % cfg.eval_every == 0 or last_one
         if do_eval:
-            last_eval = evaluate(raw_model, val_loader, d.device, autocast)
-        cache_bytes, cache_peak = measure_cache_bytes(raw_model, cache_sample) if d.main else (None, None)
+            self.last_eval = evaluate(self.raw_model, self.val_loader, d.device, self.autocast, self.memory_format)
+        cache_bytes, cache_peak = measure_cache_bytes(self.raw_model, self.cache_sample) if d.main else (None, None)
 
-        train_time_total += train_s_max
-        images_total += meter.n
+        self.train_time_total += stats.train_s
+        self.images_total += stats.meter.n
+        meter, ev = stats.meter, self.last_eval
         row = {
             "epoch": epoch + 1,
-            "steps": step,
-            "lr": state.lr,
+            "steps": self.step,
+            "lr": self.state.lr,
             "train_loss": meter.mean("loss"),
             "train_top1": meter.percent("top1"),
             "train_top5": meter.percent("top5"),
-            "val_loss": last_eval.get("val_loss") if do_eval else None,
-            "val_top1": last_eval.get("val_top1") if do_eval else None,
-            "val_top5": last_eval.get("val_top5") if do_eval else None,
+            "val_loss": ev.get("val_loss") if do_eval else None,
+            "val_top1": ev.get("val_top1") if do_eval else None,
+            "val_top5": ev.get("val_top5") if do_eval else None,
             "cache_bytes": cache_bytes,
             "cache_peak_cuda_bytes": cache_peak,
-            "cache_batch": cache_n,
-            "peak_bytes": peak,
-            "peak_kind": peak_kind,
+            "cache_batch": self.cache_n,
+            "step_kept_bytes": stats.step_kept_bytes,
+            "peak_bytes": stats.peak,
+            "peak_kind": stats.peak_kind,
             "train_images": meter.n,
-            "images_per_s": meter.n / train_s_max if train_s_max > 0 else None,
-            "train_s": train_s_max,
-            "wall_s": wall_before + time.perf_counter() - t_session,
-            "partial": partial,
+            "images_per_s": meter.n / stats.train_s if stats.train_s > 0 else None,
+            "train_s": stats.train_s,
+            "wall_s": self._wall_s(),
+            "partial": stats.partial,
         }
-        history.append(row)
-        state.metrics = history
+        self.history.append(row)
+        self.state.metrics = self.history
         if d.main:
             vt = "" if row["val_top1"] is None else f" val top1 {row['val_top1']:.2f} top5 {row['val_top5']:.2f}"
             cache = "" if cache_bytes is None else f" cache {cache_bytes / 2**20:.1f} MiB"
-            log.line(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} top1 {row['train_top1']:.2f}{vt}"
-                     f"{cache} peak {peak / 2**20:.0f} MiB {row['images_per_s'] or 0:.0f} img/s {row['train_s']:.1f}s")
+            self.log.line(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} top1 {row['train_top1']:.2f}{vt}"
+                          f"{cache} peak {stats.peak / 2**20:.0f} MiB {row['images_per_s'] or 0:.0f} img/s {row['train_s']:.1f}s")
+        return row
 
-        # checkpoint only whole epochs, so that resume repeats an interrupted one from its start
-        if cfg.checkpoint and not partial:
-            rngs = [None] * d.world
-            if d.world > 1:
-                dist.all_gather_object(rngs, ckpt.rng_state())
-            else:
-                rngs = [ckpt.rng_state()]
-            if d.main:
-                ckpt.save_checkpoint(ckpt_path, {
-                    "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                    "epoch": epoch + 1, "step": step, "metrics": history, "rng": rngs,
-                    "wall_s": row["wall_s"], "config": cfg.to_dict(),
-                })
-        result["final"] = _final(history, last_eval, train_time_total, images_total, wall_before + time.perf_counter() - t_session,
-                                 len(train_ds), step, stopped)
-        if d.main:
-            ckpt.atomic_write_json(out_dir / "metrics.json", result)
-            _emit(callbacks, "on_epoch", state)
+    def _wall_s(self) -> float:
+        return self.wall_before + time.perf_counter() - self.t_session
+
+    # ------------------------------------------------------------ 7. results
+
+    def save_checkpoint(self, epoch: int, row: dict) -> None:
+        """``<out_dir>/checkpoint.pt`` (atomically, rank 0) with every rank's RNG state."""
+        d = self.d
+        rngs = [None] * d.world
         if d.world > 1:
-            state.stop = bool(all_reduce_max(float(state.stop), d.device))
-        if state.stop:
-            stopped = True
-            break
+            dist.all_gather_object(rngs, ckpt.rng_state())
+        else:
+            rngs = [ckpt.rng_state()]
+        if d.main:
+            ckpt.save_checkpoint(self.ckpt_path, {
+                "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
+                "epoch": epoch + 1, "step": self.step, "metrics": self.history, "per_step": self.per_step, "rng": rngs,
+                "wall_s": row["wall_s"], "config": self.cfg.to_dict(),
+            })
 
-    if result["final"] is None:  # nothing left to train (resumed a finished run, or max_steps reached)
-        result["final"] = _final(history, last_eval, train_time_total, images_total, wall_before, len(train_ds), step, stopped)
-    result["final"]["startup_s"] = t_session - t_start
-    result["status"] = "stopped" if stopped else "done"
-    state.final = result["final"]
-    if d.main:
-        ckpt.atomic_write_json(out_dir / "metrics.json", result)
-        log.line(f"wrote {out_dir / 'metrics.json'}: top1 {_fmt(result['final']['top1'])} top5 {_fmt(result['final']['top5'])}")
-        _emit(callbacks, "on_end", state)
-    return result
+    def _final(self, wall_s: float) -> dict:
+        final = _final(self.history, self.last_eval, self.train_time_total, self.images_total, wall_s,
+                       len(self.train_ds), self.step, self.stopped)
+        times = sorted(self.step_times)
+        final["step_s_median"] = times[len(times) // 2] if times else None  # this session's steps
+        if self.compile_counts is not None:
+            now = _compile_counts()
+            final["compile"] = {k: now[k] - self.compile_counts[k] for k in now}
+        return final
+
+    def write_results(self) -> None:
+        """The final block so far into metrics.json (rank 0), then the on_epoch callbacks."""
+        self.result["final"] = self._final(self._wall_s())
+        if self.d.main:
+            ckpt.atomic_write_json(self.out_dir / "metrics.json", self.result)
+            _emit(self.callbacks, "on_epoch", self.state)
+
+    def finish(self) -> dict:
+        """Status and final metrics into metrics.json, then the on_end callbacks; the metrics dict."""
+        result = self.result
+        if result["final"] is None:  # nothing left to train (resumed a finished run, or max_steps reached)
+            result["final"] = self._final(self.wall_before)
+        result["final"]["startup_s"] = self.startup_s
+        result["status"] = "stopped" if self.stopped else "done"
+        self.state.final = result["final"]
+        if self.d.main:
+            path = self.out_dir / "metrics.json"
+            ckpt.atomic_write_json(path, result)
+            self.log.line(f"wrote {path}: top1 {_fmt(result['final']['top1'])} top5 {_fmt(result['final']['top5'])}")
+            _emit(self.callbacks, "on_end", self.state)
+        return result
 
 
 _RUN_CONTROL = {"resume", "out_dir", "label", "epochs", "max_steps", "log_every", "num_workers", "threads",
-                "device", "checkpoint", "eval_every", "data_dir", "download", "paper_row", "eval_batch_size"}
+                "device", "checkpoint", "eval_every", "data_dir", "download", "paper_row", "eval_batch_size",
+                "record_every", "compile", "channels_last"}
 
 
 def _changed_keys(saved: dict, now: dict) -> list[str]:
     return sorted(k for k in now if k not in _RUN_CONTROL and k in saved and saved[k] != now[k])
+
+
+def _compile_counts() -> dict[str, int]:
+    """Graphs dynamo compiled and graph breaks it hit so far in this process (its counters)."""
+    from torch._dynamo.utils import counters
+
+    return {"graphs": int(counters["stats"]["unique_graphs"]), "graph_breaks": int(sum(counters["graph_break"].values()))}
 
 
 def _fmt(x) -> str:
@@ -542,6 +611,7 @@ def _final(history, last_eval, train_time, images, wall_s, train_images, step, s
         "train_top1": last.get("train_top1"),
         "cache_bytes": caches[-1] if caches else None,
         "cache_peak_cuda_bytes": last.get("cache_peak_cuda_bytes"),
+        "step_kept_bytes": last.get("step_kept_bytes"),
         "peak_bytes": max(peaks) if peaks else None,
         "peak_kind": last.get("peak_kind"),
         "images_per_s": images / train_time if train_time > 0 else None,

@@ -1,54 +1,54 @@
 """Widgets and live plots for the notebooks: the only module that imports ipywidgets.
 
-- :class:`LivePlotCallback`  a training callback (``on_step`` / ``on_epoch`` /
-  ``on_end``) that appends loss, top-1 and cache memory to a plotly
-  ``FigureWidget`` in batches, and asks the loop to stop when told to;
-- :class:`TrainingPanel`     model / dataset / gamma / strategy pickers, run and
-  stop buttons, a status line and the live figure (the explore notebook);
-- :func:`gamma_explorer`     a gamma slider and a strategy dropdown that redraw
-  the heatmap and histogram of one activation (the quickstart notebook).
+- :class:`BenchPanel`    the explore notebook's lab bench: model / dataset / γ /
+  strategy / compile / channels-last pickers, run, sweep, stop and clear
+  buttons, a status line, the runs side by side (per-step figure), the runs
+  table, and the sweep's summary figure;
+- :class:`LiveRunPlot`   a training callback (``on_step`` / ``on_epoch`` /
+  ``on_end``) drawing one run's loss, running top-1, validation top-1 and kept
+  bytes into the bench figure in batches, and asking the loop to stop when told;
+- :func:`gamma_explorer` a γ slider and a strategy dropdown that redraw the
+  heatmap and histogram of one activation (the quickstart notebook).
 
-How training stays responsive in JupyterLab (ipykernel 7): the run button
-starts ``dropit.lab.train.run`` in a background thread and returns, so the cell
-finishes and the kernel goes back to reading its shell channel. A click on
-"stop" is then an ordinary comm message the kernel handles at once; its
+The bookkeeping (names, colours, the table, the sweep plan, status lines) is in
+:mod:`dropit.lab.bench`, the figures in :mod:`dropit.lab.plots`; this module
+only wires them to widgets.
+
+How training stays responsive in JupyterLab (ipykernel 7): the run and sweep
+buttons start ``dropit.lab.train.run`` in a background thread and return, so
+the cell finishes and the kernel goes back to reading its shell channel. A click
+on "stop" is then an ordinary comm message the kernel handles at once; its
 handler sets a ``threading.Event`` that the callback checks at the next step
 and turns into ``state.stop = True``, so the loop ends cleanly after that step
-(with its usual end-of-run evaluation and metrics.json). The figure updates
-are comm messages sent from the training thread; ipykernel sends those through
-its IOPub thread, which is safe from any thread, and torch releases the GIL in
-its kernels, so both sides make progress. Running the loop in the cell itself
-and pumping events from the callback would need the kernel's private event
-loop, which ipykernel 7 rebuilt on anyio; the thread needs none of that.
+(with its usual end-of-run evaluation and metrics.json), and a sweep starts no
+further run. The figure updates are comm messages sent from the training
+thread; ipykernel sends those through its IOPub thread, which is safe from any
+thread, and torch releases the GIL in its kernels, so both sides make progress.
+Running the loop in the cell itself and pumping events from the callback would
+need the kernel's private event loop, which ipykernel 7 rebuilt on anyio; the
+thread needs none of that.
 
-Under papermill there is no front end: notebooks skip these widgets (their
-``interactive`` parameter) and display the static figures of
-:mod:`dropit.lab.plots` instead.
+Under papermill there is no front end: the explore notebook presses run (or
+sweep) programmatically, waits, and displays static copies of the figures and
+the table as Markdown.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import threading
+import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from . import plots
+from . import bench, plots
 
 MiB = 2**20
-
-
-def live_training_figure(title: str | None = None) -> go.FigureWidget:
-    """A FigureWidget with the three training panels and one empty line in each."""
-    fig = go.FigureWidget(plots.training_figure(step_axis=True, title=title))
-    fig.add_scatter(x=[], y=[], mode="lines", name="train loss (per step)", row=1, col=1)
-    fig.add_scatter(x=[], y=[], mode="lines+markers", name="top-1", row=1, col=2)
-    fig.add_scatter(x=[], y=[], mode="lines+markers", name="cache (MiB)", row=1, col=3)
-    return fig
 
 
 def _get(obj: Any, key: str, default=None):
@@ -57,211 +57,330 @@ def _get(obj: Any, key: str, default=None):
     return getattr(obj, key, default)
 
 
-class LivePlotCallback:
-    """Training callback that feeds a live FigureWidget, flushing every ``every`` steps.
+class LiveRunPlot:
+    """Training callback drawing one run into a bench figure, flushing every ``every`` steps.
 
-    The figure's traces 0, 1, 2 are loss per step, top-1 per epoch and cache
-    MiB per epoch (as made by :func:`live_training_figure`). All points are also
-    kept in ``self.history`` (plain lists), which is what tests and static plots read.
-    ``request_stop()`` (thread-safe) makes the next ``on_step`` set ``state.stop``.
+    It appends the run's four traces (:data:`dropit.lab.plots.RUN_TRACES`) to
+    ``fig`` and fills them: per step the training loss, the running training
+    top-1 and the bytes the step kept for backward (``state.kept_bytes``); per
+    epoch the validation top-1, at the epoch's last step. All points are also
+    kept in ``self.history`` (plain lists), which is what tests read.
+    ``request_stop()`` (thread-safe) makes the next ``on_step`` set ``state.stop``;
+    ``on_progress(state)`` is called after every step.
 
     ``live=False`` (or the environment variable ``DROPIT_LIVE_PLOTS=0``) draws
     only once, at the end: the negative control of the browser tests.
     """
 
-    def __init__(self, fig: go.FigureWidget | None = None, *, every: int = 10,
-                 on_status: Callable[[str], None] | None = None, live: bool | None = None):
-        self.fig = fig if fig is not None else live_training_figure()
+    def __init__(self, fig: go.FigureWidget, name: str, color: str, *, plain: bool = False, every: int = 10,
+                 live: bool | None = None, on_progress: Callable[[Any], None] | None = None):
+        self.fig, self.name = fig, name
         self.every = max(1, int(every))
         self.live = os.environ.get("DROPIT_LIVE_PLOTS", "1") != "0" if live is None else bool(live)
-        self.on_status = on_status
+        self.on_progress = on_progress
         self.stop_event = threading.Event()
-        self.history: dict[str, list] = {"step": [], "loss": [], "epoch": [], "top1": [], "cache_mib": []}
-        self._flushed = 0  # steps already sent to the figure
         self.stopped_at: int | None = None
+        self.history: dict[str, list] = {k: [] for k in ("step", "loss", "train_top1", "kept_mib", "val_step", "val_top1")}
+        self._flushed = 0  # steps already sent to the figure
+        with fig.batch_update():
+            self.traces = [fig.data[i] for i in plots.add_run_traces(fig, name, color, plain=plain)]
+
+    @property
+    def kept_counted(self) -> bool:
+        """Whether any step's kept bytes could be counted (None is recorded where not)."""
+        return any(v is not None for v in self.history["kept_mib"])
 
     def request_stop(self) -> None:
         self.stop_event.set()
 
-    def reset(self) -> None:
-        self.stop_event.clear()
-        self.stopped_at = None
-        for v in self.history.values():
-            v.clear()
-        self._flushed = 0
-        with self.fig.batch_update():
-            for trace in self.fig.data[:3]:
-                trace.x, trace.y = (), ()
-
     # -- the lab's callback protocol -------------------------------------------------
     def on_step(self, state) -> None:
-        loss = _get(state, "loss")
-        if loss is not None:
-            self.history["step"].append(int(_get(state, "step", len(self.history["step"]) + 1)))
-            self.history["loss"].append(float(loss))
-        if self.live and len(self.history["step"]) - self._flushed >= self.every:
+        h = self.history
+        h["step"].append(int(_get(state, "step", len(h["step"]) + 1)))
+        h["loss"].append(float(_get(state, "loss", float("nan"))))
+        h["train_top1"].append(_get(state, "train_top1"))
+        kept = _get(state, "kept_bytes")
+        h["kept_mib"].append(None if kept is None else kept / MiB)
+        if self.live and len(h["step"]) - self._flushed >= self.every:
             self.flush()
         if self.stop_event.is_set():
             state.stop = True
             if self.stopped_at is None:
-                self.stopped_at = _get(state, "step")
-                self._status(f"stopping after step {self.stopped_at} ...")
+                self.stopped_at = h["step"][-1]
+        if self.on_progress is not None:
+            self.on_progress(state)
 
     def on_epoch(self, state) -> None:
         m = _get(state, "metrics") or {}
         if isinstance(m, (list, tuple)):  # the loop's history: one dict per finished epoch
             m = m[-1] if m else {}
-        epoch = _get(m, "epoch", _get(state, "epoch"))
-        top1 = _get(m, "val_top1", _get(m, "top1"))
-        cache = _get(m, "cache_bytes")
-        self.history["epoch"].append(epoch)
-        self.history["top1"].append(top1)
-        self.history["cache_mib"].append(None if cache is None else cache / MiB)
+        top1 = _get(m, "val_top1")
+        if top1 is not None:
+            self.history["val_step"].append(int(_get(m, "steps", _get(state, "step", 0))))
+            self.history["val_top1"].append(float(top1))
         if self.live:
             self.flush()
-        self._status(f"epoch {epoch}: loss {self.history['loss'][-1] if self.history['loss'] else float('nan'):.3f}, top-1 {top1 if top1 is not None else float('nan'):.2f}%")
 
     def on_end(self, state) -> None:
         self.flush()
 
     # -- figure updates --------------------------------------------------------------
     def flush(self) -> None:
-        """Send everything recorded so far to the figure in one batched update."""
+        """Send everything recorded so far to the run's traces in one batched update."""
         h = self.history
+        loss, top1, val, kept = self.traces
         with self.fig.batch_update():
-            self.fig.data[0].x, self.fig.data[0].y = tuple(h["step"]), tuple(h["loss"])
-            ep = [(e, t, c) for e, t, c in zip(h["epoch"], h["top1"], h["cache_mib"])]
-            self.fig.data[1].x = tuple(e for e, t, _ in ep if t is not None)
-            self.fig.data[1].y = tuple(t for _, t, _ in ep if t is not None)
-            self.fig.data[2].x = tuple(e for e, _, c in ep if c is not None)
-            self.fig.data[2].y = tuple(c for _, _, c in ep if c is not None)
+            loss.x, loss.y = tuple(h["step"]), tuple(h["loss"])
+            top1.x, top1.y = tuple(h["step"]), tuple(h["train_top1"])
+            val.x, val.y = tuple(h["val_step"]), tuple(h["val_top1"])
+            kept.x, kept.y = tuple(h["step"]), tuple(h["kept_mib"])
         self._flushed = len(h["step"])
-
-    def _status(self, text: str) -> None:
-        if self.on_status is not None:
-            self.on_status(text)
 
 
 def _dataset_size(dataset: str) -> int:
     return 32 if dataset == "cifar100" else 64
 
 
-class TrainingPanel:
-    """Pick model, dataset, gamma and strategy; run; watch; stop.
+def _replace_figure(fw: go.FigureWidget, new: go.Figure) -> None:
+    """Make ``fw`` show ``new`` (any trace count) in one batched update."""
+    with fw.batch_update():
+        fw.data = ()
+        fw.add_traces(list(new.data))
+        fw.layout.shapes = new.layout.shapes
+        fw.layout.annotations = new.layout.annotations
+
+
+class BenchPanel:
+    """The lab bench: runs side by side, a γ/strategy sweep with its summary, stop and clear.
 
     ``base`` is a :class:`dropit.lab.config.RunConfig` (e.g. from
     ``load_config("params/smoke.yaml")``); the widgets override its model,
-    dataset, image size, DropIT settings, epochs and max_steps. Display it with
-    ``display(panel.widget)``. ``panel.run()`` and ``panel.stop()`` do what
-    the buttons do; ``panel.wait()`` joins the training thread.
+    dataset, image size, DropIT settings, compile, channels-last, epochs and
+    max_steps. Display it with ``display(panel.widget)``. ``panel.run()``,
+    ``panel.sweep()``, ``panel.stop()`` and ``panel.clear()`` do what the
+    buttons do; ``panel.wait()`` joins the training thread.
+
+    Each run keeps its traces in :attr:`fig` (colours from its
+    :class:`dropit.lab.bench.Run`) and, once finished, its row in the runs
+    table. ``overlay=False`` makes each run replace the previous one in the
+    figure instead (the browser test's negative control). A sweep runs the
+    plain model first (the reference), then DropIT at each strategy and γ, and
+    draws :attr:`summary` as its runs finish. Run folders are
+    ``<out_root>/<NN>_<model>_<dataset>[_dropit<γ>_<strategy>...]``.
     """
 
-    def __init__(self, base, *, out_root: str | Path = "runs/explore", every: int = 5):
-        from .config import CHOICES, MODELS, DATASETS
+    def __init__(self, base, *, out_root: str | Path = "runs/explore", every: int = 5, overlay: bool = True,
+                 sweep_gammas: Sequence[float] = (), sweep_strategies: Sequence[str] = ()):
+        from .config import CHOICES, DATASETS, MODELS
 
-        self.base = base
-        self.out_root = Path(out_root)
+        self.base, self.out_root, self.every, self.overlay = base, Path(out_root), every, overlay
+        self.book = bench.RunBook()
         self.model = W.Dropdown(options=list(MODELS), value=base.model, description="model")
         self.dataset = W.Dropdown(options=list(DATASETS), value=base.dataset, description="dataset")
         size = base.image_size or _dataset_size(base.dataset)
-        sizes = sorted({32, 64, 96, 128, 160, 224, size})
-        self.image_size = W.Dropdown(options=sizes, value=size, description="image size")
+        self.image_size = W.Dropdown(options=sorted({32, 64, 96, 128, 160, 224, size}), value=size, description="image size")
         self.dropit = W.Checkbox(value=bool(base.dropit), description="DropIT")
         self.gamma = W.FloatSlider(value=base.dropit_gamma, min=0.0, max=0.99, step=0.01, description="γ", continuous_update=False)
-        self.strategy = W.Dropdown(options=list(CHOICES["dropit_strategy"]), value=base.dropit_strategy, description="strategy")
+        strategies = list(CHOICES["dropit_strategy"])
+        self.strategy = W.Dropdown(options=strategies, value=base.dropit_strategy, description="strategy")
         self.epochs = W.BoundedIntText(value=base.epochs, min=1, max=1000, description="epochs")
         self.max_steps = W.BoundedIntText(value=base.max_steps or 0, min=0, max=10**7, description="max steps", tooltip="0: no limit")
+        self.compile = W.Checkbox(value=bool(base.compile), description="compile", tooltip="torch.compile the model for training (slow to start)")
+        self.channels_last = W.Checkbox(value=bool(base.channels_last), description="channels last")
+        self.sweep_gammas = W.Text(value=", ".join(f"{g:g}" for g in sweep_gammas) or "0, 0.5, 0.9", description="sweep γ",
+                                   tooltip="dropping rates, comma-separated; the plain model runs first")
+        self.sweep_strategies = W.SelectMultiple(options=strategies, value=tuple(sweep_strategies) or (base.dropit_strategy,),
+                                                 rows=len(strategies), description="strategies")
         self.run_button = W.Button(description="run", button_style="success", icon="play")
+        self.sweep_button = W.Button(description="sweep", button_style="info", icon="forward", tooltip="plain, then DropIT at each γ and strategy")
         self.stop_button = W.Button(description="stop", button_style="danger", icon="stop", disabled=True)
+        self.clear_button = W.Button(description="clear", icon="trash", tooltip="remove all runs from the figure and the table")
         self.status = W.HTML("ready")
-        self.callback = LivePlotCallback(every=every, on_status=self._set_status)
-        self.fig = self.callback.fig
+        self.status.add_class("dropit-status")  # what the browser tests read
+        self.fig = go.FigureWidget(plots.bench_figure())
+        self.table = W.HTML(bench.table_html([]))
+        self.summary = go.FigureWidget(plots.sweep_summary_figure([]))
         self.thread: threading.Thread | None = None
+        self.current: LiveRunPlot | None = None
         self.result: dict | None = None
         self.error: BaseException | None = None
-        self._runs = 0
+        self._cancel = threading.Event()
+        self._sweep_runs: list[bench.Run] = []
+        self._last_status = 0.0
 
         self.dataset.observe(self._dataset_changed, names="value")
         self.run_button.on_click(lambda _: self.run())
+        self.sweep_button.on_click(lambda _: self.sweep())
         self.stop_button.on_click(lambda _: self.stop())
-        self.widget = W.VBox(
-            [
-                W.HBox([self.model, self.dataset, self.image_size]),
-                W.HBox([self.dropit, self.gamma, self.strategy]),
-                W.HBox([self.epochs, self.max_steps, self.run_button, self.stop_button]),
-                self.status,
-                self.fig,
-            ]
-        )
+        self.clear_button.on_click(lambda _: self.clear())
+        self.widget = W.VBox([
+            W.HBox([self.model, self.dataset, self.image_size]),
+            W.HBox([self.dropit, self.gamma, self.strategy]),
+            W.HBox([self.epochs, self.max_steps, self.compile, self.channels_last]),
+            W.HBox([self.sweep_gammas, self.sweep_strategies]),
+            W.HBox([self.run_button, self.sweep_button, self.stop_button, self.clear_button]),
+            self.status, self.fig, self.table,
+        ], layout=W.Layout(width="100%"))
 
+    # -- what the widgets describe ------------------------------------------------------
     def _dataset_changed(self, change) -> None:
         self.image_size.value = _dataset_size(change["new"])
 
-    def _set_status(self, text: str) -> None:
-        self.status.value = text
-
     def config(self):
-        """The RunConfig the widgets describe now."""
-        self._runs += 1
-        name = f"{self.model.value}_{self.dataset.value}" + (f"_dropit{self.gamma.value:g}_{self.strategy.value}" if self.dropit.value else "")
+        """The RunConfig the widgets describe now (its out_dir is chosen when it runs)."""
         return dataclasses.replace(
-            self.base,
-            model=self.model.value,
-            dataset=self.dataset.value,
-            image_size=int(self.image_size.value),
-            dropit=bool(self.dropit.value),
-            dropit_gamma=float(self.gamma.value),
-            dropit_strategy=self.strategy.value,
-            epochs=int(self.epochs.value),
-            max_steps=int(self.max_steps.value) or None,
-            out_dir=str(self.out_root / f"{self._runs:02d}_{name}"),
-            label=f"explore: {name}",
-            resume=False,
+            self.base, model=self.model.value, dataset=self.dataset.value, image_size=int(self.image_size.value),
+            dropit=bool(self.dropit.value), dropit_gamma=float(self.gamma.value), dropit_strategy=self.strategy.value,
+            compile=bool(self.compile.value), channels_last=bool(self.channels_last.value),
+            epochs=int(self.epochs.value), max_steps=int(self.max_steps.value) or None, resume=False,
         )
 
+    def _folder(self, run: bench.Run) -> Path:
+        """A new folder under out_root: numbered after any already there, so no run overwrites another."""
+        taken = [int(m.group(1)) for p in (self.out_root.iterdir() if self.out_root.is_dir() else ())
+                 if (m := re.match(r"(\d+)_", p.name))]
+        return self.out_root / f"{max(taken, default=0) + 1:02d}_{bench.run_slug(run.config)}"
+
+    # -- buttons -------------------------------------------------------------------------
     @property
     def running(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
     def run(self) -> None:
-        """Start training in a background thread (no-op while one runs)."""
-        if self.running:
-            return
-        cfg = self.config()
-        self.callback.reset()
-        self.result, self.error = None, None
-        self.run_button.disabled, self.stop_button.disabled = True, False
-        self._set_status(f"training {cfg.label} ... (out_dir {cfg.out_dir})")
-        self.thread = threading.Thread(target=self._train, args=(cfg,), name="dropit-train", daemon=True)
-        self.thread.start()
+        """Train the configuration the widgets describe, in a background thread (no-op while one runs)."""
+        self._start([self.config()], sweep=False)
 
-    def _train(self, cfg) -> None:
-        from . import train
+    def sweep(self, gammas: Sequence[float] | str | None = None, strategies: Sequence[str] | None = None) -> None:
+        """The plain model, then DropIT at each strategy and γ (default: the sweep widgets'), one after another."""
+        from .config import ConfigError
 
         try:
-            self.result = train.run(cfg, callbacks=[self.callback])
-            final = (self.result or {}).get("final", {})
-            how = "stopped" if self.callback.stopped_at is not None else "done"
-            self._set_status(
-                f"{how}: top-1 {final.get('top1', float('nan')):.2f}%, "
-                f"cache {final.get('cache_bytes', 0) / MiB:.1f} MiB, metrics in {cfg.out_dir}/metrics.json"
-            )
-        except BaseException as e:  # shown in the panel: a thread's traceback has no cell
-            self.error = e
-            self._set_status("<pre>" + traceback.format_exc()[-2000:] + "</pre>")
-        finally:
-            self.run_button.disabled, self.stop_button.disabled = False, True
+            plan = bench.sweep_configs(self.config(), self.sweep_gammas.value if gammas is None else gammas,
+                                       list(strategies or self.sweep_strategies.value))
+        except ConfigError as e:
+            self._set_status(f"cannot sweep: {e}", force=True)
+            return
+        self._start(plan, sweep=True)
 
     def stop(self) -> None:
-        """Ask the running loop to stop after its current step."""
+        """End the current run after its current step (evaluated, metrics written) and start no further run."""
         if self.running:
-            self.callback.request_stop()
+            self._cancel.set()
+            if self.current is not None:
+                self.current.request_stop()
             self.stop_button.disabled = True
+
+    def clear(self) -> None:
+        """Remove every run from the figure, the table and the summary (not while training)."""
+        if self.running:
+            return
+        self.book.clear()
+        self._sweep_runs = []
+        self.fig.data = ()
+        self.table.value = bench.table_html([])
+        _replace_figure(self.summary, plots.sweep_summary_figure([]))
+        self._set_status("ready", force=True)
 
     def wait(self, timeout: float | None = None) -> dict | None:
         if self.thread is not None:
             self.thread.join(timeout)
         return self.result
+
+    # -- the training thread ---------------------------------------------------------------
+    def _start(self, configs: list, sweep: bool) -> None:
+        if self.running:
+            return
+        self._cancel.clear()
+        self.result, self.error = None, None
+        if sweep:
+            self._sweep_runs = []
+            if self.summary not in self.widget.children:
+                self.widget.children = (*self.widget.children, self.summary)
+        for b in (self.run_button, self.sweep_button, self.clear_button):
+            b.disabled = True
+        self.stop_button.disabled = False
+        self.thread = threading.Thread(target=self._train_all, args=(configs, sweep), name="dropit-train", daemon=True)
+        self.thread.start()
+
+    def _train_all(self, configs: list, sweep: bool) -> None:
+        from . import train
+
+        t0, done, total = time.monotonic(), [], len(configs)
+        try:
+            for i, cfg in enumerate(configs, 1):
+                if self._cancel.is_set():
+                    break
+                run = self.book.add(cfg)
+                run.config = dataclasses.replace(cfg, out_dir=str(self._folder(run)), label=f"explore: {run.name}")
+                if sweep:
+                    self._sweep_runs.append(run)
+                where = (i, total) if sweep else None
+                self._set_status(f"training {run.name}{' (sweep run %d of %d)' % where if where else ''}: starting "
+                                 + ("(loading data, compiling on the first step)" if cfg.compile else "(loading data)"), force=True)
+                if not self.overlay:
+                    self.fig.data = ()
+                self.current = LiveRunPlot(self.fig, run.name, run.color, plain=run.plain, every=self.every,
+                                           on_progress=self._progress(run, where))
+                try:
+                    run.result = train.run(run.config, callbacks=[self.current])
+                except BaseException as e:  # shown in the panel: a thread's traceback has no cell
+                    run.error, self.error = repr(e), e
+                    self.table.value = bench.table_html(self.book.table())
+                    self._set_status("<pre>" + traceback.format_exc()[-2000:] + "</pre>", force=True)
+                    return
+                self.result = run.result
+                done.append(run)
+                self.table.value = bench.table_html(self.book.table())
+                if sweep:
+                    _replace_figure(self.summary, plots.sweep_summary_figure(self._sweep_table()))
+                if self.current.stopped_at is not None:
+                    break
+            self._set_status(self._finished_line(done, total, sweep, time.monotonic() - t0), force=True)
+        finally:
+            self.current = None
+            for b in (self.run_button, self.sweep_button, self.clear_button):
+                b.disabled = False
+            self.stop_button.disabled = True
+
+    def _sweep_table(self) -> list[dict]:
+        numbers = {r.number for r in self._sweep_runs}
+        return [row for row in self.book.table() if row["number"] in numbers]
+
+    def _progress(self, run: bench.Run, where: tuple[int, int] | None) -> Callable[[Any], None]:
+        t_start, first = time.monotonic(), {}
+
+        def update(state) -> None:
+            now = time.monotonic()
+            first.setdefault("t", now)
+            left = bench.remaining_s(state.step, state.total_steps, now - first["t"])
+            line = bench.progress_line(run.name, state.step, state.total_steps, now - t_start, left, where)
+            self._set_status(line, force=state.step >= state.total_steps)
+
+        return update
+
+    def _finished_line(self, done: list, total: int, sweep: bool, seconds: float) -> str:
+        stopped = bool(done) and done[-1].status == "stopped"
+        if sweep:
+            how = "stopped" if stopped or len(done) < total else "done"
+            skipped = f", {total - len(done)} skipped" if len(done) < total else ""
+            return f"{how}: sweep of {len(done)} of {total} runs in {bench.clock(seconds)}{skipped}; the table and the summary are below"
+        if not done:
+            return "stopped before the run started"
+        run = done[-1]
+        row = next(r for r in self.book.table() if r["number"] == run.number)
+        parts = [f"top-1 {row['top1']:.2f}%" if row["top1"] is not None else "top-1 n/a"]
+        if row["kept_mib"] is not None:
+            parts.append(f"kept {row['kept_mib']:.2f} MiB per step" + (f" ({row['vs_plain']:.2f} of plain)" if row["vs_plain"] is not None and not run.plain else ""))
+        if self.current is not None and not self.current.kept_counted:
+            parts.append("kept bytes per step not counted (the meter's count shown)")
+        parts.append(f"{row['steps']} steps in {bench.clock(row['wall_s'])}")
+        return f"{run.status}: {run.name}: " + ", ".join(parts)
+
+    def _set_status(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_status > 0.25:  # at most four updates a second from the training loop
+            self.status.value = text
+            self._last_status = now
 
 
 def _refresh(fw: go.FigureWidget, new: go.Figure) -> None:

@@ -9,9 +9,19 @@ divs' ``data`` in the page, and saves screenshots.
 
     .venv/bin/python -m pytest tests/e2e -m e2e -v      # needs chromium + playwright
 
+Explore is the lab bench: ``test_explore_live_figure_grows_while_training`` watches
+one run draw while it trains; ``test_runs_overlay_fill_the_table_and_a_sweep_draws_its_summary``
+presses run twice (the second run's traces join the first's, which stay as they were,
+and the runs table fills), clears the bench, and runs a γ sweep, which draws its
+summary figure; its mid-sweep screenshot is the README's ``docs/explore.png``.
+
+Each check is shown to fail when the behaviour it checks is switched off:
 ``test_live_figure_check_fails_without_live_updates`` runs explore with
 ``DROPIT_LIVE_PLOTS=0`` (the live callback then draws only once, at the end) and
-asserts that the growth check reports no growth: the check can fail.
+asserts that the growth check reports no growth;
+``test_overlay_check_fails_when_runs_replace_each_other`` runs explore with the
+notebook parameter ``overlay=False`` (each run clears the figure first) and asserts
+that the overlay check reports no overlay.
 """
 from __future__ import annotations
 
@@ -34,8 +44,15 @@ MAX_STEPS = 40  # explore's run: 40 steps of a tiny ResNet, figure flushed every
 TRACES_JS = """() => ({
     traces: Array.from(document.querySelectorAll('.js-plotly-plot'))
                  .map(gd => (gd.data || []).map(t => (t.x || []).length)),
-    status: Array.from(document.querySelectorAll('.widget-html')).map(e => e.innerText).join('\\n'),
+    status: (document.querySelector('.dropit-status') || {innerText: ''}).innerText,
+    table_rows: document.querySelectorAll('table.dropit-runs tr.dropit-run').length,
 })"""
+WIDTH_JS = """() => {
+    const gd = document.querySelector('.js-plotly-plot');
+    return [gd.getBoundingClientRect().width, gd.closest('.jp-OutputArea-output').getBoundingClientRect().width];
+}"""
+SHAPES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .map(gd => ((gd.layout || {}).shapes || []).length)"""
 TITLES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
     .map(gd => ((gd.layout || {}).title || {}).text || '')"""
 
@@ -47,11 +64,11 @@ def _data_root() -> str:
     pytest.skip("CIFAR-100 not found (set DROPIT_DATA)")
 
 
-def _explore_parameters(out_root: Path) -> dict:
-    tiny = ["subset=1000", "val_subset=100", "batch_size=20", f"max_steps={MAX_STEPS}",
+def _explore_parameters(out_root: Path, steps: int = MAX_STEPS, **extra) -> dict:
+    tiny = ["subset=1000", "val_subset=100", "batch_size=20", f"max_steps={steps}",
             "cache_batch=4", "checkpoint=false", "threads=1", "log_every=1000"]
     return {"interactive": True, "params_file": str(ROOT / "params" / "smoke.yaml"),
-            "out_root": str(out_root), "overrides": [f"data_dir={_data_root()}", *tiny]}
+            "out_root": str(out_root), "overrides": [f"data_dir={_data_root()}", *tiny], **extra}
 
 
 QUICKSTART = {"interactive": True, "gammas": [0.0, 0.5, 0.9], "strategies": ["mink", "random"],
@@ -118,8 +135,14 @@ class Sample:
     """One look at the page: points per trace of each plotly figure, and the panel's status."""
 
     t: float
-    traces: list[list[int]]
+    traces: list[list[int]]  # per figure, the point count of each trace
     status: str
+    table_rows: int = 0  # rows of the runs table
+
+    def points(self, figure: int = 0, trace: int = 0) -> int:
+        """Points of one trace; 0 where the figure or the trace is not there (yet)."""
+        traces = self.traces[figure] if len(self.traces) > figure else []
+        return traces[trace] if len(traces) > trace else 0
 
     @property
     def training(self) -> bool:
@@ -132,12 +155,19 @@ class Sample:
 
 def grew_while_training(samples: list[Sample], figure: int = 0, trace: int = 0) -> bool:
     """True when the trace showed at least two different non-zero point counts during training."""
-    seen = {s.traces[figure][trace] for s in samples if s.training and len(s.traces) > figure}
+    seen = {s.points(figure, trace) for s in samples if s.training}
     return len(seen - {0}) >= 2
 
 
+def overlaid(before: Sample, after: Sample, per_run: int = 4) -> bool:
+    """True when the bench figure gained one run's traces and the earlier runs' traces kept their points."""
+    old = before.traces[0] if before.traces else []
+    new = after.traces[0] if after.traces else []
+    return bool(old) and len(new) == len(old) + per_run and new[:len(old)] == old
+
+
 def _summary(samples: list[Sample]) -> list:
-    return [(round(s.t, 1), s.traces[0][0] if s.traces else None, s.status[:8]) for s in samples]
+    return [(round(s.t, 1), s.points(), s.status[:8]) for s in samples]
 
 
 def watch_training(page, timeout: float, on_sample=None) -> list[Sample]:
@@ -145,7 +175,7 @@ def watch_training(page, timeout: float, on_sample=None) -> list[Sample]:
     samples, t0 = [], time.monotonic()
     while time.monotonic() - t0 < timeout:
         got = page.evaluate(TRACES_JS)
-        samples.append(Sample(time.monotonic() - t0, got["traces"], got["status"].strip()))
+        samples.append(Sample(time.monotonic() - t0, got["traces"], got["status"].strip(), got["table_rows"]))
         if on_sample is not None:
             on_sample(samples[-1])
         if samples[-1].finished:
@@ -154,24 +184,41 @@ def watch_training(page, timeout: float, on_sample=None) -> list[Sample]:
     pytest.fail(f"training did not finish within {timeout:.0f} s; last status: {samples[-1].status!r}")
 
 
-def run_explore(browser, lab, screenshots: Path, tag: str):
-    """Run All in explore, move γ, press run and watch the live figure; (samples, γ, page)."""
+def button(page, label: str):
+    return page.locator("button.widget-button", has_text=re.compile(rf"^\s*{label}\s*$"))
+
+
+def press_and_watch(page, label: str, timeout: float = 150, on_sample=None) -> list[Sample]:
+    """Press ``label`` (run or sweep), wait until the status says training, watch until done/stopped."""
+    button(page, label).click()
+    page.wait_for_function("() => (document.querySelector('.dropit-status') || {innerText: ''})"
+                           ".innerText.startsWith('training')", timeout=30_000)
+    return watch_training(page, timeout=timeout, on_sample=on_sample)
+
+
+def open_explore(browser, lab, screenshots: Path, tag: str):
+    """Run All in explore, check the empty bench figure, hide the file browser; the page."""
     page = open_and_run_all(browser, lab, "explore")
     assert page.locator(".js-plotly-plot").count() == 1, "the live FigureWidget did not render"
     assert page.locator(".js-plotly-plot .main-svg").first.is_visible()
-    assert page.evaluate(TRACES_JS)["traces"] == [[0, 0, 0]]  # three empty lines before run
+    assert page.evaluate(TRACES_JS)["traces"] == [[]]  # no run yet: no traces
+    page.keyboard.press("Control+b")  # hide the file browser: a wider notebook in the screenshots
+    page.locator(".jp-OutputArea-output", has=button(page, "run")).evaluate("el => el.scrollIntoView({block: 'start'})")
+    page.screenshot(path=str(screenshots / f"explore_{tag}_before_run.png"))
+    return page
+
+
+def run_explore(browser, lab, screenshots: Path, tag: str):
+    """Run All in explore, move γ, press run and watch the live figure; (samples, γ, page)."""
+    page = open_explore(browser, lab, screenshots, tag)
     gamma = drag_slider(page, "γ", 0.5)
     assert 0.3 < gamma < 0.7
-    run = page.locator("button.widget-button", has_text=re.compile(r"^\s*run\s*$"))
-    page.keyboard.press("Control+b")  # hide the file browser: a wider notebook in the screenshots
-    page.locator(".jp-OutputArea-output", has=run).evaluate("el => el.scrollIntoView({block: 'center'})")
-    page.screenshot(path=str(screenshots / f"explore_{tag}_before_run.png"))
-    run.click()
+    button(page, "run").click()
 
     shot = {"taken": False}
 
     def mid_training_screenshot(s: Sample):
-        if not shot["taken"] and s.training and MAX_STEPS // 2 <= s.traces[0][0] < MAX_STEPS:
+        if not shot["taken"] and s.training and MAX_STEPS // 2 <= s.points() < MAX_STEPS:
             page.screenshot(path=str(screenshots / f"explore_{tag}_mid_training.png"))
             shot["taken"] = True
 
@@ -204,13 +251,17 @@ def test_explore_live_figure_grows_while_training(browser, start_lab, screenshot
     lab = start_lab(parameters={"explore": _explore_parameters(out_root)})
     samples, gamma, page = run_explore(browser, lab, screenshots, "live")
     final = samples[-1]
-    assert final.status.startswith("done"), final.status
-    assert f"dropit{gamma:g}_" in page.locator(".widget-html").inner_text()  # γ from the slider reached the kernel
+    assert final.status.startswith(f"done: #1 resnet_mini · DropIT γ={gamma:g} mink: top-1 "), final.status  # γ from the slider
+    assert str(tmp_path) not in final.status  # the status names the run, not its folder
     (run_dir,) = out_root.iterdir()
     assert run_dir.name.endswith(f"dropit{gamma:g}_mink") and (run_dir / "metrics.json").is_file()
-    counts = [s.traces[0][0] for s in samples]
+    assert any(re.search(r": step \d+/40, \d+:\d\d elapsed, (about \d+:\d\d left|estimating)", s.status)
+               for s in samples if s.training), _summary(samples)
+    counts = [s.points() for s in samples]
     assert counts == sorted(counts), f"points went backwards: {counts}"
-    assert final.traces[0][0] == MAX_STEPS and final.traces[0][1:] == [1, 1], final.traces
+    # loss, running train top-1 and kept bytes per step; validation top-1 once (one epoch)
+    assert final.traces[0] == [MAX_STEPS, MAX_STEPS, 1, MAX_STEPS], final.traces
+    assert final.table_rows == 1
     assert grew_while_training(samples), f"no growth seen while training: {_summary(samples)}"
     assert (screenshots / "explore_live_mid_training.png").is_file()
 
@@ -223,8 +274,61 @@ def test_live_figure_check_fails_without_live_updates(browser, start_lab, screen
     samples, _, _ = run_explore(browser, lab, screenshots, "frozen")
     assert samples[-1].status.startswith("done"), samples[-1].status
     assert any(s.training for s in samples), "never saw the run in progress"
-    assert samples[-1].traces[0][0] == MAX_STEPS  # the final flush still draws everything ...
+    assert samples[-1].points() == MAX_STEPS  # the final flush still draws everything ...
     assert not grew_while_training(samples), _summary(samples)  # ... but nothing grew while training ran
+
+
+@browser_test
+def test_runs_overlay_fill_the_table_and_a_sweep_draws_its_summary(browser, start_lab, screenshots, tmp_path):
+    lab = start_lab(parameters={"explore": _explore_parameters(tmp_path / "runs")})
+    page = open_explore(browser, lab, screenshots, "bench")
+    width, area = page.evaluate(WIDTH_JS)
+    assert width >= 0.9 * area, f"the figure is {width:.0f} px wide in an output area of {area:.0f} px"
+
+    first = press_and_watch(page, "run")[-1]  # DropIT at the recipe's γ
+    assert first.status.startswith("done: #1 "), first.status
+    page.get_by_role("checkbox", name="DropIT").uncheck()
+    second = press_and_watch(page, "run")[-1]  # the plain model
+    assert second.status.startswith("done: #2 resnet_mini · plain"), second.status
+    assert overlaid(first, second), f"runs did not overlay: {first.traces} then {second.traces}"
+    assert first.table_rows == 1 and second.table_rows == 2
+    page.screenshot(path=str(screenshots / "explore_bench_two_runs.png"))
+
+    button(page, "clear").click()
+    page.wait_for_function(f"() => ({TRACES_JS})().traces[0].length === 0")
+    assert page.evaluate(TRACES_JS)["table_rows"] == 0
+
+    page.get_by_role("checkbox", name="DropIT").check()  # the sweep sets DropIT itself; this reads better
+    sweep_box = page.locator(".widget-text", has=page.locator(".widget-label", has_text="sweep γ")).locator("input")
+    sweep_box.fill("0.5, 0.9")
+    sweep_box.press("Enter")
+    shot = {"taken": False}
+
+    def mid_sweep_screenshot(s: Sample):  # plain and DropIT γ=0.5 done, γ=0.9 half-way: the README's picture
+        if not shot["taken"] and "(sweep run 3 of 3)" in s.status and s.points(0, 8) >= MAX_STEPS // 2:
+            page.screenshot(path=str(screenshots / "explore_sweep_mid.png"))
+            shot["taken"] = True
+
+    done = press_and_watch(page, "sweep", timeout=300, on_sample=mid_sweep_screenshot)[-1]
+    assert done.status.startswith("done: sweep of 3 of 3 runs"), done.status
+    assert done.table_rows == 3 and len(done.traces[0]) == 12
+    assert done.traces[1] == [2, 2], done.traces  # the summary: kept MiB and top-1 at γ 0.5 and 0.9
+    assert page.evaluate(SHAPES_JS)[1] == 2  # the plain run as a line in both panels
+    assert shot["taken"], "never saw the third run of the sweep half-way"
+    page.locator(".js-plotly-plot").nth(1).scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshots / "explore_sweep_summary.png"))
+
+
+@browser_test
+def test_overlay_check_fails_when_runs_replace_each_other(browser, start_lab, screenshots, tmp_path):
+    """With overlay=False each run clears the figure first: the overlay check must say so."""
+    lab = start_lab(parameters={"explore": _explore_parameters(tmp_path / "runs", steps=10, overlay=False)})
+    page = open_explore(browser, lab, screenshots, "replaced")
+    first = press_and_watch(page, "run")[-1]
+    second = press_and_watch(page, "run")[-1]
+    assert second.status.startswith("done: #2 "), second.status
+    assert second.table_rows == 2  # both runs finished and are in the table ...
+    assert not overlaid(first, second), (first.traces, second.traces)  # ... but the second replaced the first
 
 
 def test_growth_check_on_recorded_samples():
@@ -236,3 +340,12 @@ def test_growth_check_on_recorded_samples():
     assert not grew_while_training(run(0, 0, 0))        # drawn only at the end
     assert not grew_while_training(run(0, 40, 40))      # drawn once, all at once
     assert not grew_while_training([Sample(0, [], "training ...")])  # no figure at all
+
+
+def test_overlay_check_on_recorded_samples():
+    """The overlay check itself, no browser: one run's traces more, the earlier ones unchanged."""
+    one = Sample(0, [[40, 40, 1, 40]], "done")
+    assert overlaid(one, Sample(1, [[40, 40, 1, 40, 40, 40, 1, 40]], "done"))
+    assert not overlaid(one, Sample(1, [[40, 40, 1, 40]], "done"))                  # replaced
+    assert not overlaid(one, Sample(1, [[0, 0, 0, 0, 40, 40, 1, 40]], "done"))       # first run's points gone
+    assert not overlaid(Sample(0, [[]], "done"), Sample(1, [[40, 40, 1, 40]], "done"))  # nothing to keep
