@@ -6,7 +6,9 @@ packed in-projection weight and ``out_proj.weight`` to
 therefore change nothing; this forward recomputes the module's math with the
 in-projection (q, k, v) and the out-projection as DropIT linears. Attention
 itself is ``F.scaled_dot_product_attention`` (or explicit softmax when the
-caller asks for the weights), as in PyTorch's own implementation.
+caller asks for the weights), as in PyTorch's own implementation; with
+``quantize=`` the fused attention keeps q, k, v and its output quantized
+(:mod:`dropit.sdpa`, approximate gradients).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import functional as DF
+from . import sdpa
+from .quant import bits_of
 from .sparsify import DropSpec
 
 
@@ -104,7 +108,10 @@ def mha_forward(
             weights = weights.mean(dim=1)
     else:
         causal = is_causal and mask is None
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
+        if spec.quantize is not None:  # the lossy companion: q, k, v and output kept quantized
+            out = sdpa.attention(q, k, v, mask, dropout_p, causal, bits=bits_of(spec.quantize))
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
     # (N, H, L, hd) -> (N, L, E) or (L, N, E)
     out = out.transpose(1, 2).reshape(N, L, E) if batch_first else out.permute(2, 0, 1, 3).reshape(L, N, E)
     out = DF.linear(out, m.out_proj.weight, m.out_proj.bias, spec)
