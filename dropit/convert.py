@@ -38,7 +38,8 @@ import torch.nn as nn
 
 from . import attention, pool
 from .layers import QUANT_KINDS, get_forward, kind_of
-from .quant import check_quantize
+from .activations import function_of
+from .quant import check_quantize, fewbit_tables
 from .sparsify import DropSpec
 from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy
 
@@ -152,6 +153,8 @@ def to_dropit(
         plan.append((module, name, kind))
 
     for module, name, kind in plan:
+        if kind in ("gelu", "silu") and quantize == "int4":  # fit the derivative tables now, not while compiling
+            fewbit_tables(function_of(module))
         spec = DropSpec(_gamma_for(name, gamma, gamma_by_name), strategy, value_dtype, quantize)
         module.forward = DropITForward(module, kind, spec)
     return model

@@ -28,7 +28,6 @@ with the dense tensor they stand for.
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -144,8 +143,7 @@ def _derivative(function: str, x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
 
 
-@functools.lru_cache(maxsize=None)
-def _tables(function: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _fit(function: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimal piecewise-constant fit of the derivative: weighted least squares, 15 intervals, by
     dynamic programming over a fine grid (the segmentation Novikov et al. solve for their codes)."""
     if function not in FEWBIT_FUNCTIONS:
@@ -176,15 +174,24 @@ def _tables(function: str) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
+_TABLES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # (function, device) -> tables; a plain dict,
+# not lru_cache: torch.compile reads a filled entry as a constant instead of tracing the fit
+
+
 def fewbit_tables(function: str, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(boundaries (14,), levels (16,)) fp32 of ``"gelu_none"``, ``"gelu_tanh"`` or ``"silu"``.
 
     Bin b holds the x with b boundaries below them; levels[b] is the mean
-    derivative over it (levels[15], the non-finite code, is NaN). Fitted once,
-    in float64, minimizing the squared error of the derivative weighted by a
-    normal density of std 2 on [-8, 8].
+    derivative over it (levels[15], the non-finite code, is NaN). Fitted once
+    per process, in float64, minimizing the squared error of the derivative
+    weighted by a normal density of std 2 on [-8, 8]; :func:`dropit.to_dropit`
+    fits them at conversion, so compiled code finds them ready.
     """
-    boundaries, levels = _tables(function)
-    if device is not None and torch.device(device).type != "cpu":
-        return boundaries.to(device), levels.to(device)
-    return boundaries, levels
+    device = torch.device("cpu") if device is None else torch.device(device)
+    key = (function, device.type, device.index)
+    if key not in _TABLES:
+        cpu = (function, "cpu", None)
+        if cpu not in _TABLES:
+            _TABLES[cpu] = _fit(function)
+        _TABLES[key] = tuple(t.to(device) for t in _TABLES[cpu])
+    return _TABLES[key]
