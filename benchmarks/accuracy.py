@@ -35,7 +35,7 @@ RUNS = {
     "int4": dict(dropit=True, dropit_strategy="sampled", dropit_quantize="int4"),
 }
 # sized so that both models' four default runs finish in about 40 minutes on two CPU cores
-SIZES = {"resnet_mini": dict(subset=10000, epochs=3, lr=0.05), "vit_tiny": dict(subset=10000, epochs=3, lr=1e-3)}
+SIZES = {"resnet_mini": dict(subset=20000, epochs=4, lr=0.05), "vit_tiny": dict(subset=10000, epochs=4, lr=1e-3)}
 
 
 def standard_error(top1: float, n: int) -> float:
