@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 
 from . import attention, pool
+from .checkpoint import CheckpointForward, checkpointed_modules
 from .layers import QUANT_KINDS, get_forward, kind_of
 from .activations import function_of
 from .quant import check_quantize, fewbit_tables
@@ -119,6 +120,9 @@ def to_dropit(
             exact, gradients come from the quantized inputs. ``module_filter_fn``
             chooses among these modules too.
 
+    Modules inside blocks checkpointed with :func:`dropit.checkpoint_blocks`
+    are left alone (they keep nothing past their block).
+
     Raises ValueError, before changing anything, for an unknown strategy, a
     gamma outside [0, 1) or NaN, an unknown quantize level, or a model that
     is already converted.
@@ -132,7 +136,7 @@ def to_dropit(
         raise ValueError("model is already converted to DropIT; call dropit.restore(model) first, or set_gamma()")
 
     plan: list[tuple[nn.Module, str, str]] = []
-    skip_children: set[int] = set()
+    skip_children = {id(m) for _, block in checkpointed_modules(model) for m in block.modules()}  # recomputed anyway
     for name, module in model.named_modules():
         if id(module) in skip_children:
             continue
@@ -188,7 +192,8 @@ def set_gamma(model: nn.Module, gamma: float | Mapping[str, float]) -> nn.Module
 
 
 def restore(model: nn.Module) -> nn.Module:
-    """Undo :func:`to_dropit` in place; returns the plain model."""
-    for _, module, _ in list(converted_modules(model)):
-        del module.__dict__["forward"]
+    """Undo :func:`to_dropit` (and :func:`dropit.checkpoint_blocks`) in place; returns the plain model."""
+    for module in model.modules():
+        if isinstance(module.__dict__.get("forward"), (DropITForward, CheckpointForward)):
+            del module.__dict__["forward"]
     return model
