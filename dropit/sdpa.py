@@ -41,6 +41,8 @@ def kernel_for(q, k, v, attn_mask, dropout_p: float, is_causal: bool, scale) -> 
     """The fused kernel this module reproduces for these arguments, or None (run the plain SDPA)."""
     if dropout_p > 0.0 or (attn_mask is not None and attn_mask.requires_grad):
         return None
+    if q.is_meta:  # estimates (dropit.estimate_cache) assume the fused kernel, whose sizes CPU and CUDA share
+        return "cpu_flash"
     if _sdp_choice(q, k, v, attn_mask, dropout_p, is_causal, scale) != _FLASH:
         return None
     if q.device.type == "cpu":

@@ -185,6 +185,14 @@ def run(models: list[str], *, configs: list[str] | None = None, rounds: int = 8,
     return rows
 
 
+def load_or_run(path, models: str, configs: str | None = None, rounds: int = 8) -> list[dict]:
+    """The rows in the JSON file at ``path`` if given, else :func:`run` of the comma-separated models/configs."""
+    if path:
+        with open(path) as f:
+            return json.load(f)
+    return run(models.split(","), configs=configs.split(",") if configs else None, rounds=rounds, log=None)
+
+
 def markdown(rows: list[dict]) -> str:
     """The frontier as a Markdown table."""
     lines = ["| model | configuration | forward-kept MiB | vs plain | step peak MiB | vs plain | step time vs plain |",
