@@ -10,7 +10,7 @@ the dequantized tensors. The gradients are approximate.
 Covered: the CPU flash kernel, and the CUDA flash kernel (fp16/bf16, no
 mask); attention dropout, a mask that needs a gradient, and every other kernel
 (math, memory-efficient, cuDNN) run the plain ``F.scaled_dot_product_attention``.
-The CUDA path has not run on a GPU yet (``tests/test_cuda.py`` holds its check).
+The CUDA path has not run on a GPU yet (``tests/test_quant_cuda.py`` holds its check).
 
 q, k and v that are views of one tensor (the packed in-projection of
 self-attention, which ``nn.MultiheadAttention`` passes as ``bases``) are stored
@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import quant
-from .record import from_memory_order
 from .functional import _autocast_cast, _no_autocast
+from .record import from_memory_order
 
 _FLASH = 1  # torch.nn.attention.SDPBackend.FLASH_ATTENTION.value
 
@@ -47,7 +47,7 @@ def kernel_for(q, k, v, attn_mask, dropout_p: float, is_causal: bool, scale) -> 
         return None
     if q.device.type == "cpu":
         return "cpu_flash"
-    if q.device.type == "cuda" and attn_mask is None:
+    if q.device.type == "cuda" and attn_mask is None and q.shape[-1] % 8 == 0:  # else F.sdpa pads the head dim
         return "cuda_flash"
     return None
 
@@ -162,6 +162,8 @@ def attention(
     if any(a is not b for a, b in zip(cast[:3], (q, k, v))):
         bases = None  # autocast made new tensors: they are no longer views of the bases
     q, k, v, attn_mask = cast
+    if attn_mask is not None and attn_mask.dtype == torch.bool:  # True = take part, as F.sdpa reads it
+        attn_mask = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~attn_mask, -torch.inf)
     with _no_autocast(q.device.type):
         kernel = kernel_for(q, k, v, attn_mask, dropout_p, is_causal, scale)
         if kernel is None:

@@ -230,6 +230,34 @@ def test_attention_forward_exact_and_gradients_close(kind, batch_first, level):
     assert report.by_storage().get(level, 0) > 0  # the fused attention's tensors are quantized
 
 
+@pytest.mark.parametrize("level", LEVELS)
+def test_attention_with_masks(level):
+    plain = _mha()
+    dropit_only = dropit.to_dropit(copy.deepcopy(plain), gamma=0.9)
+    q_model = dropit.to_dropit(copy.deepcopy(plain), gamma=0.9, quantize=level)
+    q, k, v = _attention_inputs("cross")
+    padding = torch.zeros(3, 7, dtype=torch.bool)
+    padding[0, 5:] = True
+    causal_like = torch.triu(torch.full((10, 7), -1e4), 1)
+    grad = torch.randn(q.shape)
+    kwargs = dict(key_padding_mask=padding, attn_mask=causal_like)
+    out_d, gin_d, gp_d = _mha_run(dropit_only, q, k, v, grad, **kwargs)
+    out_q, gin_q, gp_q = _mha_run(q_model, q, k, v, grad, **kwargs)
+    torch.testing.assert_close(out_q, out_d, rtol=0, atol=0)
+    bound = 0.02 if level == "int8" else 0.25
+    assert float((gp_q["in_proj_weight"] - gp_d["in_proj_weight"]).norm() / gp_d["in_proj_weight"].norm()) < bound
+    report = dropit.measure_cache(q_model, q, k, v, need_weights=False, **kwargs)
+    assert report.by_storage().get(level, 0) > 0
+
+
+def test_attention_boolean_mask_like_sdpa():
+    q, k, v = (torch.randn(2, 3, 11, 16, requires_grad=True) for _ in range(3))
+    mask = torch.rand(11, 11) > 0.3
+    mask.fill_diagonal_(True)
+    torch.testing.assert_close(dropit.sdpa.attention(q, k, v, mask, bits=8),
+                               F.scaled_dot_product_attention(q, k, v, mask), rtol=0, atol=0)
+
+
 def test_attention_gradients_are_the_kernels_at_the_dequantized_tensors():
     q, k, v = (torch.randn(2, 3, 11, 16, requires_grad=True) for _ in range(3))
     out = dropit.sdpa.attention(q, k, v, bits=8)
