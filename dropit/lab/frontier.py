@@ -15,8 +15,8 @@ For each model and configuration (:data:`CONFIGS`):
   warm-up step has already created the optimizer's state, so this is what the
   step itself adds: kept tensors, weight gradients and backward transients;
 - ``time``: the median over rounds of the step time over the plain step of the
-  same round, all configurations interleaved in one process, at the model's
-  time batch.
+  same round (and over the DropIT step: ``time_vs_dropit``), all
+  configurations interleaved in one process, at the model's time batch.
 
 Each memory row runs in a fresh Python process with ``MALLOC_MMAP_THRESHOLD_=65536``
 so that freed large tensors go back to the system. Linux only (``/proc``).
@@ -157,11 +157,18 @@ def measure_times(model_key: str, configs: list[str], rounds: int) -> dict[str, 
                 times[c].append(time.perf_counter() - t0)
     out = {}
     for c in configs:
-        ratios = sorted(t / p for t, p in zip(times[c], times["plain"]))
-        q1, med, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+        q1, med, q3 = _median_ratio(times[c], times["plain"])
         out[c] = {"step_s": statistics.median(times[c]), "time_ratio": med, "time_q1": q1, "time_q3": q3,
                   "time_batch": batch}
+        if "DropIT" in times:  # what the companions or checkpointing add to DropIT's own step
+            out[c]["time_vs_dropit"] = _median_ratio(times[c], times["DropIT"])[1]
     return out
+
+
+def _median_ratio(times, base) -> tuple[float, float, float]:
+    """Quartiles of the per-round ratios: drifts of machine speed between rounds cancel."""
+    ratios = sorted(t / b for t, b in zip(times, base))
+    return tuple(statistics.quantiles(ratios, n=4)) if len(ratios) > 1 else (ratios[0],) * 3
 
 
 def run(models: list[str], *, configs: list[str] | None = None, rounds: int = 8, log=print) -> list[dict]:
@@ -181,7 +188,8 @@ def run(models: list[str], *, configs: list[str] | None = None, rounds: int = 8,
             rows.append(row)
             if log:
                 log(f"{model_key:<16}{c:<46}{row['kept_bytes'] / MiB:9.1f}{row['kept_ratio']:7.3f}"
-                    f"{row['peak_bytes'] / MiB:9.1f}{row['peak_ratio']:7.3f}{row['time_ratio']:8.3f}x")
+                    f"{row['peak_bytes'] / MiB:9.1f}{row['peak_ratio']:7.3f}{row['time_ratio']:8.3f}x"
+                    f"{row.get('time_vs_dropit', float('nan')):8.3f}x")
     return rows
 
 
@@ -195,13 +203,14 @@ def load_or_run(path, models: str, configs: str | None = None, rounds: int = 8) 
 
 def markdown(rows: list[dict]) -> str:
     """The frontier as a Markdown table."""
-    lines = ["| model | configuration | forward-kept MiB | vs plain | step peak MiB | vs plain | step time vs plain |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| model | configuration | forward-kept MiB | vs plain | step peak MiB | vs plain | step time vs plain "
+             "| vs DropIT |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
+        vs = f"{r['time_vs_dropit']:.3f}x" if "time_vs_dropit" in r else "-"
         lines.append(
             f"| {r['model']} (b{r['batch']}, time b{r['time_batch']}) | {r['config']} | {r['kept_bytes'] / MiB:.1f} | "
             f"{r['kept_ratio']:.3f} | {r['peak_bytes'] / MiB:.1f} | {r['peak_ratio']:.3f} | "
-            f"{r['time_ratio']:.3f}x ({r['time_q1']:.2f}-{r['time_q3']:.2f}) |"
+            f"{r['time_ratio']:.3f}x ({r['time_q1']:.2f}-{r['time_q3']:.2f}) | {vs} |"
         )
     return "\n".join(lines)
 
@@ -218,7 +227,8 @@ def main(argv=None):
         print(json.dumps(measure_memory(*args.child)))
         return None
     print(f"CPU, fp32, gamma={GAMMA}, 2 threads; memory rows each a fresh process")
-    print(f"{'model':<16}{'configuration':<46}{'kept MiB':>9}{'ratio':>7}{'peak MiB':>9}{'ratio':>7}{'time':>9}")
+    print(f"{'model':<16}{'configuration':<46}{'kept MiB':>9}{'ratio':>7}{'peak MiB':>9}{'ratio':>7}{'time':>9}"
+          f"{'/DropIT':>9}")
     rows = run(args.models.split(","), configs=args.configs.split(","), rounds=args.rounds)
     if args.json:
         from .report import save_json
