@@ -4,6 +4,12 @@
     values, bits, count = compress(flat, capacity, thr=thr)   # or mask=keep
     dense = expand(values, bits, n)
     bits = pack_nonzero(flat); grad_in = mask_grad(grad, bits)  # the ReLU companion
+    codes, scales = quantize(flat, 8, 64); flat = dequantize(codes, scales, 8, 64, n, dtype)  # lossy companions
+    codes = fewbit_encode(flat, boundaries); grad_in = fewbit_grad(grad, codes, levels)
+
+:mod:`.quant_reference` defines the quantization kernels; :mod:`.quant_cpu`
+runs their C versions (``csrc/dropit_quant.c``, fp32/bf16/fp16; CUDA runs the
+reference, which inductor fuses under ``torch.compile``).
 
 :mod:`.reference` defines what each computes, in torch. The implementation run
 is chosen by the tensor's device:
