@@ -11,8 +11,9 @@ differs (gamma = 0.9, first conv and classifier dense). Runs: ``plain``;
 quantized BatchNorm, the ViT the quantized LayerNorm, GELU and attention.
 
 Noise: the standard error of a top-1 measured on n test images is
-sqrt(p (1 - p) / n); two runs' top-1 differ by noise alone about sqrt(2) times
-that (less for runs as correlated as these: same weights, same data order).
+sqrt(p (1 - p) / n); two runs' top-1 differ by that noise alone about sqrt(2)
+times it. Training has its own spread on top (a different gradient early on
+sends a short run elsewhere): ``--seed 1 --runs plain`` measures it.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def train(model: str, runs: list[str], args, root: str) -> list[tuple[str, dict]
     vit = model.startswith("vit")
     common = dict(model=model, dataset="cifar100", data_dir=root, val_subset=args.val_subset,
                   subset=args.subset or size.get("subset", 10000), epochs=args.epochs or size.get("epochs", 3),
-                  batch_size=50, lr=size.get("lr", 0.05), schedule="cosine", seed=0, log_every=10_000, threads=2,
+                  batch_size=50, lr=size.get("lr", 0.05), schedule="cosine", seed=args.seed, log_every=10_000, threads=2,
                   checkpoint=False, cache_batch=50,
                   optimizer="adamw" if vit else "sgd", weight_decay=0.05 if vit else 5e-4)
     rows = []
@@ -61,7 +62,7 @@ def train(model: str, runs: list[str], args, root: str) -> list[tuple[str, dict]
             final = run(RunConfig(**common, **extra, out_dir=f"{tmp}/{name}"))["final"]
             rows.append((name, final))
             print(f"{model} {name}: top-1 {final['top1']:.2f}", flush=True)
-    print(f"\nCIFAR-100, {model}, {common['subset']} train images, {common['epochs']} epochs, seed 0, "
+    print(f"\nCIFAR-100, {model}, {common['subset']} train images, {common['epochs']} epochs, seed {args.seed}, "
           f"gamma={args.gamma}, {args.val_subset} test images")
     print(f"{'run':<10}{'top-1':>8}{'+-SE':>7}{'top-5':>8}{'cache MiB':>11}{'images/s':>10}")
     for name, f in rows:
@@ -78,6 +79,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="default: per model (SIZES)")
     p.add_argument("--subset", type=int, default=None, help="train images; default: per model (SIZES)")
     p.add_argument("--gamma", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=0, help="another seed: the spread of training itself")
     p.add_argument("--val-subset", type=int, default=10000, help="test images evaluated (10000: all)")
     args = p.parse_args(argv)
     root = os.environ.get("DROPIT_DATA")

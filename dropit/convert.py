@@ -37,9 +37,9 @@ import torch
 import torch.nn as nn
 
 from . import attention, pool
+from .activations import function_of
 from .checkpoint import CheckpointForward, checkpointed_modules
 from .layers import QUANT_KINDS, get_forward, kind_of
-from .activations import function_of
 from .quant import check_quantize, fewbit_tables
 from .sparsify import DropSpec
 from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy
