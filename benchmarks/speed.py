@@ -3,6 +3,7 @@
     python benchmarks/speed.py                    # CPU: CIFAR ResNet-18 (batch 32) and a small ViT
     python benchmarks/speed.py --device cuda      # the same on a GPU (add --batch 128 for the paper's batch)
     python benchmarks/speed.py --quality          # also the selection-quality table
+    python benchmarks/speed.py --quantize         # the default against default + int8 and + int4
 
 Each round runs one step of every configuration in turn (plain, the default
 ``to_dropit(model, gamma=...)``, each other strategy, and an exact global top-k
@@ -53,9 +54,13 @@ def global_top_k(x: torch.Tensor, gamma: float) -> torch.Tensor:
 STRATEGIES.setdefault("global-topk", global_top_k)  # in this process only, so to_dropit can name it
 
 
-def configurations(base: nn.Module, gamma: float):
+def configurations(base: nn.Module, gamma: float, quantize: bool = False):
     yield "plain", base
     yield f"default ({DEFAULT_STRATEGY})", dropit.to_dropit(copy.deepcopy(base), gamma=gamma)
+    if quantize:  # the lossy companions on top of the default
+        for level in dropit.QUANTIZE_LEVELS:
+            yield f"default + {level}", dropit.to_dropit(copy.deepcopy(base), gamma=gamma, quantize=level)
+        return
     for strategy in ["mink", "random", "global-topk"]:
         if strategy != DEFAULT_STRATEGY:
             yield strategy, dropit.to_dropit(copy.deepcopy(base), strategy=strategy, gamma=gamma)
@@ -66,8 +71,8 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def bench_model(name, base, x, y, gamma, rounds, device):
-    configs = dict(configurations(base.to(device), gamma))
+def bench_model(name, base, x, y, gamma, rounds, device, quantize=False):
+    configs = dict(configurations(base.to(device), gamma, quantize))
     opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in configs.items()}
     times = {k: [] for k in configs}
     for r in range(rounds + 2):
@@ -82,7 +87,9 @@ def bench_model(name, base, x, y, gamma, rounds, device):
                 times[key].append(time.perf_counter() - t0)
     print(f"\n{name}: batch {x.shape[0]}, {x.shape[-1]}x{x.shape[-1]}, gamma={gamma}, {rounds} interleaved rounds, "
           f"{torch.get_num_threads()} threads, {device}")
-    print(f"{'configuration':<20}{'median step (ms)':>18}{'ratio to plain':>16}{'quartiles':>18}")
+    default = f"default ({DEFAULT_STRATEGY})"
+    print(f"{'configuration':<20}{'median step (ms)':>18}{'ratio to plain':>16}{'quartiles':>18}"
+          + (f"{'ratio to default':>18}" if quantize else ""))
     ratios = {}
     for key, ts in times.items():
         # each round's step over the plain step of the same round: drifts in
@@ -90,7 +97,8 @@ def bench_model(name, base, x, y, gamma, rounds, device):
         per_round = sorted(t / p for t, p in zip(ts, times["plain"]))
         q1, median, q3 = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
         ratios[key] = median
-        print(f"{key:<20}{statistics.median(ts) * 1e3:18.1f}{median:15.3f}x{f'{q1:.3f}-{q3:.3f}':>18}")
+        extra = f"{statistics.median(t / d for t, d in zip(ts, times[default])):17.3f}x" if quantize else ""
+        print(f"{key:<20}{statistics.median(ts) * 1e3:18.1f}{median:15.3f}x{f'{q1:.3f}-{q3:.3f}':>18}{extra}")
     return ratios
 
 
@@ -137,6 +145,7 @@ def main(argv=None):
     p.add_argument("--gamma", type=float, default=0.9)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--quality", action="store_true")
+    p.add_argument("--quantize", action="store_true", help="rows: default, + int8, + int4 (instead of the strategies)")
     p.add_argument("--models", default="resnet18,vit")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -147,7 +156,7 @@ def main(argv=None):
     builders = {"resnet18": ("CIFAR ResNet-18", cifar_resnet18), "vit": ("ViT (6 layers, dim 384, patch 4)", small_vit)}
     for key in args.models.split(","):
         title, build = builders[key]
-        bench_model(title, build(), x, y, args.gamma, args.rounds, device)
+        bench_model(title, build(), x, y, args.gamma, args.rounds, device, args.quantize)
     if args.quality:
         selection_quality(args.gamma)
 
