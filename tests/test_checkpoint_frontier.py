@@ -65,14 +65,14 @@ def test_checkpoint_blocks_rejects_bad_names_before_changing_anything():
 @pytest.mark.slow
 def test_frontier_script_on_a_small_model(tmp_path):
     out = tmp_path / "frontier.json"
-    configs = "plain,DropIT + int8,checkpoint every other block + DropIT + int8"
+    configs = "plain,checkpoint every other block + DropIT + int8"  # DropIT, int8 and checkpointing at once
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "frontier.py"), "--models", "tiny", "--rounds", "2",
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "frontier.py"), "--models", "tiny", "--rounds", "1",
                     "--configs", configs, "--json", str(out)], check=True, env=env, capture_output=True, text=True)
     rows = json.loads(out.read_text())
     assert [r["config"] for r in rows] == configs.split(",")
     by = {r["config"]: r for r in rows}
     assert by["plain"]["kept_ratio"] == 1.0 and by["plain"]["time_ratio"] == 1.0
-    assert by["DropIT + int8"]["kept_ratio"] < 0.4  # measured 0.21
+    assert by["checkpoint every other block + DropIT + int8"]["kept_ratio"] < 0.5  # measured 0.24
     for r in rows:
         assert r["kept_bytes"] > 0 and r["peak_bytes"] >= r["kept_bytes"] * 0.5 and r["time_ratio"] > 0
