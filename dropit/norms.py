@@ -5,8 +5,9 @@ BatchNorm's running statistics) equal the plain module's bit for bit, and
 saves, instead of the dense input, its quantized record (:mod:`dropit.quant`)
 plus the exact per-channel or per-row statistics the forward computed.
 Backward dequantizes the input and runs PyTorch's own backward kernel
-(``_batch_norm_impl_index_backward``, ``native_layer_norm_backward``; for
-RMSNorm autograd through ``torch.rms_norm``, as CPU has no fused backward).
+(``_batch_norm_impl_index_backward``, ``native_layer_norm_backward``; RMSNorm,
+which has no backward kernel on CPU, by its formula from the dequantized input,
+1/rms included, in fp32 as ``torch.rms_norm`` computes).
 The gradients are therefore approximate: exact statistics, input rounded to
 8 or 4 bits per group. Only training-mode forwards with grad enabled come
 here (:class:`dropit.convert.DropITForward`).
@@ -49,6 +50,7 @@ class _QuantBatchNorm(torch.autograd.Function):
         mask = [ctx.needs_input_grad[0], weight is not None and ctx.needs_input_grad[1], ctx.needs_input_grad[2]]
         with _no_autocast(grad_out.device.type):
             gx, gw, gb = torch.ops.aten._batch_norm_impl_index_backward(
+                # grad in x's memory format, as autograd's own formula hands it to cuDNN
                 ctx.impl, x, grad_out.contiguous(memory_format=_memory_format(x)), weight, running_mean,
                 running_var, save_mean, save_invstd, True, ctx.eps, mask, reserve,
             )
@@ -68,13 +70,13 @@ def batchnorm_forward(m: nn.modules.batchnorm._BatchNorm, spec, x: torch.Tensor)
     m._check_input_dim(x)
     if not _needs_grad(x, m.weight, m.bias) or x.numel() == 0:
         return type(m).forward(m, x)
+    if x.shape[0] * x[0, 0].numel() <= 1:  # one value per channel: the plain forward raises its error
+        return type(m).forward(m, x)
     momentum = 0.0 if m.momentum is None else m.momentum
     if m.track_running_stats and m.num_batches_tracked is not None:
         m.num_batches_tracked.add_(1)
         if m.momentum is None:  # cumulative moving average
             momentum = 1.0 / float(m.num_batches_tracked)
-    if x.shape[0] * x[0, 0].numel() <= 1:  # what F.batch_norm rejects: one value per channel
-        return type(m).forward(m, x)
     rm, rv = (m.running_mean, m.running_var) if m.track_running_stats else (None, None)
     return _QuantBatchNorm.apply(x, m.weight, m.bias, rm, rv, momentum, m.eps, quant.bits_of(spec.quantize))
 
@@ -124,15 +126,20 @@ class _QuantRMSNorm(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         *saved, weight = ctx.saved_tensors
-        x = quant.dequantize(quant.QRecord.from_saved(saved, ctx.layout)).requires_grad_(ctx.needs_input_grad[0])
-        w = weight.detach().requires_grad_(ctx.needs_input_grad[2]) if weight is not None else None
-        inputs = [t for t in (x, w) if t is not None and t.requires_grad]
-        with torch.enable_grad():
-            out = torch.rms_norm(x, ctx.normalized_shape, w, ctx.eps)
-        grads = iter(torch.autograd.grad(out, inputs, grad_out)) if inputs else iter(())
-        gx = next(grads) if x.requires_grad else None
-        gw = next(grads) if w is not None and w.requires_grad else None
-        return gx, None, gw, None, None
+        x = quant.dequantize(quant.QRecord.from_saved(saved, ctx.layout))
+        dims = tuple(range(x.dim() - len(ctx.normalized_shape), x.dim()))
+        opmath = torch.promote_types(x.dtype, torch.float32)  # as torch.rms_norm computes
+        eps = torch.finfo(opmath).eps if ctx.eps is None else ctx.eps  # its default: the compute type's
+        xf = x.to(opmath)
+        rstd = (xf.square().mean(dims, keepdim=True) + eps).rsqrt()
+        xhat = xf * rstd
+        g = grad_out.to(opmath)
+        gw = g if weight is None else g * weight.to(opmath)
+        gx = gw.sub(xhat * (gw * xhat).mean(dims, keepdim=True)).mul_(rstd).to(x.dtype)
+        gweight = None
+        if weight is not None and ctx.needs_input_grad[2]:  # out = xhat (in x's dtype) * weight
+            gweight = (g * xhat.to(x.dtype).to(opmath)).sum(tuple(range(x.dim() - len(dims)))).to(weight.dtype)
+        return gx if ctx.needs_input_grad[0] else None, None, gweight, None, None
 
 
 def rmsnorm_forward(m: nn.Module, spec, x: torch.Tensor) -> torch.Tensor:

@@ -148,13 +148,20 @@ def test_eval_and_no_grad_run_the_plain_modules():
     assert meter.report().total_bytes == 0
 
 
+def _small_mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(12, 32), nn.RMSNorm(32), nn.SiLU(), nn.Linear(32, 16), nn.BatchNorm1d(16),
+                         nn.GELU(approximate="tanh"), nn.Linear(16, 4))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("level", ["int8", "int4"])
-def test_compiles_fullgraph_with_eager_gradients(level):
-    plain = _small_vit()
+@pytest.mark.parametrize("build,shape,level", [(_small_vit, (2, 3, 16, 16), "int8"), (_small_vit, (2, 3, 16, 16), "int4"),
+                                               (_small_mlp, (6, 12), "int4")])
+def test_compiles_fullgraph_with_eager_gradients(build, shape, level):
+    plain = build()
     eager = dropit.to_dropit(copy.deepcopy(plain), gamma=0.5, quantize=level)
     compiled = dropit.to_dropit(copy.deepcopy(plain), gamma=0.5, quantize=level)
-    x = torch.randn(2, 3, 16, 16)
+    x = torch.randn(shape)
     out_e, g_e = _grads(eager, x)
     out_c, g_c = _grads(torch.compile(compiled, fullgraph=True), x)
     g_c = {n.removeprefix("_orig_mod."): g for n, g in g_c.items()}
