@@ -165,7 +165,7 @@ def _fit(function: str) -> tuple[torch.Tensor, torch.Tensor]:
     edges = [n]
     for arg in reversed(starts):  # walk back from the end of the grid
         edges.append(int(arg[edges[-1]]))
-    edges = [0] + edges[::-1]  # 0 = e0 < e1 < ... < e15 = n: bin b covers grid[e_b:e_b+1]
+    edges = [0] + edges[::-1]  # 0 = e0 < e1 < ... < e15 = n: bin b covers grid points e_b .. e_(b+1) - 1
     levels = [float((S[b] - S[a]) / (W[b] - W[a])) for a, b in zip(edges[:-1], edges[1:])]
     boundaries = [float((x[e - 1] + x[e]) / 2) for e in edges[1:-1]]
     return (
