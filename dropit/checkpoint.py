@@ -11,9 +11,10 @@ smaller cost. :func:`dropit.to_dropit` leaves the modules inside checkpointed
 blocks alone: they keep nothing past the block, so a drop there would only
 add work. BatchNorm layers inside a block update their running statistics in
 the forward only, not again when backward recomputes it (plain
-``torch.utils.checkpoint`` updates them twice per step). Like :func:`dropit.to_dropit` this sets an instance-level
-``forward``: module classes and ``state_dict`` keys do not change, and
-``model.eval()`` or ``torch.no_grad()`` run the plain forward.
+``torch.utils.checkpoint`` updates them twice per step). Like
+:func:`dropit.to_dropit` this sets an instance-level ``forward``: module
+classes and ``state_dict`` keys do not change, and ``model.eval()`` or
+``torch.no_grad()`` run the plain forward.
 """
 from __future__ import annotations
 
