@@ -60,17 +60,11 @@ def blocks_of(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, (BasicBlock, Bottleneck, EncoderBlock))]
 
 
-def _inside(name: str, blocks: list[str]) -> bool:
-    return any(name == b or name.startswith(b + ".") for b in blocks)
-
-
 def _dropit(quantize: str | None = None, every_other_checkpointed: bool = False) -> Callable[[nn.Module], None]:
     def apply(model: nn.Module) -> None:
-        checkpointed = blocks_of(model)[::2] if every_other_checkpointed else []
-        if checkpointed:
-            dropit.checkpoint_blocks(model, checkpointed)
-        dropit.to_dropit(model, gamma=GAMMA, quantize=quantize,
-                         module_filter_fn=lambda m, name: not _inside(name, checkpointed))
+        if every_other_checkpointed:
+            dropit.checkpoint_blocks(model, blocks_of(model)[::2])
+        dropit.to_dropit(model, gamma=GAMMA, quantize=quantize)  # leaves the checkpointed blocks alone
     return apply
 
 
