@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: test test-e2e reproduce bench-memory bench-models bench-speed clean
+.PHONY: test test-e2e reproduce bench-memory bench-models bench-speed bench-frontier clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +27,10 @@ bench-models: $(STAMP)
 
 bench-speed: $(STAMP)
 	$(PY) benchmarks/speed.py
+
+# DropIT, its lossy companions and checkpointing: memory and step time against plain (about 20 minutes)
+bench-frontier: $(STAMP)
+	$(PY) benchmarks/frontier.py --json results/memory/frontier.json
 
 reproduce: $(STAMP)
 	$(PY) -m dropit.lab.reproduce $(if $(PRESET),--preset $(PRESET)) $(if $(filter 0 false no,$(DOWNLOAD)),--no-download)

@@ -1,13 +1,16 @@
-"""How far DropIT's weight gradients are from dense autograd's, per strategy and value precision.
+"""How far DropIT's weight gradients are from dense autograd's, per strategy, value precision and quantize level.
 
-    python benchmarks/gradients.py           # CIFAR ResNet-18, one batch of 32 real-like images
+    python benchmarks/gradients.py           # CIFAR ResNet-18, one batch of 32 random images
 
 One forward/backward of the same batch through the plain model and through
 converted copies; for each, the relative error ||g - g_dense|| / ||g_dense||
 of all weight gradients together, and the cosine similarity. The kept values
 stored in bf16 or fp16 (``value_dtype=``) add rounding on top of the drop: the
 last column is their relative difference from the same strategy's gradient
-with fp32 values.
+with fp32 values. The second table adds the lossy companions
+(``quantize="int8"``, ``"int4"``): their error against dense autograd, and
+against DropIT alone at the same rate (what the quantization itself moves);
+at gamma = 0 nothing is dropped, so that row is the quantization alone.
 """
 from __future__ import annotations
 
@@ -46,12 +49,31 @@ def main():
             torch.manual_seed(1)
             g = weight_grads(model, x, y)
             rel = float((g - dense).norm() / dense.norm())
-            cos = float(torch.nn.functional.cosine_similarity(g, dense, dim=0))
+            cos = float(torch.nn.functional.cosine_similarity(g.double(), dense.double(), dim=0))  # fp32 rounds above 1
             name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[vdt]
             if vdt is None:
                 full[strategy] = g
             vs = float((g - full[strategy]).norm() / full[strategy].norm())
             print(f"{strategy:<10}{name:<8}{gamma:6.1f}{rel:12.4f}{cos:9.4f}{vs:16.2e}")
+    quantize_table(base, x, y, dense)
+
+
+def quantize_table(base, x, y, dense):
+    """The quantize levels on top of the default strategy."""
+    print(f"\nWith the lossy companions (default strategy {dropit.DEFAULT_STRATEGY!r})")
+    print(f"{'quantize':<10}{'gamma':>6}{'rel. error':>12}{'cosine':>9}{'vs DropIT alone':>17}")
+    rows = []
+    for gamma in (0.0, 0.5, 0.9):
+        alone = None
+        for level in (None, "int8", "int4"):
+            g = weight_grads(dropit.to_dropit(copy.deepcopy(base), gamma=gamma, quantize=level), x, y)
+            alone = g if level is None else alone
+            rel = float((g - dense).norm() / dense.norm())
+            cos = float(torch.nn.functional.cosine_similarity(g.double(), dense.double(), dim=0))  # fp32 rounds above 1
+            vs = float((g - alone).norm() / alone.norm())
+            rows.append({"quantize": level, "gamma": gamma, "rel_error": rel, "cosine": cos, "vs_dropit": vs})
+            print(f"{str(level):<10}{gamma:6.1f}{rel:12.4f}{cos:9.4f}{vs:17.4f}")
+    return rows
 
 
 if __name__ == "__main__":

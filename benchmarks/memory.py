@@ -3,8 +3,9 @@
     python benchmarks/memory.py            # CIFAR ResNet-18 (batch 128) and ViT-B/16 (batch 8), fp32, CPU
 
 For each configuration a new Python process builds the model, converts it
-(``to_dropit(model, gamma=0.9)`` with its defaults, or the published way: no
-ReLU companion), and runs one training-mode forward. It reports the growth of
+(``to_dropit(model, gamma=0.9)`` with its defaults; with ``quantize="int8"``
+or ``"int4"``; or the published way: no ReLU companion), and runs one
+training-mode forward. It reports the growth of
 the process's resident memory over that forward, with the output (and so the
 autograd graph and everything saved for backward) still alive, next to the
 memory meter's total for the same forward. ``MALLOC_MMAP_THRESHOLD_=65536``
@@ -31,6 +32,8 @@ CONFIGS = {
 VARIANTS = {
     "plain": None,
     "dropit": dict(relu_mask=True),
+    "+int8": dict(quantize="int8"),  # norms, activations and attention quantized too (lossy)
+    "+int4": dict(quantize="int4"),
     "published": dict(relu_mask=False, compact_maxpool=False),  # no companions, as the published code
 }
 
@@ -101,6 +104,7 @@ def main(argv=None):
     p.add_argument("--gamma", type=float, default=0.9)
     p.add_argument("--strategy", default=None, help="default: to_dropit's default strategy")
     p.add_argument("--configs", default=",".join(CONFIGS))
+    p.add_argument("--variants", default=",".join(VARIANTS), help="plain first: ratios are against it")
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(one(*args.child, args.gamma, args.strategy)))
@@ -111,7 +115,7 @@ def main(argv=None):
     results = []
     for config in args.configs.split(","):
         base = None
-        for variant in VARIANTS:
+        for variant in args.variants.split(","):
             r = run_child(config, variant, args.gamma, args.strategy)
             base = base or r["growth_bytes"]
             r["ratio"] = r["growth_bytes"] / base

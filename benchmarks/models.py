@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import inspect
 import json
 import os
 import subprocess
@@ -74,14 +73,12 @@ def run_child(name: str, variant: str, gamma: float) -> dict:
 
 
 def check_quantize(levels: list[str]) -> None:
-    """Stop with a clear message when this version of to_dropit has no ``quantize`` option."""
+    """Stop with a message naming the choices when a level is not one ``to_dropit`` ships."""
     import dropit
 
-    if levels and "quantize" not in inspect.signature(dropit.to_dropit).parameters:
-        raise SystemExit(
-            f"--quantize {','.join(levels)}: this version of dropit.to_dropit has no quantize option "
-            "(it is being added as to_dropit(model, gamma=..., quantize=\"int8\")); run without --quantize."
-        )
+    unknown = [q for q in levels if q not in dropit.QUANTIZE_LEVELS]
+    if unknown:
+        raise SystemExit(f"--quantize {','.join(unknown)}: unknown level; choose from {','.join(dropit.QUANTIZE_LEVELS)}")
 
 
 def markdown(rows: list[dict]) -> str:

@@ -5,6 +5,7 @@
     python benchmarks/speed.py --quality          # also the selection-quality table
     python benchmarks/speed.py --device cuda --batch 128 --models resnet18 --autocast bf16 --compile --sync-check
     python benchmarks/speed.py --device cuda --batch 32 --models vit_b_16 --autocast bf16 --compile --sync-check
+    python benchmarks/speed.py --quantize         # the default against default + int8 and + int4
 
 Each round runs one step of every configuration in turn (plain, the default
 ``to_dropit(model, gamma=...)``, each other strategy, and an exact global top-k
@@ -65,10 +66,14 @@ def global_top_k(x: torch.Tensor, gamma: float) -> torch.Tensor:
 STRATEGIES.setdefault("global-topk", Strategy("global-topk", lambda x, g: Selection(mask=global_top_k(x, g)), exact_capacity))
 
 
-def configurations(base: nn.Module, gamma: float, strategies, compiled: bool):
+def configurations(base: nn.Module, gamma: float, strategies, compiled: bool, quantize: bool = False):
     yield "plain", base
     default = dropit.to_dropit(copy.deepcopy(base), gamma=gamma)
     yield f"default ({DEFAULT_STRATEGY})", default
+    if quantize:  # the lossy companions on top of the default
+        for level in dropit.QUANTIZE_LEVELS:
+            yield f"default + {level}", dropit.to_dropit(copy.deepcopy(base), gamma=gamma, quantize=level)
+        strategies = ()
     for strategy in strategies:
         if strategy != DEFAULT_STRATEGY:
             yield strategy, dropit.to_dropit(copy.deepcopy(base), strategy=strategy, gamma=gamma)
@@ -98,8 +103,8 @@ def _quartiles(ratios):
 
 
 def bench_model(name, base, x, y, gamma, rounds, device, strategies=("mink", "random", "global-topk"),
-                compiled=False, autocast=None, sync_check=False):
-    configs = dict(configurations(base.to(device), gamma, strategies, compiled))
+                compiled=False, autocast=None, sync_check=False, quantize=False):
+    configs = dict(configurations(base.to(device), gamma, strategies, compiled, quantize))
     opts = {k: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for k, m in configs.items()}
     times = {k: [] for k in configs}
     amp = dict(device_type=device.type, dtype=autocast, enabled=autocast is not None)
@@ -121,7 +126,9 @@ def bench_model(name, base, x, y, gamma, rounds, device, strategies=("mink", "ra
           f"{torch.get_num_threads()} threads, {device} ({machine(device)})"
           + (f", {str(autocast).replace('torch.', '')} autocast" if autocast else "")
           + (", DropIT steps under sync debug mode 'error'" if sync_check and device.type == "cuda" else ""))
-    print(f"{'configuration':<22}{'median step (ms)':>18}{'ratio to plain':>16}{'quartiles':>18}")
+    default = f"default ({DEFAULT_STRATEGY})"
+    print(f"{'configuration':<22}{'median step (ms)':>18}{'ratio to plain':>16}{'quartiles':>18}"
+          + (f"{'ratio to default':>18}" if quantize else ""))
     ratios = {}
     for key, ts in times.items():
         # each round's step over the plain step of the same round: drifts in
@@ -130,7 +137,9 @@ def bench_model(name, base, x, y, gamma, rounds, device, strategies=("mink", "ra
         q1, median, q3 = _quartiles(t / p for t, p in zip(ts, times[reference]))
         ratios[key] = median
         label = f"{median:15.3f}x" if key != reference else f"{'1.000x':>16}"
-        print(f"{key:<22}{statistics.median(ts) * 1e3:18.1f}{label}{f'{q1:.3f}-{q3:.3f}':>18}"
+        extra = (f"{statistics.median(t / d for t, d in zip(ts, times[default])):17.3f}x"
+                 if quantize and reference == "plain" else "")
+        print(f"{key:<22}{statistics.median(ts) * 1e3:18.1f}{label}{f'{q1:.3f}-{q3:.3f}':>18}{extra}"
               + (f"  (vs {reference})" if reference != "plain" and key != reference else ""))
     return ratios
 
@@ -192,6 +201,7 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="add torch.compile'd plain and DropIT rows")
     p.add_argument("--autocast", choices=["bf16", "fp16"], default=None)
     p.add_argument("--sync-check", action="store_true", help="CUDA: fail on any host sync in a DropIT step")
+    p.add_argument("--quantize", action="store_true", help="rows: default, + int8, + int4 (instead of the strategies)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -207,7 +217,8 @@ def main(argv=None):
         title, build, size = builders[key]
         x = torch.randn(args.batch, 3, size, size, device=device)
         y = torch.randint(0, 100, (args.batch,), device=device)
-        bench_model(title, build(), x, y, args.gamma, args.rounds, device, strategies, args.compile, autocast, args.sync_check)
+        bench_model(title, build(), x, y, args.gamma, args.rounds, device, strategies, args.compile, autocast, args.sync_check,
+                    args.quantize)
     if args.quality:
         selection_quality(args.gamma)
 

@@ -7,13 +7,17 @@ elements, packed compactly, and expands them in backward.
 
     import dropit
     model = dropit.to_dropit(model, gamma=0.9)    # strategy="mink" for the paper's exact min-k
+    # quantize="int8" also keeps BatchNorm/LayerNorm/GELU/SiLU/attention inputs in 8 bits (lossy)
     report = dropit.measure_cache(model, images)   # bytes kept for backward, per layer
 
 The core depends on torch alone; the experiment layer lives in ``dropit.lab``.
 """
+from .checkpoint import checkpoint_blocks, checkpointed_modules
 from .convert import DropITForward, converted_modules, restore, set_gamma, to_dropit
 from .meter import CacheMeter, CacheReport, estimate_cache, measure_cache
 from . import ops  # registers the dropit:: custom ops
+from .quant import LEVELS as QUANTIZE_LEVELS
+from .quant import QLayout, QRecord
 from .record import Layout, Record
 from .relu import masked_relu
 from .sparsify import DropSpec, expand, sparsify
@@ -24,6 +28,11 @@ __all__ = [
     "set_gamma",
     "restore",
     "converted_modules",
+    "checkpoint_blocks",
+    "checkpointed_modules",
+    "QUANTIZE_LEVELS",
+    "QRecord",
+    "QLayout",
     "DropITForward",
     "DropSpec",
     "sparsify",

@@ -6,7 +6,9 @@ packed in-projection weight and ``out_proj.weight`` to
 therefore change nothing; this forward recomputes the module's math with the
 in-projection (q, k, v) and the out-projection as DropIT linears. Attention
 itself is ``F.scaled_dot_product_attention`` (or explicit softmax when the
-caller asks for the weights), as in PyTorch's own implementation.
+caller asks for the weights), as in PyTorch's own implementation; with
+``quantize=`` the fused attention keeps q, k, v and its output quantized
+(:mod:`dropit.sdpa`, approximate gradients).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import functional as DF
+from . import sdpa
+from .quant import bits_of
 from .sparsify import DropSpec
 
 
@@ -26,21 +30,24 @@ def supports(m: nn.MultiheadAttention) -> bool:
 
 
 def _projections(m: nn.MultiheadAttention, spec: DropSpec, query, key, value):
+    """q, k, v (views), the projection outputs they are views of, and for each of q, k, v
+    (which output it views, at which element offset)."""
     E = m.embed_dim
     b = m.in_proj_bias
     bq, bk, bv = b.split(E) if b is not None else (None, None, None)
     if m._qkv_same_embed_dim:
         if query is key and key is value:  # self-attention: one input, one record
-            return DF.linear(query, m.in_proj_weight, b, spec).split(E, dim=-1)
+            qkv = DF.linear(query, m.in_proj_weight, b, spec)
+            return (*qkv.split(E, dim=-1), (qkv,), ((0, 0), (0, E), (0, 2 * E)))
         wq, wk, wv = m.in_proj_weight.split(E)
     else:
         wq, wk, wv = m.q_proj_weight, m.k_proj_weight, m.v_proj_weight
     q = DF.linear(query, wq, bq, spec)
     if key is value and m._qkv_same_embed_dim:
-        k, v = DF.linear(key, torch.cat([wk, wv]), None if b is None else torch.cat([bk, bv]), spec).split(E, dim=-1)
-    else:
-        k, v = DF.linear(key, wk, bk, spec), DF.linear(value, wv, bv, spec)
-    return q, k, v
+        kv = DF.linear(key, torch.cat([wk, wv]), None if b is None else torch.cat([bk, bv]), spec)
+        return (q, *kv.split(E, dim=-1), (q, kv), ((0, 0), (1, 0), (1, E)))
+    k, v = DF.linear(key, wk, bk, spec), DF.linear(value, wv, bv, spec)
+    return q, k, v, (q, k, v), ((0, 0), (1, 0), (2, 0))
 
 
 def _additive_mask(attn_mask, key_padding_mask, N, H, L, S, dtype, device):
@@ -83,13 +90,8 @@ def mha_forward(
     E, H = m.embed_dim, m.num_heads
     hd = E // H
 
-    def heads(t, T):  # projections -> (N, H, T, hd), a view
-        if batch_first:
-            return t.view(N, T, H, hd).transpose(1, 2)
-        return t.view(T, N, H, hd).permute(1, 2, 0, 3)
-
-    q, k, v = _projections(m, spec, query, key, value)  # (N, T, E) or (T, N, E)
-    q, k, v = heads(q, L), heads(k, S), heads(v, S)
+    q, k, v, bases, owners = _projections(m, spec, query, key, value)  # (N, T, E) or (T, N, E)
+    q, k, v = (sdpa.heads(t, N, T, H, batch_first) for t, T in ((q, L), (k, S), (v, S)))  # (N, H, T, hd)
 
     mask = _additive_mask(attn_mask, key_padding_mask, N, H, L, S, q.dtype, q.device)
     dropout_p = m.dropout if m.training else 0.0
@@ -104,7 +106,11 @@ def mha_forward(
             weights = weights.mean(dim=1)
     else:
         causal = is_causal and mask is None
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
+        if spec.quantize is not None:  # the lossy companion: q, k, v and output kept quantized
+            out = sdpa.attention(q, k, v, mask, dropout_p, causal, bits=bits_of(spec.quantize),
+                               bases=(bases, owners, (N, H, batch_first)))
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
     # (N, H, L, hd) -> (N, L, E) or (L, N, E)
     out = out.transpose(1, 2).reshape(N, L, E) if batch_first else out.permute(2, 0, 1, 3).reshape(L, N, E)
     out = DF.linear(out, m.out_proj.weight, m.out_proj.bias, spec)

@@ -14,10 +14,17 @@ it is really freed (see :mod:`dropit.relu`); with ``compact_maxpool=True`` every
 ``nn.MaxPool2d`` keeps a byte per output instead of its input and indices
 (see :mod:`dropit.pool`). Both are exact.
 
+With ``quantize="int8"`` (or ``"int4"``) the ops whose saved inputs DropIT
+leaves dense also keep them compressed: BatchNorm1d/2d/3d, LayerNorm, RMSNorm,
+GELU, SiLU, and the fused attention inside MultiheadAttention. These companions
+are **approximate** (forward exact, gradients from 8- or 4-bit inputs; see
+:mod:`dropit.quant`); the default ``quantize=None`` leaves them untouched.
+
 Example::
 
     model = to_dropit(torchvision.models.resnet18(), gamma=0.8,
                       module_filter_fn=lambda m, name: name not in ("conv1", "fc"))
+    # to_dropit(model, gamma=0.9, quantize="int8"): BatchNorm/LayerNorm/GELU/attention inputs in 8 bits (lossy)
     set_gamma(model, 0.5)     # at run time, no re-conversion
     restore(model)            # back to the plain model
 """
@@ -31,12 +38,15 @@ import torch
 import torch.nn as nn
 
 from . import attention, pool
-from .layers import get_forward, kind_of
+from .activations import function_of
+from .checkpoint import CheckpointForward, checkpointed_modules
+from .layers import QUANT_KINDS, get_forward, kind_of
+from .quant import check_quantize, fewbit_tables
 from .sparsify import DropSpec
 from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy
 
 ModuleFilter = Callable[[nn.Module, str], bool]
-_LAYER_KINDS = ("linear", "hf_conv1d", "conv", "conv_transpose", "mha")  # what module_filter_fn chooses among
+_LAYER_KINDS = ("linear", "hf_conv1d", "conv", "conv_transpose", "mha", *QUANT_KINDS)  # what module_filter_fn chooses among
 
 
 class DropITForward:
@@ -59,7 +69,10 @@ class DropITForward:
         return type(m).forward(m, *args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"DropITForward({self.kind}, gamma={self.spec.gamma}, strategy={self.spec.strategy!r})"
+        if self.kind in QUANT_KINDS:
+            return f"DropITForward({self.kind}, quantize={self.spec.quantize!r})"
+        quantized = f", quantize={self.spec.quantize!r}" if self.spec.quantize and self.kind == "mha" else ""
+        return f"DropITForward({self.kind}, gamma={self.spec.gamma}, strategy={self.spec.strategy!r}{quantized})"
 
 
 def _gamma_for(name: str, gamma: float, gamma_by_name: Mapping[str, float]) -> float:
@@ -79,6 +92,7 @@ def to_dropit(
     relu_mask: bool = True,
     compact_maxpool: bool = True,
     value_dtype=None,
+    quantize: str | None = None,
 ) -> nn.Module:
     """Convert ``model`` in place to cache sparsified inputs; returns the model.
 
@@ -99,10 +113,22 @@ def to_dropit(
             (exact; see :mod:`dropit.pool`).
         value_dtype: keep the kept values in ``torch.bfloat16`` or
             ``torch.float16`` instead of the input's dtype (off by default).
+        quantize: ``None`` (the default: nothing else changes), ``"int8"`` or
+            ``"int4"``: also convert BatchNorm1d/2d/3d, LayerNorm, RMSNorm,
+            GELU, SiLU and MultiheadAttention's fused attention to keep their
+            saved inputs quantized (per-group int8; int4, and a 4-bit
+            derivative code for GELU/SiLU). **Approximate**: outputs are
+            exact, gradients come from the quantized inputs. ``module_filter_fn``
+            chooses among these modules too.
+
+    Modules inside blocks checkpointed with :func:`dropit.checkpoint_blocks`
+    are left alone (they keep nothing past their block).
 
     Raises ValueError, before changing anything, for an unknown strategy, a
-    gamma outside [0, 1) or NaN, or a model that is already converted.
+    gamma outside [0, 1) or NaN, an unknown quantize level, or a model that
+    is already converted.
     """
+    quantize = check_quantize(quantize)
     get_strategy(strategy)
     gamma = check_gamma(gamma)
     gamma_by_name = {p: check_gamma(g, f"gamma_by_name[{p!r}]") for p, g in (gamma_by_name or {}).items()}
@@ -111,12 +137,14 @@ def to_dropit(
         raise ValueError("model is already converted to DropIT; call dropit.restore(model) first, or set_gamma()")
 
     plan: list[tuple[nn.Module, str, str]] = []
-    skip_children: set[int] = set()
+    skip_children = {id(m) for _, block in checkpointed_modules(model) for m in block.modules()}  # recomputed anyway
     for name, module in model.named_modules():
         if id(module) in skip_children:
             continue
         kind = kind_of(module)
         if kind is None or (kind == "relu" and not relu_mask) or (kind == "maxpool" and not compact_maxpool):
+            continue
+        if kind in QUANT_KINDS and quantize is None:
             continue
         if kind == "maxpool" and not pool.supports(module):
             continue
@@ -130,7 +158,9 @@ def to_dropit(
         plan.append((module, name, kind))
 
     for module, name, kind in plan:
-        spec = DropSpec(_gamma_for(name, gamma, gamma_by_name), strategy, value_dtype)
+        if kind in ("gelu", "silu") and quantize == "int4":  # fit the derivative tables now, not while compiling
+            fewbit_tables(function_of(module))
+        spec = DropSpec(_gamma_for(name, gamma, gamma_by_name), strategy, value_dtype, quantize)
         module.forward = DropITForward(module, kind, spec)
     return model
 
@@ -163,7 +193,8 @@ def set_gamma(model: nn.Module, gamma: float | Mapping[str, float]) -> nn.Module
 
 
 def restore(model: nn.Module) -> nn.Module:
-    """Undo :func:`to_dropit` in place; returns the plain model."""
-    for _, module, _ in list(converted_modules(model)):
-        del module.__dict__["forward"]
+    """Undo :func:`to_dropit` (and :func:`dropit.checkpoint_blocks`) in place; returns the plain model."""
+    for module in model.modules():
+        if isinstance(module.__dict__.get("forward"), (DropITForward, CheckpointForward)):
+            del module.__dict__["forward"]
     return model

@@ -17,13 +17,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import functional as DF
+from .activations import activation_forward
 from .attention import mha_forward
+from .norms import batchnorm_forward, is_batchnorm, layernorm_forward, rmsnorm_forward
 from .pool import compact_max_pool2d
 from .relu import masked_relu
 from .sparsify import DropSpec
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_RMSNORM = getattr(nn, "RMSNorm", None)  # torch >= 2.4
+QUANT_KINDS = ("batchnorm", "layernorm", "rmsnorm", "gelu", "silu")  # converted only with quantize=
 
 
 def linear_forward(m: nn.Linear, spec: DropSpec, x: torch.Tensor) -> torch.Tensor:
@@ -117,6 +121,16 @@ def kind_of(module: nn.Module) -> str | None:
         return "relu"
     if isinstance(module, nn.MaxPool2d):
         return "maxpool"
+    if is_batchnorm(module):
+        return "batchnorm"
+    if isinstance(module, nn.LayerNorm):
+        return "layernorm"
+    if _RMSNORM is not None and isinstance(module, _RMSNORM):
+        return "rmsnorm"
+    if isinstance(module, nn.GELU):
+        return "gelu"
+    if isinstance(module, nn.SiLU):
+        return "silu"
     return None
 
 
@@ -129,4 +143,9 @@ def get_forward(kind: str):
         "relu": relu_forward,
         "mha": mha_forward,
         "maxpool": maxpool_forward,
+        "batchnorm": batchnorm_forward,
+        "layernorm": layernorm_forward,
+        "rmsnorm": rmsnorm_forward,
+        "gelu": activation_forward,
+        "silu": activation_forward,
     }[kind]

@@ -12,7 +12,9 @@ innermost module running when the tensor was saved.
     report = dropit.estimate_cache(model, (128, 3, 224, 224))  # meta device, no compute
 
 For DropIT layers the report also gives ``dense_bytes``: the size of the input
-the compact record stands for, so the saving is visible layer by layer. On CUDA
+the compact record stands for, so the saving is visible layer by layer, and
+``storage``: the bytes by how they are stored (a record's kind, "bits",
+"index", "int8", "int4", "fewbit4", ..., or "plain" for every other saved tensor). On CUDA
 ``peak_cuda_bytes`` is the allocator's peak over the forward (weights, input,
 kept tensors and transients: the paper's "Cache (MB)" protocol).
 """
@@ -39,6 +41,7 @@ class LayerCache:
     bytes: int = 0  # kept for backward, each storage once
     dense_bytes: int = 0  # dense size of the inputs DropIT stored compactly here
     tensors: int = 0
+    storage: dict[str, int] = field(default_factory=dict)  # bytes by record kind; "plain" for the rest
 
 
 @dataclass
@@ -71,6 +74,7 @@ class CacheReport:
                 "share": self.share(layer),
                 "dense_bytes": layer.dense_bytes,
                 "tensors": layer.tensors,
+                "storage": "+".join(layer.storage),
             }
             for layer in self.layers
         ]
@@ -81,14 +85,23 @@ class CacheReport:
             out[layer.kind] = out.get(layer.kind, 0) + layer.bytes
         return out
 
+    def by_storage(self) -> dict[str, int]:
+        """Bytes by how they are stored: record kinds ("bits", "int8", ...) and "plain"."""
+        out: dict[str, int] = {}
+        for layer in self.layers:
+            for kind, nbytes in layer.storage.items():
+                out[kind] = out.get(kind, 0) + nbytes
+        return out
+
     def table(self, top: int | None = None) -> str:
         rows = sorted(self.layers, key=lambda l: -l.bytes)[:top] if top else self.layers
         width = max([len(r.name or "(root)") for r in rows] + [5])
-        lines = [f"{'layer':<{width}}  {'kind':<20} {'MiB':>10} {'share':>7} {'dense MiB':>10}"]
+        lines = [f"{'layer':<{width}}  {'kind':<20} {'MiB':>10} {'share':>7} {'dense MiB':>10}  stored as"]
         for r in rows:
             dense = f"{r.dense_bytes / MiB:10.2f}" if r.dense_bytes else f"{'':>10}"
             lines.append(
                 f"{r.name or '(root)':<{width}}  {r.kind:<20} {r.bytes / MiB:10.2f} {self.share(r):7.1%} {dense}"
+                f"  {'+'.join(r.storage)}"
             )
         lines.append(f"{'total':<{width}}  {'':<20} {self.total_bytes / MiB:10.2f}")
         if self.peak_cuda_bytes is not None:
@@ -117,6 +130,7 @@ class CacheMeter:
         self._stack: list[nn.Module] = []
         self._seen: set[int] = set()
         self._dense: dict[int, int] = {}
+        self._record_kind: dict[int, str] = {}
         self._layers: dict[str, LayerCache] = {}
         self._excluded = {_storage_key(t) for t in list(model.parameters()) + list(model.buffers())}
         self._handles: list = []
@@ -151,9 +165,10 @@ class CacheMeter:
 
     def _on_sparsify(self, dense: torch.Tensor, record) -> None:
         nbytes = dense.numel() * dense.element_size()
-        keys = [_storage_key(t) for t in record.tensors]
+        keys = [_storage_key(t) for t in record.saved]
         for i, key in enumerate(keys):  # charge the dense size once, to the record's first storage
             self._dense.setdefault(key, nbytes if i == 0 else 0)
+            self._record_kind.setdefault(key, record.layout.kind)
 
     def _pack(self, t: torch.Tensor):
         # Autograd keeps a detached alias (same storage, same bytes). A saved *output* packed as
@@ -172,9 +187,12 @@ class CacheMeter:
         layer = self._layers.get(name)
         if layer is None:
             layer = self._layers[name] = LayerCache(name, type(owner).__name__ if owner is not None else "-")
-        layer.bytes += t.untyped_storage().nbytes()
+        nbytes = t.untyped_storage().nbytes()
+        layer.bytes += nbytes
         layer.dense_bytes += self._dense.get(key, 0)
         layer.tensors += 1
+        kind = self._record_kind.get(key, "plain")
+        layer.storage[kind] = layer.storage.get(kind, 0) + nbytes
         return t.detach()
 
     def report(self, peak_cuda_bytes: int | None = None) -> CacheReport:

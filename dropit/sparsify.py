@@ -21,6 +21,7 @@ import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
 from . import ops
+from .quant import check_quantize
 from .record import Layout, Record, from_memory_order, memory_order, notify, observe, position_kind
 from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy
 
@@ -31,15 +32,18 @@ __all__ = ["DropSpec", "sparsify", "expand", "observe"]
 
 @dataclass
 class DropSpec:
-    """How one layer drops: ``gamma`` in [0, 1), a strategy name, value precision."""
+    """How one layer drops: ``gamma`` in [0, 1), a strategy name, value precision, and the
+    quantize level of its lossy companions (``None``, ``"int8"``, ``"int4"``; see :mod:`dropit.quant`)."""
 
     gamma: float = 0.9
     strategy: str = DEFAULT_STRATEGY
     value_dtype: torch.dtype | None = None
+    quantize: str | None = None
 
     def __post_init__(self):
         self.gamma = check_gamma(self.gamma)
         get_strategy(self.strategy)
+        check_quantize(self.quantize)
         if self.value_dtype not in _VALUE_DTYPES:
             raise ValueError(
                 f"value_dtype must be one of None, torch.bfloat16, torch.float16, got {self.value_dtype!r}"

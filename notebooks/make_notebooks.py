@@ -245,6 +245,14 @@ batch_size = 128
 device = "auto"        # "auto": measure on CUDA where present, else estimate on the meta device
 out_dir = "results/memory"
 top_layers = 20
+interactive = True     # the γ / quantize widget below; papermill passes False (static figures)
+explore_models = ["resnet18_cifar", "vit_b_16"]   # at batch_size, estimated on the meta device
+explore_gamma = 0.9
+explore_quantize = "int8"   # None, "int8" or "int4" (lossy)
+frontier_models = "tiny"    # "resnet18-cifar,vit_b_16" for the README's frontier (about 20 minutes)
+frontier_rounds = 3
+frontier_configs = None     # None: all of dropit.lab.frontier.CONFIGS
+frontier_json = None        # a frontier.json written by benchmarks/frontier.py: shown instead of measuring
 """),
     code("""
 from IPython.display import Markdown
@@ -270,6 +278,48 @@ for row in (r for r in PAPER_ROWS if r["dropit"]):
     fig = plots.layer_memory_bars(layers, top=top_layers, title=f"{row['model']} ({row['table']}), batch {batch_size}")
     report.save_figure(fig, out, f"per_layer_{name}")
     display(fig)
+"""),
+    md("""
+## What DropIT leaves dense, compressed too (lossy, opt-in)
+
+After DropIT, most of what a model keeps is other ops' saved inputs: BatchNorm's in a
+ResNet; LayerNorm's, GELU's and the attention's q, k, v and output in a ViT.
+`to_dropit(model, quantize="int8")` keeps those as 8-bit codes with one scale per 64
+elements, `"int4"` as 4-bit codes (and GELU/SiLU as a 4-bit code of their derivative).
+Forward outputs stay exact; gradients come from the quantized inputs, so these are
+**approximate** (see `benchmarks/gradients.py` and `benchmarks/accuracy.py`). Move γ
+and pick the level: both models redraw (meta-device estimates, needs a live kernel).
+"""),
+    code("""
+from dropit.lab import teach
+
+explore = dict(gamma=explore_gamma, quantize=explore_quantize, batch_size=batch_size)
+if interactive:
+    from dropit.lab import widgets
+    display(widgets.memory_explorer(tuple(explore_models), top=top_layers, **explore))
+else:
+    for name in explore_models:
+        layers = teach.plain_vs_dropit_layers(name, strategy="sampled", estimate=True, **explore)
+        display(plots.layer_memory_bars(layers, top=top_layers, title=f"{name}, batch {batch_size}"))
+"""),
+    md("""
+## Memory against speed: DropIT, its lossy companions and activation checkpointing
+
+Forward-kept memory, whole-step peak and step time, each against the plain model
+(`dropit.lab.frontier`: each memory row a fresh process, times interleaved in one).
+Checkpointing keeps only each block's input but runs the block's forward twice;
+`dropit.checkpoint_blocks` combines it with DropIT on the other blocks.
+"""),
+    code("""
+from dropit.lab import frontier
+
+frontier_rows = frontier.load_or_run(rows.resolve(frontier_json) if frontier_json else None,
+                                     frontier_models, frontier_configs, frontier_rounds)
+report.save_json(frontier_rows, out / "frontier.json")
+display(Markdown(frontier.markdown(frontier_rows)))
+fig = plots.frontier_figure(frontier_rows)
+report.save_figure(fig, out, "frontier")
+fig
 """),
 ]
 

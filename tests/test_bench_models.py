@@ -1,17 +1,15 @@
-"""benchmarks/models.py: the --quantize guard and the table it prints."""
+"""benchmarks/models.py: the --quantize check and the table it prints."""
 import pytest
 
 import dropit
 from benchmarks import models as bench
 
 
-def test_quantize_fails_clearly_until_to_dropit_has_it(monkeypatch):
+def test_quantize_levels_checked_before_any_row():
     bench.check_quantize([])  # nothing asked: nothing to check
-    monkeypatch.setattr(dropit, "to_dropit", lambda model, strategy="sampled", gamma=0.9, *, relu_mask=True: model)
-    with pytest.raises(SystemExit, match=r"--quantize int8,int4: this version of dropit.to_dropit has no quantize option"):
-        bench.check_quantize(["int8", "int4"])
-    monkeypatch.setattr(dropit, "to_dropit", lambda model, gamma=0.9, *, quantize=None: model)
-    bench.check_quantize(["int8"])
+    bench.check_quantize(list(dropit.QUANTIZE_LEVELS))
+    with pytest.raises(SystemExit, match=r"--quantize int3: unknown level; choose from int8,int4"):
+        bench.check_quantize(["int8", "int3"])
 
 
 def test_markdown_one_block_per_model():

@@ -215,7 +215,9 @@ def test_table_notebook_writes_rows_metrics_and_figures(kernel, results, table, 
 @pytest.mark.slow
 def test_memory_notebook_writes_the_cache_column(kernel, results):
     out = results / "memory"
-    nb = _execute("memory", results, kernel, batch_size=2, out_dir=str(out))
+    nb = _execute("memory", results, kernel, batch_size=2, out_dir=str(out), interactive=False,
+                  explore_models=["resnet_mini", "vit_tiny"], frontier_rounds=1,
+                  frontier_configs="plain,DropIT + int8")
     column = json.loads((out / "cache_column.json").read_text())
     assert [r["paper_mb"] for r in column] == [648, 598, 20290, 16052, 2826, 2600, 20290, 16056]
     assert all(r["kept_mb"] > 0 for r in column)
@@ -224,7 +226,9 @@ def test_memory_notebook_writes_the_cache_column(kernel, results):
     layers = json.loads((out / "per_layer_cifar100_resnet18_cifar.json").read_text())
     plain, dropped = layers.values()
     assert sum(r["bytes"] for r in dropped) < sum(r["bytes"] for r in plain)
-    assert len(_outputs(nb, PLOTLY)) == 1 + len(pairs)
+    assert len(_outputs(nb, PLOTLY)) == 1 + len(pairs) + 2 + 1  # + per-layer with quantize (2 models), frontier
+    frontier = json.loads((out / "frontier.json").read_text())
+    assert [r["config"] for r in frontier] == ["plain", "DropIT + int8"] and frontier[1]["kept_ratio"] < 0.5
     assert "| 20290 |" in "".join(_outputs(nb, "text/markdown"))
 
 

@@ -5,6 +5,12 @@
     values, bits, count = compress(flat, capacity, thr=thr)   # or mask=keep
     dense = expand(values, bits, n)
     bits = pack_nonzero(flat); grad_in = mask_grad(grad, bits)  # the ReLU companion
+    codes, scales = quantize(flat, 8, 64); flat = dequantize(codes, scales, 8, 64, n, dtype)  # lossy companions
+    codes = fewbit_encode(flat, boundaries); grad_in = fewbit_grad(grad, codes, levels)
+
+:mod:`.quant_reference` defines the quantization kernels; :mod:`.quant_cpu`
+runs their C versions (``csrc/dropit_quant.c``, fp32/bf16/fp16; CUDA runs the
+reference, which inductor fuses under ``torch.compile``).
 
 :mod:`.reference` defines what each computes, in torch. The implementation run
 is chosen by the tensor's device:
@@ -23,7 +29,7 @@ import functools
 
 import torch
 
-from . import cpu, reference
+from . import cpu, quant_cpu, quant_reference, reference
 from .reference import SAMPLE_SIZE, magnitude_keys, pack_bits, sample_rank, unpack_bits
 
 __all__ = [
@@ -34,6 +40,10 @@ __all__ = [
     "pack_nonzero",
     "mask_grad",
     "backend",
+    "quantize",
+    "dequantize",
+    "fewbit_encode",
+    "fewbit_grad",
     "SAMPLE_SIZE",
     "sample_rank",
     "magnitude_keys",
@@ -119,3 +129,34 @@ def mask_grad(grad: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     if which == "triton":
         return _triton().mask_grad(grad, bits)
     return reference.mask_grad(grad, bits)
+
+
+# ---- quantization (the lossy companions; see dropit.quant and .quant_reference) ----
+
+
+def quantize(flat: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes, scales (groups,) fp32): per-group absmax codes of 8 or 4 bits, nearest rounding."""
+    if backend(flat) == "c" and flat.dtype in quant_cpu.DTYPES:
+        return quant_cpu.quantize(flat, bits, group)
+    return quant_reference.quantize(flat, bits, group)
+
+
+def dequantize(codes: torch.Tensor, scales: torch.Tensor, bits: int, group: int, n: int, dtype) -> torch.Tensor:
+    """(n,) of dtype: code * scale, NaN where the input was not finite."""
+    if backend(scales) == "c" and dtype in quant_cpu.DTYPES:
+        return quant_cpu.dequantize(codes, scales, bits, group, n, dtype)
+    return quant_reference.dequantize(codes, scales, bits, group, n, dtype)
+
+
+def fewbit_encode(flat: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor:
+    """((n + 1) // 2,) uint8: each element's bin among the boundaries, 15 for non-finite."""
+    if backend(flat) == "c" and flat.dtype in quant_cpu.DTYPES:
+        return quant_cpu.fewbit_encode(flat, boundaries)
+    return quant_reference.fewbit_encode(flat, boundaries)
+
+
+def fewbit_grad(grad: torch.Tensor, codes: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """grad * levels[code] (fp32 arithmetic), in grad's dtype."""
+    if backend(grad) == "c" and grad.dtype in quant_cpu.DTYPES:
+        return quant_cpu.fewbit_grad(grad, codes, levels)
+    return quant_reference.fewbit_grad(grad, codes, levels)

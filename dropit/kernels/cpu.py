@@ -1,6 +1,6 @@
-"""The fused CPU kernels: ``csrc/dropit_cpu.c``, compiled on first use and loaded with ctypes.
+"""The fused CPU kernels: ``csrc/*.c``, compiled on first use into one library loaded with ctypes.
 
-The C file needs no torch headers, so it compiles in about a second with the
+The C files need no torch headers, so they compile in seconds with the
 system's C compiler (``$CC``, else ``cc`` or ``gcc``) for this machine's CPU
 (``-march=native``), into a cache folder (``$DROPIT_CACHE``, else
 ``$XDG_CACHE_HOME/dropit`` or ``~/.cache/dropit``) keyed by the source, the
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("csrc") / "dropit_cpu.c"
+SOURCES = sorted((Path(__file__).with_name("csrc")).glob("*.c"))  # dropit_cpu.c, dropit_quant.c
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 WIDTHS = (16, 32, 64)  # element widths in bits: bf16/fp16, fp32, fp64
 
@@ -67,7 +67,7 @@ def _compiler() -> str | None:
 def _build(cc: str) -> Path:
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256(
-        "\0".join([SOURCE.read_text(), " ".join(FLAGS), version, _cpu_signature()]).encode()
+        "\0".join([*(src.read_text() for src in SOURCES), " ".join(FLAGS), version, _cpu_signature()]).encode()
     ).hexdigest()[:16]
     target = cache_dir() / f"dropit_cpu_{key}.so"
     if target.exists():
@@ -76,7 +76,7 @@ def _build(cc: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)  # same folder: the rename is atomic
     os.close(fd)
     try:
-        result = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        result = subprocess.run([cc, *FLAGS, *map(str, SOURCES), "-o", tmp], capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"{cc} failed:\n{result.stderr.strip()[-2000:]}")
         os.replace(tmp, target)

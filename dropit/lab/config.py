@@ -85,6 +85,7 @@ class RunConfig:
     dropit_strategy: str = "mink"
     dropit_exclude: Optional[list[str]] = None  # fnmatch patterns left dense; None: first conv + classifier
     dropit_relu_mask: bool = True  # ReLUs keep a 1-bit mask so the drop really frees memory
+    dropit_quantize: Optional[str] = None  # "int8"/"int4": norms, activations, attention keep quantized inputs (lossy)
 
     # run control
     seed: int = 42
@@ -203,6 +204,10 @@ def validate(cfg: RunConfig, source: str | None = None) -> RunConfig:
             raise ConfigError(f"parameter {_where(key, source)} must be positive, got {v}")
     if not 0.0 <= cfg.dropit_gamma < 1.0:
         raise ConfigError(f"parameter {_where('dropit_gamma', source)} must be in [0, 1), got {cfg.dropit_gamma}")
+    if cfg.dropit_quantize not in (None, "int8", "int4"):
+        raise ConfigError(
+            f"parameter {_where('dropit_quantize', source)} = {cfg.dropit_quantize!r} is not one of null, int8, int4"
+        )
     if cfg.lr <= 0:
         raise ConfigError(f"parameter {_where('lr', source)} must be positive, got {cfg.lr}")
     for key in ("weight_decay", "momentum", "label_smoothing", "warmup_epochs", "min_lr", "num_workers", "record_every"):

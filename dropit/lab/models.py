@@ -196,4 +196,5 @@ def apply_dropit(model: nn.Module, cfg) -> nn.Module:
     return dropit.to_dropit(
         model, strategy=cfg.dropit_strategy, gamma=cfg.dropit_gamma,
         module_filter_fn=dropit_filter(exclude), relu_mask=cfg.dropit_relu_mask,
+        quantize=cfg.dropit_quantize,
     )

@@ -12,6 +12,7 @@ widget-backed versions live in :mod:`dropit.lab.widgets`.
 - :func:`bench_figure`         the explore bench's per-step panels; :func:`add_run_traces` adds a run
 - :func:`sweep_summary_figure` kept memory and top-1 against γ, the plain run as a line
 - :func:`cache_column_figure`  the Cache (MB) column: ours beside the paper's
+- :func:`frontier_figure`      memory against step time: DropIT, quantized, checkpointed
 
     from dropit.lab import plots, teach
     d = teach.drop(teach.demo_activation(), gamma=0.9)
@@ -359,4 +360,29 @@ def sweep_summary_figure(rows: Sequence[Mapping], *, title: str | None = None) -
     fig.update_yaxes(title_text="%", row=1, col=2)
     fig.update_layout(title=title or "Sweep: what γ saves and what it costs", height=400, autosize=True,
                       margin=dict(l=50, r=20, t=70, b=40), legend=dict(orientation="h", y=-0.25, x=0))
+    return fig
+
+
+def frontier_figure(rows: Sequence[Mapping], *, memory: str = "kept_ratio", title: str | None = None) -> go.Figure:
+    """Memory against step time, both relative to the plain model, one marker per configuration.
+
+    ``rows`` as from ``dropit.lab.frontier.run()``; ``memory`` is
+    ``"kept_ratio"`` (forward-kept) or ``"peak_ratio"`` (whole-step peak).
+    Down and left is better; one colour per model, configurations as labels.
+    """
+    what = {"kept_ratio": "forward-kept memory", "peak_ratio": "whole-step peak memory"}[memory]
+    fig = go.Figure()
+    for model, rs in _by(rows, "model").items():
+        fig.add_trace(go.Scatter(
+            x=[r["time_ratio"] for r in rs], y=[r[memory] for r in rs], mode="markers+text", name=str(model),
+            text=[r["config"] for r in rs], textposition="top right", marker_size=11,
+            error_x=dict(type="data", symmetric=False, array=[r["time_q3"] - r["time_ratio"] for r in rs],
+                         arrayminus=[r["time_ratio"] - r["time_q1"] for r in rs], thickness=1),
+            hovertemplate="%{text}<br>time %{x:.3f}x<br>memory %{y:.3f}<extra>" + str(model) + "</extra>",
+        ))
+    fig.update_layout(
+        title=title or f"{what} vs step time, each against the plain model",
+        xaxis_title="step time / plain (median over interleaved rounds; bars: quartiles)",
+        yaxis_title=f"{what} / plain", yaxis_rangemode="tozero", height=520,
+    )
     return fig

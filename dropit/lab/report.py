@@ -6,6 +6,8 @@ Inputs, all under the results folder:
 
 - ``runs/[<preset>/]**/metrics.json``    one per table row (the cifar100 / imagenet / iclr notebooks)
 - ``memory/cache_column.json``           the Cache (MB) column (the memory notebook)
+- ``memory/frontier.json``               the memory/speed frontier (``benchmarks/frontier.py --json``
+                                          or the memory notebook)
 - ``**/*.plotly.json``                   plotly figures the notebooks saved
 - ``*.ipynb``                            executed notebooks; their plotly outputs become figures
 
@@ -164,6 +166,17 @@ def tables_markdown(results: str | os.PathLike, *, preset: str | None = None) ->
         )
     else:
         parts.append("### Cache (MB) at the paper's protocol\n\nnot run (the memory notebook writes `memory/cache_column.json`).")
+    frontier_path = results / "memory" / "frontier.json"
+    if frontier_path.is_file():
+        from .frontier import markdown as frontier_markdown
+
+        parts.append(
+            "### Memory against speed: DropIT, its lossy companions, checkpointing\n\n"
+            "CPU, fp32, γ = 0.9. Forward-kept and whole-step peak: growth of resident memory, each row a fresh "
+            "process; step time: median over interleaved rounds of each step over the plain step of the same "
+            "round (quartiles in brackets). `int8`/`int4` are lossy (`to_dropit(quantize=...)`).\n\n"
+            + frontier_markdown(json.loads(frontier_path.read_text()))
+        )
     return "\n\n".join(parts) + "\n"
 
 
@@ -192,6 +205,11 @@ def notebook_markdown(path: str | os.PathLike) -> str:
     nb = nbformat.read(str(path), as_version=4)
     texts = [out.get("data", {}).get("text/markdown") for cell in nb.cells for out in cell.get("outputs", [])]
     return "\n\n".join(t if isinstance(t, str) else "".join(t) for t in texts if t)
+
+
+def _is_frontier(fig: dict) -> bool:
+    title = (fig.get("layout") or {}).get("title") or {}
+    return "vs step time, each against the plain model" in str(title.get("text", title))
 
 
 def _executed_notebooks(results: Path) -> list[Path]:
@@ -305,8 +323,14 @@ def build(results: str | os.PathLike = "results", *, preset: str | None = None, 
 
     meta = f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} with Python {sys.version.split()[0]}."
     sections: list[tuple[str, str, Sequence]] = [("", md + "\n\n" + meta + ("\n\n" + notes if notes else ""), [])]
+    frontier_path = results / "memory" / "frontier.json"
+    if frontier_path.is_file():
+        from .plots import frontier_figure
+
+        rows = json.loads(frontier_path.read_text())
+        sections.append(("Memory against speed", "", [frontier_figure(rows), frontier_figure(rows, memory="peak_ratio")]))
     for nb in _executed_notebooks(results):
-        figs = notebook_figures(nb)
+        figs = [f for f in notebook_figures(nb) if not _is_frontier(f)]  # drawn from frontier.json above
         text = notebook_markdown(nb) if nb.stem in NOTEBOOK_TABLES else ""
         if figs or text:
             sections.append((f"Figures from {nb.name}", text, figs))

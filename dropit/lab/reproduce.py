@@ -62,7 +62,7 @@ def plan(preset: str, results: Path) -> list[Job]:
     runs, figures = str(results / "runs" / preset), str(results / "figures")
     table = dict(preset=preset, out_root=runs, figures_dir=figures, overrides=[NO_DOWNLOAD])
     jobs = [
-        Job("memory", dict(batch_size=128, out_dir=str(results / "memory"))),
+        Job("memory", dict(batch_size=128, out_dir=str(results / "memory"), interactive=False)),
         Job("quickstart", dict(interactive=False)),
     ]
     if preset == "quick":

@@ -222,12 +222,16 @@ def plain_vs_dropit_layers(
     image_size: int | None = None,
     num_classes: int = 100,
     seed: int = 0,
+    quantize: str | None = None,
+    estimate: bool = False,
 ) -> dict[str, list[dict]]:
     """Per-layer bytes kept for backward by a lab model, plain and with DropIT.
 
     The DropIT copy leaves the first layer and the classifier dense, as the
-    experiment layer does. Returns ``{"plain": rows, "DropIT γ=...": rows}``
-    (the meter's rows), ready for :func:`dropit.lab.plots.layer_memory_bars`.
+    experiment layer does; ``quantize="int8"``/``"int4"`` adds the lossy
+    companions. ``estimate=True`` measures on the meta device (sizes only,
+    fast at any batch). Returns ``{"plain": rows, "DropIT γ=...": rows}`` (the
+    meter's rows), ready for :func:`dropit.lab.plots.layer_memory_bars`.
     """
     from .models import build_model, default_dropit_exclude, dropit_filter
 
@@ -235,11 +239,17 @@ def plain_vs_dropit_layers(
     torch.manual_seed(seed)
     model = build_model(model_name, num_classes, image_size=size)
     x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(seed))
-    plain = layer_cache_rows(model, [x])
+
+    def rows():
+        if estimate:
+            return [r for r in dropit.estimate_cache(model, tuple(x.shape)).to_rows() if r["bytes"] or r["dense_bytes"]]
+        return layer_cache_rows(model, [x])
+
+    plain = rows()
     exclude = default_dropit_exclude(model)
-    dropit.to_dropit(model, strategy, gamma, module_filter_fn=dropit_filter(exclude))
-    dropped = layer_cache_rows(model, [x])
-    return {"plain": plain, f"DropIT γ={gamma:g}": dropped}
+    dropit.to_dropit(model, strategy, gamma, module_filter_fn=dropit_filter(exclude), quantize=quantize)
+    label = f"DropIT γ={gamma:g}" + (f" + {quantize}" if quantize else "")
+    return {"plain": plain, label: rows()}
 
 
 def model_cache_vs_gamma(

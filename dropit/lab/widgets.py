@@ -8,7 +8,9 @@
   ``on_end``) drawing one run's loss, running top-1, validation top-1 and kept
   bytes into the bench figure in batches, and asking the loop to stop when told;
 - :func:`gamma_explorer` a γ slider and a strategy dropdown that redraw the
-  heatmap and histogram of one activation (the quickstart notebook).
+  heatmap and histogram of one activation (the quickstart notebook);
+- :func:`memory_explorer` a γ slider and a quantize menu that redraw the
+  per-layer memory of a ResNet and a ViT (the memory notebook).
 
 The bookkeeping (names, colours, the table, the sweep plan, status lines) is in
 :mod:`dropit.lab.bench`, the figures in :mod:`dropit.lab.plots`; this module
@@ -421,4 +423,47 @@ def gamma_explorer(x, *, gamma: float = 0.9, strategy: str = "mink", index=(0, 0
     box.redraw = redraw  # for tests and scripted use
     box.figures = (heat, hist)
     box.controls = (slider, dropdown)
+    return box
+
+
+def _replace(fw: go.FigureWidget, new: go.Figure) -> None:
+    """Make ``fw`` show ``new``, whatever its number of traces."""
+    with fw.batch_update():
+        fw.data = ()
+        fw.add_traces(list(new.data))
+        fw.layout.update(new.layout.to_plotly_json(), overwrite=True)
+
+
+def memory_explorer(
+    models=("resnet18_cifar", "vit_b_16"), *, gamma: float = 0.9, quantize: str | None = "int8",
+    batch_size: int = 8, top: int | None = 30, strategy: str = "sampled",
+) -> W.VBox:
+    """A gamma slider and a quantize menu redrawing the per-layer memory of each model, plain and
+    converted (meta-device estimates: sizes only, so any batch size redraws in about a second)."""
+    from dropit.quant import LEVELS
+
+    from . import teach
+
+    def figure(name, g, q):
+        layers = teach.plain_vs_dropit_layers(name, gamma=g, strategy=strategy, batch_size=batch_size,
+                                              quantize=q, estimate=True)
+        total = {label: sum(r["bytes"] for r in rows) / MiB for label, rows in layers.items()}
+        summary = ", ".join(f"{label}: {mib:.1f} MiB" for label, mib in total.items())
+        return plots.layer_memory_bars(layers, top=top, title=f"{name}, batch {batch_size}: {summary}")
+
+    figs = [go.FigureWidget(figure(name, gamma, quantize)) for name in models]
+    slider = W.FloatSlider(value=gamma, min=0.0, max=0.99, step=0.01, description="γ", continuous_update=False)
+    menu = W.Dropdown(options=[("none (exact)", None)] + [(lv + " (lossy)", lv) for lv in LEVELS], value=quantize,
+                      description="quantize")
+
+    def redraw(_=None):
+        for fw, name in zip(figs, models):
+            _replace(fw, figure(name, slider.value, menu.value))
+
+    slider.observe(redraw, names="value")
+    menu.observe(redraw, names="value")
+    box = W.VBox([W.HBox([slider, menu]), *figs])
+    box.redraw = redraw  # for tests and scripted use
+    box.figures = tuple(figs)
+    box.controls = (slider, menu)
     return box

@@ -1,0 +1,78 @@
+"""dropit.checkpoint_blocks with DropIT, and the frontier benchmark on a small model."""
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+import dropit
+from dropit.lab import frontier
+from dropit.lab.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _step(model, x):
+    model.zero_grad()
+    out = model(x)
+    out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_checkpointed_blocks_give_plain_gradients_and_running_stats():
+    torch.manual_seed(0)
+    plain = build_model("resnet_mini", 10).train()
+    ckpt = dropit.checkpoint_blocks(copy.deepcopy(plain), frontier.blocks_of(plain))
+    x = torch.randn(4, 3, 16, 16)
+    for _ in range(2):
+        out_p, g_p = _step(plain, x)
+        out_c, g_c = _step(ckpt, x)
+    torch.testing.assert_close(out_c, out_p, rtol=0, atol=0)
+    for n in g_p:
+        torch.testing.assert_close(g_c[n], g_p[n], msg=n)
+    for (n, a), (_, b) in zip(plain.named_buffers(), ckpt.named_buffers()):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=n)  # updated once per step, not twice
+
+
+def test_dropit_skips_checkpointed_blocks_and_restore_undoes_both():
+    model = build_model("resnet_mini", 10)
+    blocks = frontier.blocks_of(model)
+    dropit.checkpoint_blocks(model, blocks[::2])
+    dropit.to_dropit(model, quantize="int8")
+    converted = [name for name, _, _ in dropit.converted_modules(model)]
+    assert converted and not any(name.startswith(blocks[0] + ".") for name in converted)
+    assert any(name.startswith(blocks[1] + ".") for name in converted)
+    assert [n for n, _ in dropit.checkpointed_modules(model)] == blocks[::2]
+    dropit.restore(model)
+    assert not list(dropit.converted_modules(model)) and not list(dropit.checkpointed_modules(model))
+
+
+def test_checkpoint_blocks_rejects_bad_names_before_changing_anything():
+    model = build_model("resnet_mini", 10)
+    with pytest.raises(ValueError, match="no submodule"):
+        dropit.checkpoint_blocks(model, ["layer1.0", "layer9"])
+    assert not list(dropit.checkpointed_modules(model))
+    dropit.checkpoint_blocks(model, ["layer1.0"])
+    with pytest.raises(ValueError, match="already"):
+        dropit.checkpoint_blocks(model, ["layer1.0"])
+
+
+@pytest.mark.slow
+def test_frontier_script_on_a_small_model(tmp_path):
+    out = tmp_path / "frontier.json"
+    configs = "plain,checkpoint every other block + DropIT + int8"  # DropIT, int8 and checkpointing at once
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "frontier.py"), "--models", "tiny", "--rounds", "1",
+                    "--configs", configs, "--json", str(out)], check=True, env=env, capture_output=True, text=True)
+    rows = json.loads(out.read_text())
+    assert [r["config"] for r in rows] == configs.split(",")
+    by = {r["config"]: r for r in rows}
+    assert by["plain"]["kept_ratio"] == 1.0 and by["plain"]["time_ratio"] == 1.0
+    assert by["checkpoint every other block + DropIT + int8"]["kept_ratio"] < 0.5  # measured 0.24
+    for r in rows:
+        assert r["kept_bytes"] > 0 and r["peak_bytes"] >= r["kept_bytes"] * 0.5 and r["time_ratio"] > 0
