@@ -86,6 +86,12 @@ def test_bad_choice_lists_the_valid_ones():
         load_config(None, ["optimizer=adam"])
 
 
+def test_quantize_level_is_checked_against_the_shipped_ones():
+    assert load_config(None, ["dropit_quantize=int4"]).dropit_quantize == "int4"
+    with pytest.raises(ConfigError, match=r"dropit_quantize.*'int3' is not one of null, int8, int4"):
+        load_config(None, ["dropit_quantize=int3"])
+
+
 def test_every_field_has_a_default_and_is_settable():
     cfg = RunConfig()
     assert set(cfg.to_dict()) == set(field_names())

@@ -204,9 +204,12 @@ def validate(cfg: RunConfig, source: str | None = None) -> RunConfig:
             raise ConfigError(f"parameter {_where(key, source)} must be positive, got {v}")
     if not 0.0 <= cfg.dropit_gamma < 1.0:
         raise ConfigError(f"parameter {_where('dropit_gamma', source)} must be in [0, 1), got {cfg.dropit_gamma}")
-    if cfg.dropit_quantize not in (None, "int8", "int4"):
+    from dropit import QUANTIZE_LEVELS
+
+    if cfg.dropit_quantize is not None and cfg.dropit_quantize not in QUANTIZE_LEVELS:
         raise ConfigError(
-            f"parameter {_where('dropit_quantize', source)} = {cfg.dropit_quantize!r} is not one of null, int8, int4"
+            f"parameter {_where('dropit_quantize', source)} = {cfg.dropit_quantize!r} is not one of "
+            f"null, {', '.join(QUANTIZE_LEVELS)}"
         )
     if cfg.lr <= 0:
         raise ConfigError(f"parameter {_where('lr', source)} must be positive, got {cfg.lr}")
