@@ -8,7 +8,8 @@ otherwise.
 
 Hugging Face transformers' ``Conv1D`` (GPT-2 and its relatives) is a Linear
 whose weight is stored transposed, (in, out). It is recognised by its
-structure (:func:`is_hf_conv1d`), so the core never imports transformers.
+structure (:func:`is_hf_conv1d`), so the core never imports transformers;
+its GELU, SiLU and RMSNorm classes likewise (:mod:`dropit.hf_modules`).
 """
 from __future__ import annotations
 
@@ -17,16 +18,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import functional as DF
+from . import hf_modules
 from .activations import activation_forward
 from .attention import mha_forward
-from .norms import batchnorm_forward, is_batchnorm, layernorm_forward, rmsnorm_forward
+from .norms import TORCH_RMSNORM, batchnorm_forward, is_batchnorm, layernorm_forward, rmsnorm_forward
 from .pool import compact_max_pool2d
 from .relu import masked_relu
 from .sparsify import DropSpec
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_RMSNORM = getattr(nn, "RMSNorm", None)  # torch >= 2.4
 QUANT_KINDS = ("batchnorm", "layernorm", "rmsnorm", "gelu", "silu")  # converted only with quantize=
 
 
@@ -125,12 +126,17 @@ def kind_of(module: nn.Module) -> str | None:
         return "batchnorm"
     if isinstance(module, nn.LayerNorm):
         return "layernorm"
-    if _RMSNORM is not None and isinstance(module, _RMSNORM):
+    if TORCH_RMSNORM is not None and isinstance(module, TORCH_RMSNORM):
         return "rmsnorm"
     if isinstance(module, nn.GELU):
         return "gelu"
     if isinstance(module, nn.SiLU):
         return "silu"
+    if hf_modules.is_rmsnorm(module):
+        return "rmsnorm"
+    function = hf_modules.activation_function(module)
+    if function is not None:
+        return "silu" if function == "silu" else "gelu"
     return None
 
 

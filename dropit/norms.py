@@ -7,7 +7,8 @@ plus the exact per-channel or per-row statistics the forward computed.
 Backward dequantizes the input and runs PyTorch's own backward kernel
 (``_batch_norm_impl_index_backward``, ``native_layer_norm_backward``; RMSNorm,
 which has no backward kernel on CPU, by its formula from the dequantized input,
-1/rms included, in fp32 as ``torch.rms_norm`` computes).
+1/rms included, in fp32 as ``torch.rms_norm`` computes). Hugging Face's RMSNorm
+classes (:mod:`dropit.hf_modules`) run their own forward instead of torch's.
 The gradients are therefore approximate: exact statistics, input rounded to
 8 or 4 bits per group. Only training-mode forwards with grad enabled come
 here (:class:`dropit.convert.DropITForward`).
@@ -25,6 +26,7 @@ from . import quant
 from .functional import _no_autocast
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+TORCH_RMSNORM = getattr(nn, "RMSNorm", None)  # torch >= 2.4
 
 
 def _needs_grad(*tensors) -> bool:
@@ -115,8 +117,8 @@ def layernorm_forward(m: nn.LayerNorm, spec, x: torch.Tensor) -> torch.Tensor:
 
 class _QuantRMSNorm(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, normalized_shape, weight, eps, bits: int):
-        out = torch.rms_norm(x, normalized_shape, weight, eps)
+    def forward(ctx, x, normalized_shape, weight, eps, bits: int, module):
+        out = torch.rms_norm(x, normalized_shape, weight, eps) if module is None else type(module).forward(module, x)
         record = quant.quantize(x, bits)
         ctx.layout, ctx.normalized_shape, ctx.eps = record.layout, normalized_shape, eps
         ctx.save_for_backward(*record.saved, weight)
@@ -139,16 +141,20 @@ class _QuantRMSNorm(torch.autograd.Function):
         gweight = None
         if weight is not None and ctx.needs_input_grad[2]:  # out = xhat (in x's dtype) * weight
             gweight = (g * xhat.to(x.dtype).to(opmath)).sum(tuple(range(x.dim() - len(dims)))).to(weight.dtype)
-        return gx if ctx.needs_input_grad[0] else None, None, gweight, None, None
+        return gx if ctx.needs_input_grad[0] else None, None, gweight, None, None, None
 
 
 def rmsnorm_forward(m: nn.Module, spec, x: torch.Tensor) -> torch.Tensor:
-    """``m(x)`` for ``nn.RMSNorm``, keeping ``x`` quantized; backward recomputes the norm from it."""
+    """``m(x)`` for ``nn.RMSNorm`` or an HF RMSNorm (:func:`dropit.hf_modules.is_rmsnorm`), keeping
+    ``x`` quantized; backward recomputes the norm from it. HF ones run their own forward."""
     if not _needs_grad(x, m.weight):
         return type(m).forward(m, x)
+    bits = quant.bits_of(spec.quantize)
+    if TORCH_RMSNORM is None or not isinstance(m, TORCH_RMSNORM):  # HF: own forward, as autocast would run it
+        return _QuantRMSNorm.apply(x, [m.weight.shape[0]], m.weight, m.variance_epsilon, bits, m)
     args = _autocast_args(torch.rms_norm, x, m.weight)
     with _no_autocast(x.device.type):
-        return _QuantRMSNorm.apply(args[0], list(m.normalized_shape), args[1], m.eps, quant.bits_of(spec.quantize))
+        return _QuantRMSNorm.apply(args[0], list(m.normalized_shape), args[1], m.eps, bits, None)
 
 
 def _autocast_args(op, x: torch.Tensor, *params):
