@@ -16,7 +16,8 @@ it is really freed (see :mod:`dropit.relu`); with ``compact_maxpool=True`` every
 
 With ``quantize="int8"`` (or ``"int4"``) the ops whose saved inputs DropIT
 leaves dense also keep them compressed: BatchNorm1d/2d/3d, LayerNorm, RMSNorm,
-GELU, SiLU, and the fused attention inside MultiheadAttention. These companions
+GELU, SiLU (Hugging Face's classes too), and the fused attention inside
+MultiheadAttention. These companions
 are **approximate** (forward exact, gradients from 8- or 4-bit inputs; see
 :mod:`dropit.quant`); the default ``quantize=None`` leaves them untouched.
 
@@ -115,8 +116,9 @@ def to_dropit(
             ``torch.float16`` instead of the input's dtype (off by default).
         quantize: ``None`` (the default: nothing else changes), ``"int8"`` or
             ``"int4"``: also convert BatchNorm1d/2d/3d, LayerNorm, RMSNorm,
-            GELU, SiLU and MultiheadAttention's fused attention to keep their
-            saved inputs quantized (per-group int8; int4, and a 4-bit
+            GELU, SiLU (torch's, and Hugging Face's own classes: see
+            :mod:`dropit.hf_modules`) and MultiheadAttention's fused attention
+            to keep their saved inputs quantized (per-group int8; int4, and a 4-bit
             derivative code for GELU/SiLU). **Approximate**: outputs are
             exact, gradients come from the quantized inputs. ``module_filter_fn``
             chooses among these modules too.
