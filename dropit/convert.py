@@ -17,9 +17,9 @@ it is really freed (see :mod:`dropit.relu`); with ``compact_maxpool=True`` every
 With ``quantize="int8"`` (or ``"int4"``) the ops whose saved inputs DropIT
 leaves dense also keep them compressed: BatchNorm1d/2d/3d, LayerNorm, RMSNorm,
 GELU, SiLU (Hugging Face's classes too), and the fused attention inside
-MultiheadAttention. These companions
-are **approximate** (forward exact, gradients from 8- or 4-bit inputs; see
-:mod:`dropit.quant`); the default ``quantize=None`` leaves them untouched.
+MultiheadAttention. These companions are **approximate** (forward exact,
+gradients from 8- or 4-bit inputs; see :mod:`dropit.quant`); the default
+``quantize=None`` leaves them untouched.
 
 Example::
 
