@@ -80,16 +80,19 @@ class Record(NamedTuple):
 
 
 def memory_order(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...] | None]:
-    """A flat (n,) view of x in its memory order, and the permutation used."""
+    """A flat (n,) view of x in its memory order, and the permutation used.
+
+    A view whenever x is dense (a permuted contiguous tensor: channels_last, an
+    attention head view of a projection, ...); otherwise a contiguous copy, and
+    the permutation None.
+    """
     if x.is_contiguous():
         return x.view(-1), None
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        perm = (0, 2, 3, 1)
-    elif x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-        perm = (0, 2, 3, 4, 1)
-    else:
-        return x.reshape(-1), None
-    return x.permute(perm).reshape(-1), perm
+    perm = tuple(sorted(range(x.dim()), key=lambda d: (-x.stride(d), d)))
+    permuted = x.permute(perm)
+    if permuted.is_contiguous():
+        return permuted.view(-1), perm
+    return x.reshape(-1), None
 
 
 def from_memory_order(flat: torch.Tensor, shape, permutation) -> torch.Tensor:

@@ -27,7 +27,6 @@ from torch.autograd.function import once_differentiable
 
 from . import quant
 from .functional import _autocast_cast, _no_autocast
-from .record import from_memory_order
 
 _FLASH = 1  # torch.nn.attention.SDPBackend.FLASH_ATTENTION.value
 
@@ -60,43 +59,22 @@ def heads(t: torch.Tensor, N: int, T: int, H: int, batch_first: bool) -> torch.T
     return t.view(T, N, H, hd).permute(1, 2, 0, 3)
 
 
-def _permutation(t: torch.Tensor) -> tuple[int, ...] | None:
-    """The dims of t ordered by memory if t is dense (a permuted contiguous tensor), else None."""
-    perm = tuple(sorted(range(t.dim()), key=lambda d: (-t.stride(d), d)))
-    return perm if t.permute(perm).is_contiguous() else None
-
-
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    """t's elements in memory order, a view (t is dense)."""
-    return t.permute(_permutation(t)).reshape(-1)
-
-
-def _own(t: torch.Tensor, index: int):
-    """A source for t (itself if dense, else a contiguous copy) and the view spec rebuilding t from it."""
-    perm = _permutation(t)
-    if perm is None:
-        t, perm = t.contiguous(), tuple(range(t.dim()))
-    return t, ("own", index, tuple(t.shape), perm)
-
-
 def _sources(q, k, v, bases):
     """The dense tensors to quantize, and for each of q, k, v how to rebuild it from them."""
-    if bases is None:
-        pairs = [_own(t, i) for i, t in enumerate((q, k, v))]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
+    if bases is None:  # each its own source, quantized in its memory order (copied where not dense)
+        return [q, k, v], [("own", i) for i in range(3)]
     sources, owners, (N, H, batch_first) = bases
     E = q.shape[1] * q.shape[3]
     views = [("heads", i, offset, E, t.shape[2], N, H, batch_first) for t, (i, offset) in zip((q, k, v), owners)]
     return list(sources), views
 
 
-def _rebuild(dense, shapes, view):
-    """View spec -> tensor, from the dequantized flat sources (views only: no copy)."""
+def _rebuild(dense, view):
+    """View spec -> tensor, from the dequantized sources (views only: no copy)."""
     if view[0] == "own":
-        _, index, shape, perm = view
-        return from_memory_order(dense[index], shape, perm)
+        return dense[view[1]]
     _, index, offset, E, T, N, H, batch_first = view
-    return heads(dense[index].view(shapes[index]).narrow(-1, offset, E), N, T, H, batch_first)
+    return heads(dense[index].narrow(-1, offset, E), N, T, H, batch_first)
 
 
 class _QuantSDPA(torch.autograd.Function):
@@ -112,9 +90,8 @@ class _QuantSDPA(torch.autograd.Function):
                 q, k, v, 0.0, is_causal, False, scale=scale
             )
             extra, ctx.max_qk = (cum_q, cum_k, seed, offset), (max_q, max_k)
-        out_source, out_view = _own(out, len(sources))  # the kernels' outputs are dense: no copy
-        records = [quant.quantize(_flat(t), bits) for t in (*sources, out_source)]
-        ctx.views, ctx.shapes = [*views, out_view], [tuple(t.shape) for t in (*sources, out_source)]
+        records = [quant.quantize(t, bits) for t in (*sources, out)]  # the kernels' output is dense: no copy
+        ctx.views = [*views, ("own", len(sources))]
         ctx.layouts = [r.layout for r in records]
         ctx.counts = [len(r.saved) for r in records]
         ctx.kernel, ctx.is_causal, ctx.scale, ctx.num_sources = kernel, is_causal, scale, len(sources)
@@ -130,7 +107,7 @@ class _QuantSDPA(torch.autograd.Function):
             dense.append(quant.dequantize(quant.QRecord.from_saved(saved[:count], layout)))
             del saved[:count]
         lse, attn_mask, *extra = saved
-        q, k, v, out = (_rebuild(dense, ctx.shapes, view) for view in ctx.views)
+        q, k, v, out = (_rebuild(dense, view) for view in ctx.views)
         with _no_autocast(grad_out.device.type):
             if ctx.kernel == "cpu_flash":
                 gq, gk, gv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(

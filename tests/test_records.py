@@ -71,6 +71,14 @@ def test_channels_last_is_flattened_in_memory_order_without_copy():
     assert back.is_contiguous(memory_format=torch.channels_last) and torch.equal(back, x)
 
 
+def test_any_dense_permutation_is_flattened_without_copy():
+    heads = torch.randn(3, 10, 4, 8).transpose(1, 2)  # (N, H, T, hd) view of a (N, T, H, hd) projection
+    flat, perm = dropit.record.memory_order(heads)
+    assert perm == (0, 2, 1, 3) and flat.data_ptr() == heads.data_ptr()
+    back = dropit.record.from_memory_order(flat, heads.shape, perm)
+    assert back.stride() == heads.stride() and torch.equal(back, heads)
+
+
 @pytest.mark.parametrize("value_dtype", [torch.bfloat16, torch.float16])
 def test_lower_precision_values_halve_value_bytes_and_round_to_that_dtype(value_dtype):
     x = torch.randn(100, 100)
