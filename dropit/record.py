@@ -92,7 +92,7 @@ def memory_order(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...] | None]
     permuted = x.permute(perm)
     if permuted.is_contiguous():
         return permuted.view(-1), perm
-    return x.reshape(-1), None
+    return x.contiguous().view(-1), None  # not reshape: a strided slice would stay a strided view
 
 
 def from_memory_order(flat: torch.Tensor, shape, permutation) -> torch.Tensor:

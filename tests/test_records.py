@@ -79,6 +79,19 @@ def test_any_dense_permutation_is_flattened_without_copy():
     assert back.stride() == heads.stride() and torch.equal(back, heads)
 
 
+def test_a_strided_input_is_copied_contiguous_and_kept_right():
+    # x[:, ::2] flattens to a 1-D view of stride 2, which the kernels (reading data_ptr densely) must not get
+    x = torch.randn(400, 600)[:, ::2]
+    flat, perm = dropit.record.memory_order(x)
+    assert perm is None and flat.is_contiguous() and torch.equal(flat.view(x.shape), x)
+    for strategy in ("sampled", "mink"):
+        dense = dropit.expand(dropit.sparsify(x, dropit.DropSpec(0.5, strategy)))
+        kept = dense != 0
+        assert kept.sum() > 0 and torch.equal(dense[kept], x[kept])
+    codes = dropit.quant.quantize(x, 8)
+    assert (dropit.quant.dequantize(codes) - x).abs().max() <= x.abs().max() / 127
+
+
 @pytest.mark.parametrize("value_dtype", [torch.bfloat16, torch.float16])
 def test_lower_precision_values_halve_value_bytes_and_round_to_that_dtype(value_dtype):
     x = torch.randn(100, 100)
