@@ -40,6 +40,7 @@ import torch.nn as nn
 import dropit
 
 from .models import build_model
+from .runtime import rss_bytes
 
 MiB = 2**20
 GAMMA = 0.9
@@ -87,12 +88,8 @@ def build(model_key: str, config: str) -> tuple[nn.Module, int, int, int]:
     return model.train(), size, memory_batch, time_batch
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _peak_rss() -> int:
+    """VmHWM, which /proc/self/clear_refs resets (getrusage's maxrss may keep an older peak)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
@@ -120,9 +117,9 @@ def measure_memory(model_key: str, config: str) -> dict:
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak resident size to the current one
-    before = _rss()
+    before = rss_bytes()
     kept: dict[str, int] = {}
-    _step(model, opt, x, y, keep=lambda: kept.setdefault("bytes", _rss() - before))
+    _step(model, opt, x, y, keep=lambda: kept.setdefault("bytes", rss_bytes() - before))
     return {"model": model_key, "config": config, "batch": batch,
             "kept_bytes": kept["bytes"], "peak_bytes": _peak_rss() - before}
 
