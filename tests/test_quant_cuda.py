@@ -4,19 +4,11 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-import torchvision
 
 import dropit
+from test_quant_convert import _small_vit
 
 pytestmark = pytest.mark.cuda
-
-
-def _vit():
-    torch.manual_seed(0)
-    m = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4,
-                                             hidden_dim=64, mlp_dim=128, num_classes=10)
-    nn.init.normal_(m.heads.head.weight, std=0.02)
-    return m
 
 
 def _cnn():
@@ -36,7 +28,7 @@ def _run(model, x, dtype):
 
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("level", ["int8", "int4"])
-@pytest.mark.parametrize("build, shape", [(_cnn, (4, 3, 8, 8)), (_vit, (4, 3, 32, 32))])
+@pytest.mark.parametrize("build, shape", [(_cnn, (4, 3, 8, 8)), (_small_vit, (4, 3, 16, 16))])
 def test_quantized_companions_on_cuda(build, shape, level, dtype):
     base = build().cuda()
     alone = dropit.to_dropit(copy.deepcopy(base), gamma=0.5)
