@@ -25,8 +25,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dropit.lab.config import RunConfig  # noqa: E402
-from dropit.lab.train import run  # noqa: E402
+from dropit.lab.train.config import RunConfig  # noqa: E402
+from dropit.lab.train.loop import run  # noqa: E402
 
 RUNS = {
     "plain": {},

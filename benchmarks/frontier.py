@@ -4,13 +4,13 @@
     python benchmarks/frontier.py --models tiny --rounds 2  # a narrow ResNet, a minute (the test)
     python benchmarks/frontier.py --json results/memory/frontier.json   # for the memory notebook and the report
 
-What is measured and how: :mod:`dropit.lab.frontier`.
+What is measured and how: :mod:`dropit.lab.measure.frontier`.
 """
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dropit.lab.frontier import main  # noqa: E402
+from dropit.lab.measure.frontier import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -113,7 +113,7 @@ import json
 import sys
 from pathlib import Path
 
-from dropit.lab.memory import cache_column, markdown, per_layer
+from dropit.lab.measure.cache import cache_column, markdown, per_layer
 
 rows = cache_column(device="cuda")
 print(markdown(rows))

@@ -1,10 +1,10 @@
 """Memory that one training forward keeps for backward, plain against DropIT, on today's models.
 
-    python benchmarks/models.py                       # all models of dropit.lab.zoo, "bench" size, gamma 0.9
+    python benchmarks/models.py                       # all models of dropit.lab.models.zoo, "bench" size, gamma 0.9
     python benchmarks/models.py --models gpt2,bert    # some of them
     python benchmarks/models.py --quantize int8       # also to_dropit(model, gamma=0.9, quantize="int8")
 
-Models (``dropit.lab.zoo``, built offline from configurations, random weights):
+Models (``dropit.lab.models.zoo``, built offline from configurations, random weights):
 Hugging Face GPT-2, BERT and LLaMA (4 layers, width 512, vocabulary 1000,
 sequence 256, batch 8, with their language-modelling loss), timm DeiT-Ti and
 ResNet-18 (224x224, batch 8) and torchvision Faster R-CNN (ResNet-50 FPN, two
@@ -41,7 +41,7 @@ def one(name: str, variant: str, gamma: float) -> dict:
     import torch
 
     import dropit
-    from dropit.lab import zoo
+    from dropit.lab.models import zoo
 
     torch.set_num_threads(2)
     case = zoo.build(name, "bench")
@@ -95,7 +95,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None):
-    from dropit.lab import zoo
+    from dropit.lab.models import zoo
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)

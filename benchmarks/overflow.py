@@ -25,8 +25,8 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dropit  # noqa: E402
-from dropit.lab.data import CIFAR100, CifarTrainTransform, ensure_cifar100, mean_std  # noqa: E402
-from dropit.lab.models import build_model  # noqa: E402
+from dropit.lab.data.datasets import CIFAR100, CifarTrainTransform, ensure_cifar100, mean_std  # noqa: E402
+from dropit.lab.models.catalog import build_model  # noqa: E402
 from dropit.record import observe  # noqa: E402
 from dropit.strategies import num_kept  # noqa: E402
 

@@ -48,7 +48,7 @@ def nearest(flat, bits, group):
 def batches():
     root = os.environ.get("DROPIT_DATA")
     if root and (Path(root) / "cifar-100-python").exists():
-        from dropit.lab.data import CIFAR100_MEAN, CIFAR100_STD, read_cifar100
+        from dropit.lab.data.datasets import CIFAR100_MEAN, CIFAR100_STD, read_cifar100
 
         images, labels = read_cifar100(Path(root) / "cifar-100-python", "train")
         x = torch.from_numpy(images[:32]).float().div(255)

@@ -29,7 +29,7 @@ def activation() -> torch.Tensor:
     image = torch.rand(1, 3, 32, 32)
     root = os.environ.get("DROPIT_DATA")
     if root and (Path(root) / "cifar-100-python").is_dir():
-        from dropit.lab.data import read_cifar100
+        from dropit.lab.data.datasets import read_cifar100
 
         images, _ = read_cifar100(Path(root) / "cifar-100-python", "test")
         image = torch.as_tensor(images[:1]).float() / 255

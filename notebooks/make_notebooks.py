@@ -64,7 +64,8 @@ top_layers = 25
 """),
     code("""
 import torch
-from dropit.lab import plots, teach
+from dropit.lab import plots
+from dropit.lab.notebook import teach
 """),
     md("""
 ## What DropIT does to one activation tensor
@@ -86,7 +87,7 @@ plots.magnitude_histogram(d.before, d.threshold, d.kept, title=f"|x| at γ = {ga
     md("Move γ and switch the strategy: both figures redraw (needs a live kernel)."),
     code("""
 if interactive:
-    from dropit.lab import widgets
+    from dropit.lab.notebook import widgets
     display(widgets.gamma_explorer(x, gamma=gamma, strategy=strategy))
 """),
     md("""
@@ -151,15 +152,16 @@ sweep; **clear** empties the bench. **compile** trains `torch.compile(model)`,
     params("""
 interactive = True                  # False under papermill: run (or sweep) once, then static figures and the table
 params_file = "params/smoke.yaml"   # the base recipe the widgets start from
-overrides = []                      # command-line style overrides of the recipe (see dropit.lab.config)
+overrides = []                      # command-line style overrides of the recipe (see dropit.lab.train.config)
 out_root = "runs/explore"
 sweep_gammas = []                   # e.g. [0, 0.5, 0.9]: the sweep's γ values; headless, a non-empty list runs the sweep
 sweep_strategies = []               # the sweep's strategies; [] : the recipe's
 overlay = True                      # False: each run replaces the previous one in the figure
 """),
     code("""
-from IPython.display import Markdown
-from dropit.lab import bench, config, plots, rows, widgets
+from dropit.lab.notebook import widgets
+from dropit.lab.reproduce import rows
+from dropit.lab.train import config
 
 base = config.load_config(str(rows.resolve(params_file)), overrides)
 panel = widgets.BenchPanel(base, out_root=rows.resolve_out(out_root), overlay=overlay,
@@ -173,6 +175,10 @@ else:  # no front end: press "sweep" (or "run") programmatically and wait
 """),
     md("Headless runs (papermill): the figures as static copies and the runs table."),
     code("""
+from IPython.display import Markdown
+from dropit.lab import plots
+from dropit.lab.notebook import bench
+
 if not interactive:
     display(plots.go.Figure(panel.fig))
     if sweep_gammas:
@@ -199,7 +205,7 @@ numbers beside the paper's. Each row says what actually ran. Metrics go to
 table = "{table}"
 preset = "quick"          # "quick" (CPU, minutes) or "paper" (the full recipes, GPUs)
 params_files = None       # default: the table's four rows for the preset
-overrides = []            # command-line style overrides for every row (see dropit.lab.config)
+overrides = []            # command-line style overrides for every row (see dropit.lab.train.config)
 out_root = "results/runs"
 figures_dir = "results/figures"
 launcher = "auto"         # "auto": torchrun when several GPUs, else in this process
@@ -207,7 +213,8 @@ time_budget_s = None      # seconds for all rows together (the quick reproductio
 """),
         code("""
 from IPython.display import Markdown
-from dropit.lab import plots, report, rows, tables
+from dropit.lab import plots
+from dropit.lab.reproduce import report, rows, tables
 
 files = params_files or rows.table_params(table, preset)
 metrics = rows.run_rows(files, overrides, out_root=rows.resolve_out(out_root), launcher=launcher,
@@ -251,13 +258,15 @@ explore_gamma = 0.9
 explore_quantize = "int8"   # None, "int8" or "int4" (lossy)
 frontier_models = "tiny"    # "resnet18-cifar,vit_b_16" for the README's frontier (about 20 minutes)
 frontier_rounds = 3
-frontier_configs = None     # None: all of dropit.lab.frontier.CONFIGS
+frontier_configs = None     # None: all of dropit.lab.measure.frontier.CONFIGS
 frontier_json = None        # a frontier.json written by benchmarks/frontier.py: shown instead of measuring
 """),
     code("""
 from IPython.display import Markdown
-from dropit.lab import memory, plots, report, rows
-from dropit.lab.paper import PAPER_ROWS
+from dropit.lab.measure import cache as memory
+from dropit.lab import plots
+from dropit.lab.reproduce import report, rows
+from dropit.lab.reproduce.paper import PAPER_ROWS
 
 out, dev = rows.resolve_out(out_dir), report.memory_device(device)
 column = memory.cache_column(batch_size=batch_size, device=dev)
@@ -291,11 +300,11 @@ Forward outputs stay exact; gradients come from the quantized inputs, so these a
 and pick the level: both models redraw (meta-device estimates, needs a live kernel).
 """),
     code("""
-from dropit.lab import teach
+from dropit.lab.notebook import teach
 
 explore = dict(gamma=explore_gamma, quantize=explore_quantize, batch_size=batch_size)
 if interactive:
-    from dropit.lab import widgets
+    from dropit.lab.notebook import widgets
     display(widgets.memory_explorer(tuple(explore_models), top=top_layers, **explore))
 else:
     for name in explore_models:
@@ -306,12 +315,12 @@ else:
 ## Memory against speed: DropIT, its lossy companions and activation checkpointing
 
 Forward-kept memory, whole-step peak and step time, each against the plain model
-(`dropit.lab.frontier`: each memory row a fresh process, times interleaved in one).
+(`dropit.lab.measure.frontier`: each memory row a fresh process, times interleaved in one).
 Checkpointing keeps only each block's input but runs the block's forward twice;
 `dropit.checkpoint_blocks` combines it with DropIT on the other blocks.
 """),
     code("""
-from dropit.lab import frontier
+from dropit.lab.measure import frontier
 
 frontier_rows = frontier.load_or_run(rows.resolve(frontier_json) if frontier_json else None,
                                      frontier_models, frontier_configs, frontier_rounds)

@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 
 import dropit
-from dropit.lab import frontier
-from dropit.lab.models import build_model
+from dropit.lab.measure import frontier
+from dropit.lab.models.catalog import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import torchvision
 import dropit
 from dropit import kernels
 from dropit.kernels import reference
-from dropit.lab.models import build_model
+from dropit.lab.models.catalog import build_model
 from dropit.record import from_memory_order, memory_order
 from kernel_checks import assert_same, awkward_inputs
 

@@ -3,8 +3,9 @@ import dataclasses
 
 import pytest
 
-from dropit.lab import bench, plots
-from dropit.lab.config import ConfigError, RunConfig
+from dropit.lab.notebook import bench
+from dropit.lab import plots
+from dropit.lab.train.config import ConfigError, RunConfig
 
 MiB = 2**20
 

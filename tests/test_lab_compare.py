@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from dropit.lab.config import RunConfig
-from dropit.lab.train import run
+from dropit.lab.train.config import RunConfig
+from dropit.lab.train.loop import run
 
 TOLERANCE = 3.0  # percentage points of top-1
 CHANCE = 1.0  # percent, 100 classes

@@ -7,8 +7,8 @@ DropIT-converted ResNet compiles without a single graph break.
 """
 import pytest
 
-from dropit.lab.config import load_config
-from dropit.lab.train import run
+from dropit.lab.train.config import load_config
+from dropit.lab.train.loop import run
 from lab_fakes import ROOT, real_cifar100_root
 
 

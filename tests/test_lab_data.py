@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from dropit.lab import data as D
-from dropit.lab.config import RunConfig
+from dropit.lab.data import datasets as D
+from dropit.lab.train.config import RunConfig
 from lab_fakes import write_cifar100, write_image_folder
 
 REAL = Path(os.environ.get("DROPIT_DATA", "")) if os.environ.get("DROPIT_DATA") else None

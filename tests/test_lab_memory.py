@@ -1,8 +1,8 @@
 """The paper's Cache (MB) column: eight rows, our kept bytes beside the paper's numbers."""
 import pytest
 
-from dropit.lab.memory import cache_column, markdown, per_layer
-from dropit.lab.paper import PAPER_ROWS
+from dropit.lab.measure.cache import cache_column, markdown, per_layer
+from dropit.lab.reproduce.paper import PAPER_ROWS
 
 
 @pytest.fixture(scope="module")

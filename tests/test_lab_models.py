@@ -4,9 +4,9 @@ import torch
 import torch.nn as nn
 
 import dropit
-from dropit.lab.config import RunConfig
-from dropit.lab.metrics import Meter, accuracy, topk_correct
-from dropit.lab.models import apply_dropit, build_model, default_dropit_exclude, dropit_filter, load_weights
+from dropit.lab.train.config import RunConfig
+from dropit.lab.train.metrics import Meter, accuracy, topk_correct
+from dropit.lab.models.catalog import apply_dropit, build_model, default_dropit_exclude, dropit_filter, load_weights
 
 
 @pytest.mark.parametrize("name, size, first, last", [

@@ -2,7 +2,8 @@
 import numpy as np
 import torch
 
-from dropit.lab import plots, teach
+from dropit.lab import plots
+from dropit.lab.notebook import teach
 
 MiB = 2**20
 

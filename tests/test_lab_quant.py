@@ -5,7 +5,10 @@ import pytest
 import torch
 
 import dropit
-from dropit.lab import plots, report, teach, widgets
+from dropit.lab import plots
+from dropit.lab.reproduce import report
+from dropit.lab.notebook import teach
+from dropit.lab.notebook import widgets
 
 
 def test_per_layer_memory_with_quantize_estimated_equals_measured():

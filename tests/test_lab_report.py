@@ -4,8 +4,8 @@ import json
 import nbformat
 import plotly.graph_objects as go
 
-from dropit.lab import report
-from dropit.lab.paper import PAPER_ROWS
+from dropit.lab.reproduce import report
+from dropit.lab.reproduce.paper import PAPER_ROWS
 
 
 def _run(tmp, name, row, top1, model="resnet_mini", dropit=False):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dropit.lab import rows
+from dropit.lab.reproduce import rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def test_time_limit_stops_a_row_and_says_so(tmp_path):
     m = rows.run_row("params/smoke.yaml", [f"data_dir={_data_root()}", *TINY], out_dir=tmp_path / "r", time_limit_s=0.0)
     assert m["status"] == "stopped" and m["final"]["stopped"]
     assert m["epochs"][-1]["steps"] == 1  # stopped after the first step
-    from dropit.lab import tables
+    from dropit.lab.reproduce import tables
 
     assert "stopped early" in tables.describe_run(m)
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 import dropit
-from dropit.lab.models import build_model
-from dropit.lab.step_memory import StepMemory
+from dropit.lab.models.catalog import build_model
+from dropit.lab.train.step_memory import StepMemory
 
 
 def test_counts_saved_inputs_and_leaves_out_parameters():

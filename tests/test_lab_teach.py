@@ -2,7 +2,7 @@
 import torch
 import torch.nn as nn
 
-from dropit.lab import teach
+from dropit.lab.notebook import teach
 from dropit.strategies import num_kept
 
 

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from dropit.lab import checkpoint as ckpt
-from dropit.lab.config import ConfigError, RunConfig
-from dropit.lab.train import Schedule, main, run
+from dropit.lab.train import checkpoint as ckpt
+from dropit.lab.train.config import ConfigError, RunConfig
+from dropit.lab.train.loop import Schedule, main, run
 from lab_fakes import write_cifar100
 
 

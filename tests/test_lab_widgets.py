@@ -3,7 +3,9 @@ import time
 import types
 from pathlib import Path
 
-from dropit.lab import plots, teach, widgets
+from dropit.lab import plots
+from dropit.lab.notebook import teach
+from dropit.lab.notebook import widgets
 from lab_fakes import ROOT, real_cifar100_root
 
 
@@ -76,7 +78,7 @@ def test_gamma_explorer_redraws_on_change():
 
 
 def _panel(tmp_path, *, max_steps=200, **kw):
-    from dropit.lab.config import load_config
+    from dropit.lab.train.config import load_config
 
     base = load_config(str(ROOT / "params" / "smoke.yaml"), [
         f"data_dir={real_cifar100_root()}", "subset=400", "val_subset=100", "batch_size=20", "cache_batch=4",

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import nbformat
-from dropit.lab.paper import PAPER_ROWS
+from dropit.lab.reproduce.paper import PAPER_ROWS
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,8 @@ def test_notebooks_match_their_generator(tmp_path):
 def test_reproduce_passes_only_parameters_the_notebooks_declare(tmp_path):
     from papermill.translators import PythonTranslator
 
-    from dropit.lab import reproduce, rows
+    from dropit.lab.reproduce import run as reproduce
+    from dropit.lab.reproduce import rows
 
     for preset in ("quick", "paper"):
         jobs = reproduce.plan(preset, tmp_path)
@@ -234,7 +235,7 @@ def test_memory_notebook_writes_the_cache_column(kernel, results):
 
 @pytest.mark.slow
 def test_report_from_the_executed_notebooks(results):
-    from dropit.lab import report
+    from dropit.lab.reproduce import report
 
     if not (results / "quickstart.ipynb").is_file():
         pytest.skip("needs the notebook runs above")

@@ -108,7 +108,7 @@ def test_llama_rmsnorm_under_bf16_autocast_matches_plain_forward():
 
 @pytest.mark.parametrize("name, converted", [("gpt2", {"gelu", "layernorm"}), ("llama", {"rmsnorm", "silu"})])
 def test_hf_models_keep_less_than_dropit_alone(name, converted):
-    from dropit.lab import zoo
+    from dropit.lab.models import zoo
 
     cases = {q: zoo.build(name, "small") for q in (None, "int8")}
     kept = {}

@@ -1,5 +1,5 @@
 """DropIT on the real packages' models: Hugging Face GPT-2, BERT, LLaMA; timm DeiT-Ti and ResNet;
-torchvision Faster R-CNN, all from small configurations (``dropit.lab.zoo``, no hub).
+torchvision Faster R-CNN, all from small configurations (``dropit.lab.models.zoo``, no hub).
 
 For each: every Linear, convolution and ``Conv1D`` is converted; at gamma 0 the
 gradients equal the plain model's; a training step at gamma 0.9 gives finite
@@ -16,7 +16,7 @@ import torch.nn as nn
 
 import dropit
 from dropit.layers import is_hf_conv1d
-from dropit.lab import zoo
+from dropit.lab.models import zoo
 
 NEEDS = {"gpt2": "transformers", "bert": "transformers", "llama": "transformers",
          "deit_tiny": "timm", "timm_resnet": "timm", "faster_rcnn": "torchvision"}

@@ -1,7 +1,7 @@
 """Plotly figures of the kit: pure functions from tensors or rows to ``go.Figure``.
 
 Only notebooks and the report import this module (it imports plotly); the live,
-widget-backed versions live in :mod:`dropit.lab.widgets`.
+widget-backed versions live in :mod:`dropit.lab.notebook.widgets`.
 
 - :func:`activation_heatmap`   one activation slice before and after dropping
 - :func:`magnitude_histogram`  |x| with the kept/dropped split and the threshold
@@ -14,7 +14,8 @@ widget-backed versions live in :mod:`dropit.lab.widgets`.
 - :func:`cache_column_figure`  the Cache (MB) column: ours beside the paper's
 - :func:`frontier_figure`      memory against step time: DropIT, quantized, checkpointed
 
-    from dropit.lab import plots, teach
+    from dropit.lab import plots
+    from dropit.lab.notebook import teach
     d = teach.drop(teach.demo_activation(), gamma=0.9)
     plots.activation_heatmap(d.before, d.after).show()
 """
@@ -117,7 +118,7 @@ def gamma_curves(grad_rows: Sequence[Mapping], byte_rows: Sequence[Mapping] = ()
 
     Right: bytes kept relative to the dense tensor: this kit's record and the
     published format (values + int32 indices). Rows as from
-    :func:`dropit.lab.teach.grad_error_vs_gamma` / ``kept_bytes_vs_gamma``.
+    :func:`dropit.lab.notebook.teach.grad_error_vs_gamma` / ``kept_bytes_vs_gamma``.
     """
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=("weight-gradient error vs dense autograd", "bytes kept / dense bytes")
@@ -260,7 +261,7 @@ def training_curves(runs, *, title: str | None = None) -> go.Figure:
 def cache_column_figure(rows: Sequence[Mapping], *, title: str | None = None) -> go.Figure:
     """The Cache (MB) column: kept-for-backward (ours), CUDA peak (ours, if any), paper's.
 
-    ``rows`` as from ``dropit.lab.memory.cache_column()``.
+    ``rows`` as from ``dropit.lab.measure.cache.cache_column()``.
     """
     names = []
     for r in rows:
@@ -329,7 +330,7 @@ _DASHES = ("solid", "dot", "dash", "dashdot")
 def sweep_summary_figure(rows: Sequence[Mapping], *, title: str | None = None) -> go.Figure:
     """Kept memory and validation top-1 against γ, one line per strategy, the plain run as a dashed line.
 
-    ``rows`` as from :meth:`dropit.lab.bench.RunBook.table`; each point has its
+    ``rows`` as from :meth:`dropit.lab.notebook.bench.RunBook.table`; each point has its
     run's colour, as in the per-step figure.
     """
     fig = make_subplots(rows=1, cols=2, subplot_titles=("kept for backward (MiB per step) vs γ", "validation top-1 (%) vs γ"))
@@ -366,7 +367,7 @@ def sweep_summary_figure(rows: Sequence[Mapping], *, title: str | None = None) -
 def frontier_figure(rows: Sequence[Mapping], *, memory: str = "kept_ratio", title: str | None = None) -> go.Figure:
     """Memory against step time, both relative to the plain model, one marker per configuration.
 
-    ``rows`` as from ``dropit.lab.frontier.run()``; ``memory`` is
+    ``rows`` as from ``dropit.lab.measure.frontier.run()``; ``memory`` is
     ``"kept_ratio"`` (forward-kept) or ``"peak_ratio"`` (whole-step peak).
     Down and left is better; one colour per model, configurations as labels.
     """

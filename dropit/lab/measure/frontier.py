@@ -1,6 +1,6 @@
 """The memory/speed frontier: DropIT, its lossy companions and activation checkpointing, each against plain.
 
-    from dropit.lab import frontier
+    from dropit.lab.measure import frontier
     rows = frontier.run(["resnet18-cifar", "vit_b_16"])     # about 15 minutes on two CPU cores
     rows = frontier.run(["tiny"], rounds=2)                 # seconds: a narrow ResNet
 
@@ -39,8 +39,8 @@ import torch.nn as nn
 
 import dropit
 
-from .models import build_model
-from .runtime import rss_bytes
+from dropit.lab.models.catalog import build_model
+from dropit.lab.train.runtime import rss_bytes
 
 MiB = 2**20
 GAMMA = 0.9
@@ -222,7 +222,7 @@ def main(argv=None):
           f"{'/DropIT':>9}")
     rows = run(args.models.split(","), configs=args.configs.split(","), rounds=args.rounds)
     if args.json:
-        from .report import save_json
+        from dropit.lab.reproduce.report import save_json
 
         save_json(rows, args.json)
     print()

@@ -11,7 +11,7 @@ nothing behind, neither a half-written dataset nor the temporary folder.
 
 Offline, a connection probe (a few seconds) fails before anything is written, and
 the caller's message (where the data is expected and how to get it) is raised as
-:class:`DatasetMissing` (also importable from :mod:`dropit.lab.data`). ``download=False`` never touches the
+:class:`DatasetMissing` (also importable from :mod:`dropit.lab.data.datasets`). ``download=False`` never touches the
 network. Under torchrun every process that lacks the data downloads its own
 copy; the first rename wins and the others discard theirs.
 """

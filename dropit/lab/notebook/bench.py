@@ -1,6 +1,6 @@
 """The lab bench's bookkeeping, without a UI: run names, colours, sweeps, the runs table, status lines.
 
-The explore notebook's panel (:mod:`dropit.lab.widgets`) and its headless path
+The explore notebook's panel (:mod:`dropit.lab.notebook.widgets`) and its headless path
 keep their runs in a :class:`RunBook`::
 
     book = RunBook()
@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .config import CHOICES, ConfigError, RunConfig
+from dropit.lab.train.config import CHOICES, ConfigError, RunConfig
 
 MiB = 2**20
 # DropIT runs take these in order; plain runs (the reference) the greys

@@ -5,7 +5,7 @@
 
 or from Python (a notebook)::
 
-    from dropit.lab.train import run
+    from dropit.lab.train.loop import run
     metrics = run("params/smoke.yaml", callbacks=[my_live_plot])
 
 A run is a :class:`Trainer` going through its phases in order::
@@ -35,7 +35,7 @@ with accuracies in percent, and ``<out_dir>/checkpoint.pt`` after every epoch;
 ``resume=true`` continues from it and ends where an uninterrupted run would.
 ``cache_bytes`` is the memory meter's count of one extra training-mode forward
 of ``cache_batch`` validation images per epoch; ``kept_bytes`` is what each
-step's own forward kept for backward (:mod:`dropit.lab.step_memory`), recorded
+step's own forward kept for backward (:mod:`dropit.lab.train.step_memory`), recorded
 every ``record_every`` steps and passed to the callbacks on every step.
 
 ``compile: true`` trains ``torch.compile(model)`` (after DDP wrapping, graph
@@ -66,14 +66,14 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from . import checkpoint as ckpt
-from .config import ConfigError, RunConfig, as_config, load_config
-from .data import DatasetMissing, build_datasets
-from .metrics import Meter, all_reduce_max, topk_correct
-from .models import apply_dropit, build_model
-from .optim import Schedule, build_optimizer
-from .runtime import Dist, environment, peak_rss_bytes, rss_bytes
-from .step_memory import StepMemory
+from dropit.lab.train import checkpoint as ckpt
+from dropit.lab.train.config import ConfigError, RunConfig, as_config, load_config
+from dropit.lab.data.datasets import DatasetMissing, build_datasets
+from dropit.lab.train.metrics import Meter, all_reduce_max, topk_correct
+from dropit.lab.models.catalog import apply_dropit, build_model
+from dropit.lab.train.optim import Schedule, build_optimizer
+from dropit.lab.train.runtime import Dist, environment, peak_rss_bytes, rss_bytes
+from dropit.lab.train.step_memory import StepMemory
 
 
 @dataclass

@@ -87,8 +87,8 @@ def _num(v: Any, digits: int = 0) -> str:
 
 
 def cache_markdown(rows: Sequence[dict]) -> str:
-    """The Cache (MB) column (``dropit.lab.memory.cache_column()`` rows) as a Markdown table."""
-    from .paper import TABLE_TITLES
+    """The Cache (MB) column (``dropit.lab.measure.cache.cache_column()`` rows) as a Markdown table."""
+    from dropit.lab.reproduce.paper import TABLE_TITLES
 
     lines = [
         "| Table | Model | γ | Cache MB (paper) | Kept for backward MB (ours) | vs plain | CUDA peak MB (ours) | How |",
@@ -107,7 +107,7 @@ def cache_markdown(rows: Sequence[dict]) -> str:
 
 
 def memory_device(choice: str | None = "auto") -> str | None:
-    """The ``device`` for ``dropit.lab.memory``: "auto" is "cuda" where present, else None (meta estimate)."""
+    """The ``device`` for ``dropit.lab.measure.cache``: "auto" is "cuda" where present, else None (meta estimate)."""
     if choice != "auto":
         return choice
     import torch
@@ -117,7 +117,7 @@ def memory_device(choice: str | None = "auto") -> str | None:
 
 def per_layer_pair(row: dict, *, batch_size: int = 128, device: str | None = None) -> dict[str, list[dict]]:
     """Per-layer rows of one paper row's model, plain and at the row's γ: ``{label: meter rows}``."""
-    from . import memory
+    from dropit.lab.measure import cache as memory
 
     common = dict(table=row["table"], batch_size=batch_size, device=device)
     return {
@@ -137,7 +137,7 @@ def find_runs(results: Path, preset: str | None = None) -> list[Path]:
 
 def tables_markdown(results: str | os.PathLike, *, preset: str | None = None) -> str:
     """The whole of ``tables.md``: the three accuracy tables and the Cache (MB) column."""
-    from . import tables
+    from dropit.lab.reproduce import tables
 
     results = Path(results)
     runs = [tables.load_run(p) for p in find_runs(results, preset)]
@@ -168,7 +168,7 @@ def tables_markdown(results: str | os.PathLike, *, preset: str | None = None) ->
         parts.append("### Cache (MB) at the paper's protocol\n\nnot run (the memory notebook writes `memory/cache_column.json`).")
     frontier_path = results / "memory" / "frontier.json"
     if frontier_path.is_file():
-        from .frontier import markdown as frontier_markdown
+        from dropit.lab.measure.frontier import markdown as frontier_markdown
 
         parts.append(
             "### Memory against speed: DropIT, its lossy companions, checkpointing\n\n"
@@ -325,7 +325,7 @@ def build(results: str | os.PathLike = "results", *, preset: str | None = None, 
     sections: list[tuple[str, str, Sequence]] = [("", md + "\n\n" + meta + ("\n\n" + notes if notes else ""), [])]
     frontier_path = results / "memory" / "frontier.json"
     if frontier_path.is_file():
-        from .plots import frontier_figure
+        from dropit.lab.plots import frontier_figure
 
         rows = json.loads(frontier_path.read_text())
         sections.append(("Memory against speed", "", [frontier_figure(rows), frontier_figure(rows, memory="peak_ratio")]))

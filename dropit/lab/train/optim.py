@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .config import RunConfig
+from dropit.lab.train.config import RunConfig
 
 
 class Schedule:

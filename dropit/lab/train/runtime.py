@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .config import ConfigError, RunConfig
+from dropit.lab.train.config import ConfigError, RunConfig
 
 
 class Dist:

@@ -1,6 +1,6 @@
 """The paper's "Cache (MB)" column, reproduced with the memory meter.
 
-    from dropit.lab.memory import cache_column, per_layer
+    from dropit.lab.measure.cache import cache_column, per_layer
     rows = cache_column()                   # eight rows, our MiB beside the paper's MB
     per_layer("resnet18_cifar", gamma=0.8)  # where the bytes are, layer by layer
 
@@ -21,8 +21,8 @@ import torch.nn as nn
 
 import dropit
 
-from .models import build_model
-from .paper import PAPER_ROWS
+from dropit.lab.models.catalog import build_model
+from dropit.lab.reproduce.paper import PAPER_ROWS
 
 MiB = 2**20
 NUM_CLASSES = {"cifar100": 100, "imagenet": 1000}

@@ -11,7 +11,7 @@ Each row of :data:`PAPER_ROWS` (v1) and :data:`ICLR_ROWS` is a dict with the key
     cache_mb    the paper's "Cache (MB)": CUDA peak allocated bytes / 2**20 over one
                 training-mode forward of 128 random fp32 images (weights, input,
                 saved tensors and transient buffers together)
-    model_name  the :func:`dropit.lab.models.build_model` name of the network
+    model_name  the :func:`dropit.lab.models.catalog.build_model` name of the network
     image_size  input resolution
 
 The ImageNet ResNet-18 baseline (69.76 / 89.08) is torchvision's published

@@ -4,7 +4,7 @@
     print(to_markdown(rows))
     tables_markdown(runs)     # all three tables, with titles
 
-A run is a metrics dict returned by :func:`dropit.lab.train.run`, a path to its
+A run is a metrics dict returned by :func:`dropit.lab.train.loop.run`, a path to its
 ``metrics.json``, or its run folder. Each run fills the paper row it stands
 for: ``config.paper_row`` if set, else inferred from the dataset (CIFAR-100, or
 ImageNet/Imagenette for the ImageNet table), the model family (ResNet or ViT;
@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from .paper import ICLR_ROWS, TABLE_TITLES, TABLES, table_rows
+from dropit.lab.reproduce.paper import ICLR_ROWS, TABLE_TITLES, TABLES, table_rows
 
 RunLike = dict | str | Path
 

@@ -233,7 +233,7 @@ def plain_vs_dropit_layers(
     fast at any batch). Returns ``{"plain": rows, "DropIT γ=...": rows}`` (the
     meter's rows), ready for :func:`dropit.lab.plots.layer_memory_bars`.
     """
-    from .models import build_model, default_dropit_exclude, dropit_filter
+    from dropit.lab.models.catalog import build_model, default_dropit_exclude, dropit_filter
 
     size = image_size or _default_size(model_name)
     torch.manual_seed(seed)
@@ -263,7 +263,7 @@ def model_cache_vs_gamma(
     seed: int = 0,
 ) -> list[dict]:
     """:func:`cache_vs_gamma` for a lab model, first layer and classifier left dense."""
-    from .models import build_model, default_dropit_exclude, dropit_filter
+    from dropit.lab.models.catalog import build_model, default_dropit_exclude, dropit_filter
 
     size = image_size or _default_size(model_name)
     torch.manual_seed(seed)

@@ -34,7 +34,7 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
     for p in (here, *here.parents):
         if (p / "params").is_dir() and (p / "dropit").is_dir():
             return p
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[3]
 
 
 def resolve(path: str | os.PathLike) -> Path:
@@ -93,7 +93,7 @@ def run_row(
     seconds, counted from this call; the quick reproduction uses it to keep
     its promised wall time on slow or busy machines.
     """
-    from .config import load_config
+    from dropit.lab.train.config import load_config
 
     path = resolve(params_file)
     overrides = list(overrides)
@@ -104,7 +104,7 @@ def run_row(
     t0 = time.perf_counter()
     print(f"== {path.name} {' '.join(overrides)} [{launcher}]", flush=True)
     if launcher == "inprocess":
-        from . import train
+        from dropit.lab.train import loop as train
 
         callbacks = list(callbacks)
         if time_limit_s is not None:
@@ -181,7 +181,7 @@ def run_rows(
     steps (DropIT's selection makes its steps slower on a CPU, so equal time
     would mean fewer DropIT steps).
     """
-    from .config import load_config
+    from dropit.lab.train.config import load_config
 
     params_files, overrides = as_list(params_files), as_list(overrides)
     root = resolve_out(out_root)
@@ -221,7 +221,7 @@ def run_rows(
 
 def table_params(table: str, preset: str = "quick") -> list[str]:
     """The parameter files of one table's rows: ``params/<row id>[_quick].yaml``."""
-    from .paper import table_rows
+    from dropit.lab.reproduce.paper import table_rows
 
     if preset not in ("quick", "paper"):
         raise ValueError(f"preset must be 'quick' or 'paper', got {preset!r}")

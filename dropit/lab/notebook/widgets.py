@@ -13,11 +13,11 @@
   per-layer memory of a ResNet and a ViT (the memory notebook).
 
 The bookkeeping (names, colours, the table, the sweep plan, status lines) is in
-:mod:`dropit.lab.bench`, the figures in :mod:`dropit.lab.plots`; this module
+:mod:`dropit.lab.notebook.bench`, the figures in :mod:`dropit.lab.plots`; this module
 only wires them to widgets.
 
 How training stays responsive in JupyterLab (ipykernel 7): the run and sweep
-buttons start ``dropit.lab.train.run`` in a background thread and return, so
+buttons start ``dropit.lab.train.loop.run`` in a background thread and return, so
 the cell finishes and the kernel goes back to reading its shell channel. A click
 on "stop" is then an ordinary comm message the kernel handles at once; its
 handler sets a ``threading.Event`` that the callback checks at the next step
@@ -48,7 +48,8 @@ from typing import Any, Callable, Sequence
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from . import bench, plots
+from dropit.lab.notebook import bench
+from dropit.lab import plots
 
 MiB = 2**20
 
@@ -155,7 +156,7 @@ def _replace_figure(fw: go.FigureWidget, new: go.Figure) -> None:
 class BenchPanel:
     """The lab bench: runs side by side, a γ/strategy sweep with its summary, stop and clear.
 
-    ``base`` is a :class:`dropit.lab.config.RunConfig` (e.g. from
+    ``base`` is a :class:`dropit.lab.train.config.RunConfig` (e.g. from
     ``load_config("params/smoke.yaml")``); the widgets override its model,
     dataset, image size, DropIT settings, compile, channels-last, epochs and
     max_steps. Display it with ``display(panel.widget)``. ``panel.run()``,
@@ -163,7 +164,7 @@ class BenchPanel:
     buttons do; ``panel.wait()`` joins the training thread.
 
     Each run keeps its traces in :attr:`fig` (colours from its
-    :class:`dropit.lab.bench.Run`) and, once finished, its row in the runs
+    :class:`dropit.lab.notebook.bench.Run`) and, once finished, its row in the runs
     table. ``overlay=False`` makes each run replace the previous one in the
     figure instead (the browser test's negative control). A sweep runs the
     plain model first (the reference), then DropIT at each strategy and γ, and
@@ -173,7 +174,7 @@ class BenchPanel:
 
     def __init__(self, base, *, out_root: str | Path = "runs/explore", every: int = 5, overlay: bool = True,
                  sweep_gammas: Sequence[float] = (), sweep_strategies: Sequence[str] = ()):
-        from .config import CHOICES, DATASETS, MODELS
+        from dropit.lab.train.config import CHOICES, DATASETS, MODELS
 
         self.base, self.out_root, self.every, self.overlay = base, Path(out_root), every, overlay
         self.book = bench.RunBook()
@@ -254,7 +255,7 @@ class BenchPanel:
 
     def sweep(self, gammas: Sequence[float] | str | None = None, strategies: Sequence[str] | None = None) -> None:
         """The plain model, then DropIT at each strategy and γ (default: the sweep widgets'), one after another."""
-        from .config import ConfigError
+        from dropit.lab.train.config import ConfigError
 
         try:
             plan = bench.sweep_configs(self.config(), self.sweep_gammas.value if gammas is None else gammas,
@@ -305,7 +306,7 @@ class BenchPanel:
         self.thread.start()
 
     def _train_all(self, configs: list, sweep: bool) -> None:
-        from . import train
+        from dropit.lab.train import loop as train
 
         t0, done, total = time.monotonic(), [], len(configs)
         try:
@@ -399,7 +400,7 @@ def gamma_explorer(x, *, gamma: float = 0.9, strategy: str = "mink", index=(0, 0
     """A gamma slider and strategy dropdown redrawing heatmap and histogram of ``x``."""
     from dropit.strategies import STRATEGIES
 
-    from . import teach
+    from dropit.lab.notebook import teach
 
     def figures(g: float, s: str):
         d = teach.drop(x, g, s, seed)
@@ -442,7 +443,7 @@ def memory_explorer(
     converted (meta-device estimates: sizes only, so any batch size redraws in about a second)."""
     from dropit.quant import LEVELS
 
-    from . import teach
+    from dropit.lab.notebook import teach
 
     def figure(name, g, q):
         layers = teach.plain_vs_dropit_layers(name, gamma=g, strategy=strategy, batch_size=batch_size,

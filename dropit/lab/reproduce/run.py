@@ -21,7 +21,7 @@ reported and the rest still run; the exit status is 1 if any failed.
 
 Data: before the notebooks run, the datasets the rows need are looked for in
 ``$DROPIT_DATA`` (else ``<project>/data``) and CIFAR-100 and Imagenette are
-downloaded there if missing (a progress bar; see :mod:`dropit.lab.download`).
+downloaded there if missing (a progress bar; see :mod:`dropit.lab.data.download`).
 ``--no-download`` turns that off; offline, the missing dataset's message is
 printed at once and the rows that need it fail fast with it.
 
@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .rows import project_root
+from dropit.lab.reproduce.rows import project_root
 
 KERNEL_NAME = "dropit"
 ALL = ("memory", "quickstart", "explore", "cifar100", "imagenet", "iclr")
@@ -79,7 +79,7 @@ RESERVE_S = 60.0  # kept back for the report, kernel start-ups and slack
 
 
 def _rows_of(job: Job) -> int:
-    from .paper import table_rows
+    from dropit.lab.reproduce.paper import table_rows
 
     return len(table_rows(job.name))
 
@@ -96,9 +96,9 @@ def table_budget(job: Job, jobs_left: list[Job], budget_s: float, elapsed_s: flo
 
 def data_needed(jobs: list[Job], preset: str) -> list[tuple[str, Path]]:
     """(dataset, data root) of every row the jobs will train, each once, in order."""
-    from .config import load_config
-    from .data import resolve_data_dir
-    from .rows import resolve, table_params
+    from dropit.lab.train.config import load_config
+    from dropit.lab.data.datasets import resolve_data_dir
+    from dropit.lab.reproduce.rows import resolve, table_params
 
     files = [f for j in jobs if j.name in TABLE_JOBS for f in table_params(j.name, preset)]
     files += [EXPLORE_PARAMS] if any(j.name == "explore" for j in jobs) else []
@@ -113,7 +113,7 @@ def data_needed(jobs: list[Job], preset: str) -> list[tuple[str, Path]]:
 
 def prepare_data(needed: list[tuple[str, Path]], download: bool = True) -> list[str]:
     """Find (and, where allowed, download) each dataset; prints one line each; returns the missing ones."""
-    from .data import DatasetMissing, ensure_dataset
+    from dropit.lab.data.datasets import DatasetMissing, ensure_dataset
 
     missing = []
     for dataset, root in needed:
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         timings.append(f"{job.name} {dt:.0f} s ({status.split(':')[0]})")
         print(f"[{i}/{len(jobs)}] {job.name}.ipynb {status} in {dt:.0f} s", flush=True)
 
-    from . import report
+    from dropit.lab.reproduce import report
 
     wall = time.perf_counter() - t_all
     notes = f"Preset `{args.preset}`; wall time {wall / 60:.1f} min: " + "; ".join(timings) + "."

@@ -1,0 +1,1 @@
+"""Memory measured: the paper's Cache column and the frontier of memory against step time."""
