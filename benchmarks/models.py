@@ -95,6 +95,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None):
+    from dropit.lab.io import write_json
     from dropit.lab.models import zoo
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -131,7 +132,7 @@ def main(argv=None):
     print()
     print(markdown(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        write_json(args.json, rows)
     return rows
 
 

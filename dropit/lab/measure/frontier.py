@@ -39,6 +39,7 @@ import torch.nn as nn
 
 import dropit
 
+from dropit.lab.io import write_json
 from dropit.lab.models.catalog import build_model
 from dropit.lab.train.runtime import rss_bytes
 
@@ -222,9 +223,7 @@ def main(argv=None):
           f"{'/DropIT':>9}")
     rows = run(args.models.split(","), configs=args.configs.split(","), rounds=args.rounds)
     if args.json:
-        from dropit.lab.reproduce.report import save_json
-
-        save_json(rows, args.json)
+        write_json(args.json, rows)
     print()
     print(markdown(rows))
     return rows

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from dropit.lab.io import write_json, write_text
+
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 NOTEBOOK_ORDER = ("memory", "cifar100", "imagenet", "iclr", "quickstart", "explore")
 NOTEBOOK_TABLES = ("explore",)  # notebooks whose Markdown outputs the report shows (the others' are in tables.md)
@@ -33,37 +35,14 @@ NOTEBOOK_TABLES = ("explore",)  # notebooks whose Markdown outputs the report sh
 # ------------------------------------------------------------------ small I/O helpers
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (str, int, float, bool)) or x is None:
-        return x
-    if hasattr(x, "item"):
-        return x.item()
-    return str(x)
-
-
 def save_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write ``obj`` as JSON (atomically: a temporary file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=1))
-    os.replace(tmp, path)
-    return path
+    """:func:`dropit.lab.io.write_json` with the notebooks' argument order (obj, path)."""
+    return write_json(path, obj)
 
 
 def save_figure(fig, directory: str | os.PathLike, name: str) -> Path:
     """Write a plotly figure as ``<directory>/<name>.plotly.json`` (plotly's JSON, reloadable)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.plotly.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(fig.to_json())
-    os.replace(tmp, path)
-    return path
+    return write_text(Path(directory) / f"{name}.plotly.json", fig.to_json())
 
 
 def unique(items: Iterable) -> list:
@@ -305,21 +284,14 @@ def write_html(path: str | os.PathLike, title: str, sections: Sequence[tuple[str
         + "\n".join(body)
         + "\n</body></html>\n"
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, page)
 
 
 def build(results: str | os.PathLike = "results", *, preset: str | None = None, notes: str = "") -> tuple[Path, Path]:
     """Write ``<results>/tables.md`` and ``<results>/report.html``; returns both paths."""
     results = Path(results)
     md = tables_markdown(results, preset=preset)
-    tables_path = results / "tables.md"
-    results.mkdir(parents=True, exist_ok=True)
-    tables_path.write_text(md, encoding="utf-8")
+    tables_path = write_text(results / "tables.md", md)
 
     meta = f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} with Python {sys.version.split()[0]}."
     sections: list[tuple[str, str, Sequence]] = [("", md + "\n\n" + meta + ("\n\n" + notes if notes else ""), [])]

@@ -66,6 +66,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from dropit.lab.io import write_json
 from dropit.lab.train import checkpoint as ckpt
 from dropit.lab.train.config import ConfigError, RunConfig, as_config, load_config
 from dropit.lab.data.datasets import DatasetMissing, build_datasets
@@ -559,7 +560,7 @@ class Trainer:
         """The final block so far into metrics.json (rank 0), then the on_epoch callbacks."""
         self.result["final"] = self._final(self._wall_s())
         if self.d.main:
-            ckpt.atomic_write_json(self.out_dir / "metrics.json", self.result)
+            write_json(self.out_dir / "metrics.json", self.result)
             _emit(self.callbacks, "on_epoch", self.state)
 
     def finish(self) -> dict:
@@ -572,7 +573,7 @@ class Trainer:
         self.state.final = result["final"]
         if self.d.main:
             path = self.out_dir / "metrics.json"
-            ckpt.atomic_write_json(path, result)
+            write_json(path, result)
             self.log.line(f"wrote {path}: top1 {_fmt(result['final']['top1'])} top5 {_fmt(result['final']['top5'])}")
             _emit(self.callbacks, "on_end", self.state)
         return result
