@@ -1,0 +1,10 @@
+"""The paper's accuracy claim, tested: paired runs of plain and DropIT arms, their statistics, the mechanism.
+
+    python -m dropit.lab.claim --out results/claim --protocol cnn --seeds 3
+
+Modules: :mod:`~dropit.lab.claim.protocols` (the recipes and the arms),
+:mod:`~dropit.lab.claim.study` (runs, resume, the summary ``claim.json``),
+:mod:`~dropit.lab.claim.stats` (paired differences, Student-t intervals, verdicts),
+:mod:`~dropit.lab.claim.mechanism` (gradient noise and DropIT's bias against an exact gradient),
+:mod:`~dropit.lab.claim.figures` (plotly figures for the notebook). See docs/claim.md.
+"""
