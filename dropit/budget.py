@@ -1,0 +1,77 @@
+"""``torch.compile`` with the compiler's own activation memory budget, scoped to one model.
+
+    compiled = dropit.compile_budgeted(model, budget=0.2)        # keep about a fifth of the forward
+    compiled = dropit.compile_budgeted(dropit.to_dropit(model), budget=0.5, fullgraph=True)
+
+AOTAutograd's min-cut partitioner decides what the compiled forward keeps for
+backward; ``torch._functorch.config.activation_memory_budget`` (1.0 keeps what
+is cheapest to keep, 0.0 recomputes everything recomputable) moves that point.
+That setting is process-global and read when a graph is partitioned, which is
+when dynamo compiles (the first call, and every recompile after, e.g. for a
+last partial batch). So the budget here is not set globally: each model gets a
+backend of its own that sets it only while it compiles.
+
+A backend of its own also defeats dynamo's reuse of one instance's graph for
+another instance of the same class (with a default backend the second model
+would run the first one's graph, and with it the first one's budget): dynamo
+keeps a compiled graph only for the backend that compiled it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def check_budget(budget, where: str = "budget") -> float | None:
+    """None, or a float in [0, 1]; anything else raises ValueError naming ``where``."""
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0.0 <= float(budget) <= 1.0:
+        raise ValueError(f"{where} must be a number in [0, 1] (the fraction of the forward the compiler "
+                         f"may keep for backward) or None, got {budget!r}")
+    return float(budget)
+
+
+class BudgetBackend:
+    """Inductor with ``activation_memory_budget`` set while it compiles; one instance per compiled model."""
+
+    def __init__(self, budget: float | None):
+        self.budget = check_budget(budget)
+
+    def __call__(self, gm, example_inputs):
+        from torch._inductor.compile_fx import compile_fx
+
+        if self.budget is None:
+            return compile_fx(gm, example_inputs)
+        with torch._functorch.config.patch(activation_memory_budget=self.budget):
+            return compile_fx(gm, example_inputs)
+
+    def __repr__(self) -> str:
+        return f"BudgetBackend(budget={self.budget})"
+
+
+def compile_budgeted(model: nn.Module, *, budget: float | None = None, **compile_options) -> nn.Module:
+    """``torch.compile(model, **compile_options)`` whose partitioner keeps at most ``budget`` of the forward.
+
+    ``budget=None`` leaves the partitioner's default (the graph is still this
+    model's own). ``compile_options`` are ``torch.compile``'s (``fullgraph``,
+    ``dynamic``, ``options``, ...), except ``backend``: the budget is inductor's.
+    """
+    budget = check_budget(budget)
+    if "backend" in compile_options:
+        raise ValueError("compile_budgeted compiles with inductor; pass no backend (use torch.compile for others)")
+    if "mode" in compile_options:  # a mode is inductor options; torch.compile refuses a mode with a callable backend
+        from torch._inductor import list_mode_options
+
+        mode = compile_options.pop("mode")
+        compile_options["options"] = {**list_mode_options(mode), **compile_options.get("options", {})}
+    options = compile_options.pop("options", None)
+    backend = BudgetBackend(budget)
+    if options:
+        inner = backend
+
+        def backend(gm, example_inputs):  # noqa: F811  inductor's options around the budgeted compile
+            with torch._inductor.config.patch(options):
+                return inner(gm, example_inputs)
+    return torch.compile(model, backend=backend, **compile_options)
+

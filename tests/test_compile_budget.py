@@ -1,0 +1,64 @@
+"""The compiler's activation memory budget reaches the partitioner, per model, and only while it compiles.
+
+Proof by counting: at budget 1.0 a compiled step runs each forward convolution
+once; at 0.0 the partitioner recomputes them in backward, so more run. Two
+instances of one class compiled with different budgets each get their own
+graph (dynamo would otherwise reuse the first one's). Compiling is slow on two
+cores, so the model is tiny.
+"""
+import pytest
+import torch
+import torch.nn as nn
+
+import dropit
+from dropit.budget import check_budget
+
+
+def tiny_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8),
+                         nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
+
+
+def forward_convolutions_per_step(model, x) -> int:
+    """Forward convolutions (aten::convolution, recomputed ones included) that one step runs."""
+    model(x).sum().backward()  # compiles
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        model(x).sum().backward()
+    return sum(1 for e in prof.events() if e.name == "aten::convolution")
+
+
+@pytest.mark.slow
+def test_budget_zero_recomputes_convolutions_and_each_model_keeps_its_own():
+    x = torch.randn(4, 3, 8, 8)
+    keep = dropit.compile_budgeted(tiny_cnn(), budget=1.0)
+    recompute = dropit.compile_budgeted(tiny_cnn(), budget=0.0)  # same class: must not reuse keep's graph
+    default = dropit.compile_budgeted(tiny_cnn())
+    assert forward_convolutions_per_step(keep, x) == 3
+    assert forward_convolutions_per_step(recompute, x) == 6
+    assert forward_convolutions_per_step(default, x) == 3  # the default budget is 1.0
+    assert forward_convolutions_per_step(keep, x) == 3  # still its own graph after the others compiled
+    assert torch._functorch.config.activation_memory_budget == 1.0  # nothing set globally
+
+
+@pytest.mark.slow
+def test_budgeted_gradients_equal_eager():
+    x = torch.randn(4, 3, 8, 8)
+    eager, compiled = tiny_cnn(), tiny_cnn()
+    eager(x).square().sum().backward()
+    dropit.compile_budgeted(compiled, budget=0.0)(x).square().sum().backward()
+    for a, b in zip(eager.parameters(), compiled.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "0.5", True, float("nan")])
+def test_bad_budget_is_refused(bad):
+    with pytest.raises(ValueError, match=r"budget must be a number in \[0, 1\]"):
+        check_budget(bad)
+    with pytest.raises(ValueError, match="budget"):
+        dropit.compile_budgeted(nn.Linear(2, 2), budget=bad)
+
+
+def test_backend_cannot_be_overridden():
+    with pytest.raises(ValueError, match="no backend"):
+        dropit.compile_budgeted(nn.Linear(2, 2), budget=0.5, backend="eager")
