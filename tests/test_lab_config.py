@@ -92,6 +92,19 @@ def test_quantize_level_is_checked_against_the_shipped_ones():
         load_config(None, ["dropit_quantize=int3"])
 
 
+def test_compile_memory_budget_is_a_fraction_that_needs_compile():
+    cfg = load_config(None, ["compile=true", "compile_memory_budget=0.2"])
+    assert cfg.compile_memory_budget == 0.2 and RunConfig().compile_memory_budget is None
+    assert load_config(None, ["compile=true", "compile_memory_budget=0"]).compile_memory_budget == 0.0
+    for bad in ("1.5", "-0.1", ".nan"):
+        with pytest.raises(ConfigError, match=r"compile_memory_budget.*must be in \[0, 1\]"):
+            load_config(None, ["compile=true", f"compile_memory_budget={bad}"])
+    with pytest.raises(ConfigError, match="compile_memory_budget.*needs compile: true"):
+        load_config(None, ["compile_memory_budget=0.5"])
+    with pytest.raises(ConfigError, match="compile_memory_budget.*must be a number"):
+        load_config(None, ["compile=true", "compile_memory_budget=half"])
+
+
 def test_every_field_has_a_default_and_is_settable():
     cfg = RunConfig()
     assert set(cfg.to_dict()) == set(field_names())

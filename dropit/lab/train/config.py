@@ -77,6 +77,7 @@ class RunConfig:
     grad_clip: Optional[float] = None  # max global grad norm
     amp: str = "none"  # none | bf16 | fp16 (fp16 needs CUDA)
     compile: bool = False  # train torch.compile(model) (graph breaks allowed); evaluation stays eager
+    compile_memory_budget: Optional[float] = None  # [0, 1]: the compiler's activation memory budget (needs compile)
     channels_last: bool = False  # model and input batches in channels-last memory format
 
     # DropIT (fields named dropit_*: the explore bench names a run by every one off its default)
@@ -211,6 +212,13 @@ def validate(cfg: RunConfig, source: str | None = None) -> RunConfig:
             f"parameter {_where('dropit_quantize', source)} = {cfg.dropit_quantize!r} is not one of "
             f"null, {', '.join(QUANTIZE_LEVELS)}"
         )
+    if cfg.compile_memory_budget is not None:
+        if not 0.0 <= cfg.compile_memory_budget <= 1.0:
+            raise ConfigError(f"parameter {_where('compile_memory_budget', source)} must be in [0, 1] (the fraction of "
+                              f"the forward the compiler keeps for backward), got {cfg.compile_memory_budget}")
+        if not cfg.compile:
+            raise ConfigError(f"parameter {_where('compile_memory_budget', source)} needs compile: true "
+                              "(it is the compiler's budget); set compile=true or drop the budget")
     if cfg.lr <= 0:
         raise ConfigError(f"parameter {_where('lr', source)} must be positive, got {cfg.lr}")
     for key in ("weight_decay", "momentum", "label_smoothing", "warmup_epochs", "min_lr", "num_workers", "record_every"):
