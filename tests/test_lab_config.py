@@ -144,5 +144,5 @@ def test_iclr_files_follow_the_release():
         if row["dataset"] == "imagenet":  # the DeiT recipe, from scratch
             assert (full.optimizer, full.lr, full.batch_size, full.epochs) == ("adamw", 1e-3, 1024, 300)
             assert (full.weight_decay, full.warmup_epochs, full.label_smoothing) == (0.05, 5, 0.1) and not full.pretrained
-        else:  # fine-tuned from a local weights file
-            assert full.pretrained == f"weights/{row['model_name']}_patch16_224.pth" and full.image_size == 224
+        else:  # fine-tuned from the DeiT authors' ImageNet-1k file, by timm's name for it
+            assert full.pretrained == f"timm:{row['model_name']}_patch16_224.fb_in1k" and full.image_size == 224

@@ -50,7 +50,7 @@ def test_local_weights_replace_a_head_of_another_size(tmp_path):
     torch.testing.assert_close(big.encoder.layers[0].mlp[0].weight, src.encoder.layers[0].mlp[0].weight)
     with pytest.raises(ValueError, match="do not fit"):
         load_weights(build_model("resnet_mini", 10), path)
-    with pytest.raises(FileNotFoundError, match="no hub access"):
+    with pytest.raises(FileNotFoundError, match="pretrained weights file not found"):
         build_model("resnet_mini", 10, weights=tmp_path / "missing.pth")
 
 

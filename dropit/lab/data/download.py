@@ -1,7 +1,10 @@
-"""Fetch a missing dataset into the data root: all of it, verified, or nothing.
+"""Fetch a missing dataset (or file) into its root: all of it, verified, or nothing.
 
     fetch(CIFAR100, root, help="...")      # <root>/cifar-100-python/{train,test,meta}
     fetch(IMAGENETTE, root, help="...")    # <root>/imagenette/{train,val}/<wnid>/*.JPEG (160px)
+
+The same mechanism fetches pretrained weights (a :class:`Source` with
+``file=True`` and ``error=WeightsMissing``, see :mod:`dropit.lab.models.weights`).
 
 torchvision does the transfer (a tqdm progress bar) and checks the archive's MD5
 (and, for CIFAR-100, each extracted file's) into a fresh temporary folder inside
@@ -11,8 +14,8 @@ nothing behind, neither a half-written dataset nor the temporary folder.
 
 Offline, a connection probe (a few seconds) fails before anything is written, and
 the caller's message (where the data is expected and how to get it) is raised as
-:class:`DatasetMissing` (also importable from :mod:`dropit.lab.data.datasets`). ``download=False`` never touches the
-network. Under torchrun every process that lacks the data downloads its own
+the source's error, :class:`DatasetMissing` for datasets (also importable from
+:mod:`dropit.lab.data.datasets`). ``download=False`` never touches the network. Under torchrun every process that lacks the data downloads its own
 copy; the first rename wins and the others discard theirs.
 """
 from __future__ import annotations
@@ -31,19 +34,25 @@ READ_TIMEOUT_S = 60.0  # a stalled transfer fails instead of hanging
 IMAGENETTE_SIZE = "160px"  # torchvision's smallest Imagenette; the quick rows train at 64px
 
 
-class DatasetMissing(FileNotFoundError):
+class Missing(FileNotFoundError):
+    """Something a run needs is not where it is expected; the message says where and how to get it."""
+
+
+class DatasetMissing(Missing):
     """The dataset is not where it is expected; the message says where and how to get it."""
 
 
 @dataclass(frozen=True)
 class Source:
-    """A dataset torchvision can download: where it goes and what must be there afterwards."""
+    """Something that can be downloaded: where it goes and what must be there afterwards."""
 
     title: str  # for messages
-    folder: str  # under the data root
+    folder: str  # under the root: the dataset's folder, or the file's name when ``file``
     url: Callable[[], str]  # the archive's address (for the connection probe)
-    download: Callable[[Path], Path]  # download into a folder; returns the extracted dataset folder in it
+    download: Callable[[Path], Path]  # download into a folder; returns the extracted dataset folder (or file) in it
     required: tuple[str, ...]  # paths that must exist in the dataset folder
+    file: bool = False  # a single file rather than a folder
+    error: type[Missing] = DatasetMissing  # raised when it is absent and cannot be fetched
 
 
 def _cifar100_url() -> str:
@@ -103,16 +112,16 @@ class _read_timeout:
 
 
 def fetch(source: Source, root: Path, *, download: bool = True, help: str = "") -> Path:
-    """``<root>/<source.folder>``, downloaded first if absent and ``download``; else DatasetMissing(help)."""
+    """``<root>/<source.folder>``, downloaded first if absent and ``download``; else ``source.error(help)``."""
     dest = Path(root) / source.folder
-    if dest.is_dir():
+    if dest.is_file() if source.file else dest.is_dir():
         return dest
     if not download:
-        raise DatasetMissing(help)
+        raise source.error(help)
     url = source.url()
     if not reachable(url):
-        raise DatasetMissing(f"cannot download {source.title}: no connection to {urlparse(url).hostname} "
-                             f"(offline?). {help}")
+        raise source.error(f"cannot download {source.title}: no connection to {urlparse(url).hostname} "
+                           f"(offline?). {help}")
     Path(root).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{source.folder}.download-", dir=root))  # same file system: rename is atomic
     try:
@@ -120,17 +129,17 @@ def fetch(source: Source, root: Path, *, download: bool = True, help: str = "") 
             got = source.download(tmp)
         missing = [p for p in source.required if not (got / p).exists()]
         if missing:
-            raise DatasetMissing(f"the {source.title} download lacks {', '.join(missing)} in {got.name}/. {help}")
+            raise source.error(f"the {source.title} download lacks {', '.join(missing)} in {got.name}/. {help}")
         try:
-            os.rename(got, dest)
+            os.rename(got, dest)  # a file replaces another process's complete copy atomically
         except OSError:
             if not dest.is_dir():
                 raise
             # another process renamed its complete copy into place first
-    except DatasetMissing:
+    except Missing:
         raise
     except Exception as e:  # offline after the probe, a corrupted archive, a full disk: nothing is left behind
-        raise DatasetMissing(f"downloading {source.title} failed ({type(e).__name__}: {e}). {help}") from e
+        raise source.error(f"downloading {source.title} failed ({type(e).__name__}: {e}). {help}") from e
     finally:  # also on KeyboardInterrupt, which propagates
         shutil.rmtree(tmp, ignore_errors=True)
     return dest

@@ -9,9 +9,10 @@
     build_model("deit_mini", 100, image_size=32) # timm DeiT-Ti blocks, 4 deep: CPU demos
 
 The DeiT models (the ICLR release's table) are timm's, imported only when built.
-Weights come from a local file only (a state_dict, or a dict holding one under
-"model" / "state_dict"); a classifier or position embedding of another shape
-(ImageNet head on CIFAR-100, another resolution) is re-initialised or
+Weights come from a local file (a state_dict, or a dict holding one under
+"model" / "state_dict"), or by name (``weights="torchvision:ViT_B_16_Weights.IMAGENET1K_V1"``,
+downloaded once into a cache: :mod:`dropit.lab.models.weights`); a classifier
+or position embedding of another shape (ImageNet head on CIFAR-100, another resolution) is re-initialised or
 interpolated, and every other key must match.
 
 The paper converts every conv and linear layer except the first layer of the
@@ -96,7 +97,7 @@ def build_model(
     weights: str | Path | None = None,
     patch_size: int | None = None,
 ) -> nn.Module:
-    """A freshly initialised model, or one loaded from the local ``weights`` file."""
+    """A freshly initialised model, or one loaded from ``weights`` (a local file or a name: :func:`load_weights`)."""
     if name == "resnet18_cifar":
         model = _resnet18_cifar(num_classes)
     elif name == "resnet18":
@@ -124,8 +125,6 @@ def build_model(
 
 
 def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file not found: {path} (no hub access; give a local file)")
     obj = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("model", "state_dict", "model_state"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -137,12 +136,16 @@ def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: nn.Module, path: str | Path) -> list[str]:
-    """Load a local state_dict into ``model``; returns the keys re-initialised (shape mismatch: the head).
+    """Load a state_dict into ``model``; returns the keys re-initialised (shape mismatch: the head).
 
+    ``path`` is a local file or published weights by name, fetched into the
+    default cache if absent (:func:`dropit.lab.models.weights.resolve_weights`).
     A ViT position embedding of another length is interpolated to this model's
     resolution. Any other missing or unexpected key raises.
     """
-    state = _state_dict_from_file(Path(path))
+    from dropit.lab.models.weights import resolve_weights
+
+    state = _state_dict_from_file(resolve_weights(path))
     own = model.state_dict()
     pos = "encoder.pos_embedding"
     if isinstance(model, VisionTransformer) and pos in state and state[pos].shape != own[pos].shape:

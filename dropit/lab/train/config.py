@@ -49,14 +49,15 @@ class RunConfig:
     model: str = "resnet18_cifar"  # one of MODELS
     dataset: str = "cifar100"  # cifar100 | imagenet | imagenette
     data_dir: Optional[str] = None  # else $DROPIT_DATA, else ./data
-    download: bool = True  # fetch CIFAR-100 / Imagenette with torchvision where absent; false: never download
+    download: bool = True  # fetch CIFAR-100 / Imagenette / pretrained weights where absent; false: never download
     subset: Optional[int] = None  # train on this many images, class-balanced, deterministic
     val_subset: Optional[int] = None  # evaluate on this many images, class-balanced
     image_size: Optional[int] = None  # default: 32 for CIFAR-100, 224 for ImageNet
     patch_size: Optional[int] = None  # ViT patch size (vit_tiny default: image_size // 8)
     mean_std: str = "dataset"  # normalisation: dataset statistics, 0.5/0.5, or ImageNet's
     crop_scale_min: float = 0.08  # RandomResizedCrop's lower scale bound
-    pretrained: Optional[str] = None  # local weights file (state_dict); no hub access
+    pretrained: Optional[str] = None  # a local state_dict file, or by name: torchvision:<Enum>.<member> | timm:<model>.<tag>
+    weights_dir: Optional[str] = None  # cache of named weights; else $DROPIT_WEIGHTS, else $TORCH_HOME/hub/checkpoints
     label: str = ""  # free text saying what ran, shown in the tables
 
     # optimisation
@@ -230,7 +231,19 @@ def validate(cfg: RunConfig, source: str | None = None) -> RunConfig:
         raise ConfigError(f"parameter {_where('crop_scale_min', source)} must be in (0, 1], got {cfg.crop_scale_min}")
     if sorted(cfg.milestones) != cfg.milestones:
         raise ConfigError(f"parameter {_where('milestones', source)} must be increasing, got {cfg.milestones}")
+    _check_pretrained(cfg.pretrained, source)
     return cfg
+
+
+def _check_pretrained(spec: str | None, source: str | None) -> None:
+    """A named ``pretrained`` must be one torchvision or timm publishes with a hash (no network needed)."""
+    from dropit.lab.models.weights import is_remote, remote
+
+    if spec and is_remote(spec):
+        try:
+            remote(spec)
+        except ValueError as e:
+            raise ConfigError(f"parameter {_where('pretrained', source)}: {e}") from None
 
 
 def from_dict(values: dict[str, Any], source: str | None = None) -> RunConfig:
