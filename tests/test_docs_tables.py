@@ -1,0 +1,88 @@
+"""The docs' tables are what docs/make_pages.py renders from docs/data/*.json, and a changed figure is caught."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _make_pages():
+    spec = importlib.util.spec_from_file_location("make_pages", ROOT / "docs" / "make_pages.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_pages = _make_pages()
+
+
+def _copy(tmp_path: Path) -> Path:
+    """README.md and docs/ (pages and data) in a temporary root."""
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    shutil.copytree(ROOT / "docs", tmp_path / "docs", ignore=shutil.ignore_patterns("*.png", "*.svg", "__pycache__"))
+    return tmp_path
+
+
+def test_every_table_matches_its_json():
+    assert make_pages.stale_pages(ROOT) == [], "run: python docs/make_pages.py"
+    assert make_pages.main(["--check"]) == 0
+
+
+def test_pages_hold_tables_and_every_data_file_is_used_and_sourced():
+    specs = [m["spec"] for p in make_pages.pages(ROOT) for m in make_pages.MARKER.finditer(p.read_text())]
+    assert len(specs) >= 13
+    used = {f for spec in specs for f in spec.split()[1:]}
+    for path in sorted((ROOT / "docs" / "data").glob("*.json")):
+        doc = json.loads(path.read_text())
+        assert f"docs/data/{path.name}" in used, f"{path.name} renders no table"
+        assert doc.get("source") and doc.get("rows"), f"{path.name} needs a 'source' and its 'rows'"
+
+
+def test_a_number_changed_in_the_json_is_caught(tmp_path, capsys):
+    root = _copy(tmp_path)
+    data = root / "docs" / "data" / "frontier.json"
+    doc = json.loads(data.read_text())
+    doc["rows"][1]["kept_ratio"] = 0.5  # was 0.606
+    data.write_text(json.dumps(doc))
+    assert make_pages.main(["--check", "--root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "docs/frontier.md" in out and "README.md" in out  # the headline table reads the same file
+    make_pages.main(["--root", str(root)])  # rewriting fixes both
+    assert make_pages.main(["--check", "--root", str(root)]) == 0
+    assert "| DropIT | 346.8 | 0.500 |" in (root / "docs" / "frontier.md").read_text()
+
+
+def test_a_number_edited_by_hand_in_a_page_is_caught(tmp_path, capsys):
+    root = _copy(tmp_path)
+    page = root / "docs" / "memory.md"
+    text = page.read_text()
+    assert "| 348.7 | 0.608 |" in text
+    page.write_text(text.replace("| 348.7 | 0.608 |", "| 348.7 | 0.580 |"))
+    assert make_pages.main(["--check", "--root", str(root)]) == 1
+    assert "docs/memory.md" in capsys.readouterr().out
+    assert make_pages.main(["--check", "--root", str(ROOT)]) == 0  # the checkout itself is untouched
+
+
+def test_wrap_keeps_labels_and_records_the_source(tmp_path):
+    root = _copy(tmp_path)
+    rows = json.loads((root / "docs" / "data" / "frontier.json").read_text())["rows"][:2]
+    raw = tmp_path / "raw.json"
+    raw.write_text(json.dumps(rows))
+    make_pages.main(["--root", str(root), "wrap", "frontier", str(raw), "--source", "measured today on a test"])
+    doc = json.loads((root / "docs" / "data" / "frontier.json").read_text())
+    assert doc["source"] == "measured today on a test" and doc["rows"] == rows and "resnet18-cifar" in doc["labels"]
+    raw.write_text(json.dumps({"not": "rows"}))
+    with pytest.raises(SystemExit, match="expected the list of rows"):
+        make_pages.main(["--root", str(root), "wrap", "frontier", str(raw), "--source", "x"])
+
+
+def test_a_bad_marker_names_the_problem(tmp_path):
+    with pytest.raises(SystemExit, match="unknown table renderer 'nosuch'"):
+        make_pages.render_spec("nosuch docs/data/frontier.json", ROOT)
+    with pytest.raises(SystemExit, match="no file docs/data/missing.json"):
+        make_pages.render_spec("frontier docs/data/missing.json", ROOT)
