@@ -203,7 +203,11 @@ def render_gradients_quantize(doc: dict) -> str:
 
 def render_quant_choices(doc: dict) -> str:
     """benchmarks/quant_choices.py rows: op, bits, group, nearest (and stochastic where measured), or op
-    and few_bit: the input gradient's relative error for each code; the chosen group in bold."""
+    and few_bit: the input gradient's relative error for each code; the chosen group in bold. A figure
+    given as a string (transcribed with the digits it was printed to) is shown as it is."""
+    def fig(v) -> str:
+        return v if isinstance(v, str) else f"{v:.4f}"  # benchmarks/quant_choices.py prints 4 decimals
+
     chosen = {8: 64, 4: 32}
     groups = [(8, 32), (8, 64), (8, 128), (4, 16), (4, 32), (4, 64)]
     out = []
@@ -214,12 +218,12 @@ def render_quant_choices(doc: dict) -> str:
         for bits, group in groups:
             r = next(r for r in mine if r.get("bits") == bits and r.get("group") == group)
             best = chosen[bits] == group and not (bits == 4 and few_bit is not None)
-            cell = f"**{r['nearest']:g}**" if best else f"{r['nearest']:g}"
+            cell = f"**{fig(r['nearest'])}**" if best else fig(r["nearest"])
             if bits == 4 and group == 32 and few_bit is not None:
-                cell += f" (few-bit: **{few_bit:g}**)"
+                cell += f" (few-bit: **{fig(few_bit)}**)"
             cells.append(cell)
             if "stochastic" in r:
-                stochastic.append(f"{r['stochastic']:g}")
+                stochastic.append(fig(r["stochastic"]))
         out.append(cells + [", ".join(stochastic)])
     head = [f"int{b}, {g}" for b, g in groups] + ["stochastic int8/64, int4/32"]
     return table(["op", *head], "l" + "r" * len(head), out)
