@@ -128,7 +128,7 @@ def measure_memory(model_key: str, config: str) -> dict:
 def memory_row(model_key: str, config: str) -> dict:
     """:func:`measure_memory` in a fresh Python process."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="2")
-    cmd = [sys.executable, "-m", "dropit.lab.frontier", "--child", model_key, config]
+    cmd = [sys.executable, "-m", "dropit.lab.measure.frontier", "--child", model_key, config]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
