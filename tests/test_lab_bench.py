@@ -56,10 +56,10 @@ def test_bad_sweeps_are_rejected_with_the_fix(gammas, strategies, match):
         bench.sweep_configs(_cfg(), gammas, strategies)
 
 
-def _result(top1, kept, status="done", steps=40):
+def _result(top1, kept, status="done", steps=40, val_images=1000):
     return {"status": status, "final": {"top1": top1, "top5": top1 + 10, "step_kept_bytes": kept, "cache_bytes": 1,
                                         "step_s_median": 0.05, "images_per_s": 640.0, "wall_s": 10.0,
-                                        "startup_s": 2.0, "steps": steps}}
+                                        "startup_s": 2.0, "steps": steps, "val_images": val_images}}
 
 
 def test_runs_table_rows_and_ratio_to_plain():
@@ -72,23 +72,89 @@ def test_runs_table_rows_and_ratio_to_plain():
     rows = book.table()
     assert [r["number"] for r in rows] == [1, 2, 3] and running.status == "running"
     p, d, o = rows
-    assert p["name"] == "#1 resnet_mini · plain" and p["vs_plain"] == 1.0 and p["kept_mib"] == 20.0
-    assert d["vs_plain"] == pytest.approx(0.6) and d["status"] == "stopped" and d["gamma"] == 0.5
-    assert o["vs_plain"] is None
+    assert p["name"] == "#1 resnet_mini · plain" and p["kept_vs_plain"] == 1.0 and p["kept_mib"] == 20.0
+    assert d["kept_vs_plain"] == pytest.approx(0.6) and d["status"] == "stopped" and d["gamma"] == 0.5
+    assert o["kept_vs_plain"] is None and o["top1_vs_plain"] is None
     assert p["step_ms"] == pytest.approx(50.0) and p["wall_s"] == 12.0
     md = bench.table_markdown(rows)
-    assert md.count("\n") == 4 and "| 0.600 |" in md and "| – |" in md  # vit: no plain reference
+    assert md.count("\n") == 6 and "| 0.600 |" in md and "| – |" in md  # vit: no plain reference
     html = bench.table_html(rows)
     assert html.count("class='dropit-run'") == 3 and plain.color in html
 
 
-def test_colours_differ_per_run_and_are_not_reused_after_clear():
+def test_columns_say_what_they_compare():
+    titles = [t for _, t, _ in bench.COLUMNS]
+    assert "kept vs plain" in titles and "top-1 − plain" in titles and "top-1 % ± SE" in titles
+    assert "vs plain" not in titles  # the old, unlabelled memory ratio
+
+
+def test_every_top1_carries_its_standard_error_and_the_difference_to_plain():
+    book = bench.RunBook()
+    plain, close, far = book.add(_cfg()), book.add(_cfg(dropit=True, dropit_gamma=0.5)), book.add(_cfg(dropit=True))
+    plain.result, close.result, far.result = _result(2.3, 20 * MiB), _result(2.1, 12 * MiB), _result(9.0, 8 * MiB)
+    p, c, f = book.table()
+    assert p["top1_se"] == pytest.approx(0.474, abs=1e-3) and p["test_images"] == 1000
+    assert p["top1_vs_plain"] is None  # the reference is not compared with itself
+    assert c["top1_vs_plain"] == pytest.approx(-0.2) and c["within_noise"] is True
+    assert f["top1_vs_plain"] == pytest.approx(6.7) and f["within_noise"] is False
+    assert bench.top1_cell(p) == "2.30 ± 0.47"
+    assert bench.vs_plain_cell(c) == "-0.20 ± 0.66, within noise at 1000 test images"
+    assert bench.vs_plain_cell(f) == "+6.70 ± 1.02"
+    html = bench.table_html(book.table())
+    assert html.count("class='dropit-noise'") == 1 and "within noise at 1000 test images" in html
+    assert "within noise at 1000 test images" in bench.table_markdown(book.table())
+
+
+def test_a_comparison_needs_the_same_recipe():
+    book = bench.RunBook()
+    plain, longer = book.add(_cfg(epochs=1)), book.add(_cfg(dropit=True, epochs=3))
+    plain.result, longer.result = _result(2.3, MiB), _result(9.0, MiB)
+    assert book.table()[1]["top1_vs_plain"] is None  # trained three times as long: no like-for-like plain run
+
+
+def test_seeds_are_one_estimate_with_their_spread():
+    book = bench.RunBook()
+    runs = [book.add(c) for c in bench.sweep_configs(_cfg(seed=7), [0.9], seeds=3)]
+    assert [(r.config.dropit, r.config.seed) for r in runs] == [(False, 7), (False, 8), (False, 9), (True, 7), (True, 8), (True, 9)]
+    for r, top1 in zip(runs, [10.0, 12.0, 14.0, 11.0, 11.0, 11.0]):
+        r.result = _result(top1, MiB, val_images=10_000)
+    rows = book.table()
+    assert [r["seeds"] for r in rows] == [3] * 6
+    assert book.plain_estimate(runs[3]).error == pytest.approx(2.0)  # the plain seeds' spread, not their SE
+    drop = rows[3]
+    assert drop["top1_vs_plain"] == pytest.approx(-1.0) and drop["within_noise"]
+    assert "(mean of 3 seeds)" in bench.vs_plain_cell(drop)
+    with pytest.raises(ConfigError, match="seeds"):
+        bench.with_seeds(_cfg(), 0)
+
+
+def test_colours_differ_per_run_and_clear_starts_the_numbers_again():
     book = bench.RunBook()
     a, b, c = book.add(_cfg(dropit=True)), book.add(_cfg(dropit=True)), book.add(_cfg())
     assert len({a.color, b.color, c.color}) == 3 and c.color in bench.PLAIN_COLORS
     book.clear()
     d = book.add(_cfg(dropit=True))
-    assert d.number == 4 and d.color not in (a.color, b.color) and book.table() == []
+    assert d.number == 1 and d.name.startswith("#1 ") and d.color == a.color and book.table() == []
+
+
+def test_status_lines_for_a_finished_run_a_short_run_and_an_error():
+    book = bench.RunBook()
+    plain, drop = book.add(_cfg()), book.add(_cfg(dropit=True))
+    plain.result, drop.result = _result(2.3, 20 * MiB), _result(2.1, 4 * MiB)
+    line = bench.finished_line(book, drop)
+    assert line.startswith("done: #2 resnet_mini · DropIT γ=0.9 mink: top-1 2.10 ± 0.45% on 1000 test images, "
+                           "-0.20 ± 0.66 points vs plain, within noise at 1000 test images, kept 4.00 MiB per step (0.20 of plain)")
+    assert "Too short to compare" in line  # 2% after a few steps: cannot be told from a broken companion
+    trained = book.add(_cfg(dropit=True, dropit_gamma=0.5))
+    trained.result = _result(9.5, 4 * MiB, val_images=2000)
+    assert "too short" not in bench.finished_line(book, trained).lower()
+    sweep = bench.sweep_line(book, [plain, drop], 2, 70.0)
+    assert sweep.startswith("done: sweep of 2 of 2 runs in 1:10; 1 of 1 DropIT runs' top-1 within noise of plain at 1000 test images")
+    err = bench.error_html(FileNotFoundError("CIFAR-100 not found at data/<root>/cifar-100-python\nsecond line"),
+                           "Traceback (most recent call last):\n  <frame>\nFileNotFoundError: ...")
+    first, rest = err.split("<details>")
+    assert first == "<span class='dropit-error'>failed: FileNotFoundError: CIFAR-100 not found at data/&lt;root&gt;/cifar-100-python</span>"
+    assert rest.startswith("<summary>details</summary><pre>Traceback") and "&lt;frame&gt;" in rest and "<frame>" not in err
 
 
 def test_kept_bytes_fall_back_to_the_meter():
@@ -111,20 +177,64 @@ def test_summary_figure_has_a_line_per_strategy_and_the_plain_reference():
     book = bench.RunBook()
     runs = [book.add(c) for c in bench.sweep_configs(_cfg(), [0.5, 0.9], ["mink", "sampled"])]
     for r, (top1, kept) in zip(runs, [(10, 20), (9, 12), (8, 8), (9.5, 12.5), (8.5, 8.5)]):
-        r.result = _result(top1, kept * MiB)
+        r.result = _result(top1, kept * MiB, val_images=10_000)
     fig = plots.sweep_summary_figure(book.table())
-    assert [t.name for t in fig.data] == ["DropIT, mink"] * 2 + ["DropIT, sampled"] * 2
+    assert [t.name for t in fig.data] == ["DropIT, mink"] * 2 + ["DropIT, sampled"] * 2 + ["plain (#1)"] * 2
     assert list(fig.data[0].x) == [0.5, 0.9] and list(fig.data[0].y) == [12.0, 8.0] and list(fig.data[1].y) == [9.0, 8.0]
     assert list(fig.data[0].marker.color) == [runs[1].color, runs[2].color]  # the runs' colours
-    assert [s.y0 for s in fig.layout.shapes] == [20.0, 10.0]  # the plain run, in both panels
-    assert len(plots.sweep_summary_figure([]).data) == 0
+    # the top-1 points carry their binomial SE; the kept panel has no bars
+    assert fig.data[1].error_y.array == pytest.approx([100 * (0.09 * 0.91 / 10_000) ** 0.5, 100 * (0.08 * 0.92 / 10_000) ** 0.5])
+    assert fig.data[0].error_y.array is None
+    # plain stands apart from γ = 0: its own square left of the axis's 0, a dashed line, a noise band
+    plain_kept, plain_top1 = fig.data[4:]
+    assert list(plain_top1.x) == [plots.PLAIN_X] and plots.PLAIN_X < 0 and list(plain_top1.marker.symbol) == ["square"]
+    assert [s.y0 for s in fig.layout.shapes if s.type == "line"] == [20.0, 10.0]
+    (band,) = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert band.y0 == pytest.approx(10 - 2 * 0.3) and band.y1 == pytest.approx(10 + 2 * 0.3)
+    assert fig.data[1].mode == "lines+markers"  # 1 to 2 points below plain at 10,000 images: a trend worth a line
+    empty = plots.sweep_summary_figure([])
+    assert {t.xaxis for t in empty.data} == {"x", "x2"} and all(len(t.x) == 0 for t in empty.data)  # both panels laid out
 
 
-def test_bench_figure_adds_four_traces_per_run_in_its_colour():
+def test_summary_figure_marks_points_within_noise_instead_of_drawing_a_trend():
+    # the issue's case: the smoke recipe's 2.3 -> 2.2 -> 2.1 on 1000 test images
+    book = bench.RunBook()
+    runs = [book.add(c) for c in bench.sweep_configs(_cfg(), [0.0, 0.5, 0.9])]
+    for r, top1 in zip(runs, [2.3, 2.3, 2.2, 2.1]):
+        r.result = _result(top1, 10 * MiB)
+    fig = plots.sweep_summary_figure(book.table())
+    kept, top1 = fig.data[0], fig.data[1]
+    assert kept.mode == "lines+markers" and top1.mode == "markers"  # no line drawn through noise
+    assert set(top1.marker.symbol) == {"circle-open"}
+    (note,) = fig.layout.annotations[2:]  # after the two panel titles
+    assert note.text == "every γ within noise of plain at 1000 test images: no trend to read"
+    # one point clear of the noise: the line comes back and only the noisy points are open
+    runs[3].result = _result(6.0, 10 * MiB)
+    fig = plots.sweep_summary_figure(book.table())
+    assert fig.data[1].mode == "lines+markers" and list(fig.data[1].marker.symbol) == ["circle-open"] * 2 + ["circle"]
+    assert fig.layout.annotations[-1].text == "open markers: within noise at 1000 test images"
+
+
+def test_summary_figure_shows_the_spread_of_repeated_seeds():
+    book = bench.RunBook()
+    runs = [book.add(c) for c in bench.sweep_configs(_cfg(), [0.9], seeds=3)]
+    for r, top1 in zip(runs, [20, 20, 20, 15, 17, 19]):
+        r.result = _result(top1, MiB, val_images=10_000)
+    fig = plots.sweep_summary_figure(book.table())
+    top1 = fig.data[1]
+    assert list(top1.y) == [17.0] and top1.error_y.array == pytest.approx([2.0])  # the seeds' sd, not the SE of 0.38
+    assert top1.text[0].endswith("(+2 seeds)")
+
+
+def test_bench_figure_lays_out_every_panel_and_adds_four_traces_per_run_in_its_colour():
     fig = plots.bench_figure()
     assert fig.layout.width is None  # the notebook's width
+    n = plots.BENCH_PLACEHOLDERS
+    assert [t.xaxis for t in fig.data] == ["x", "x2", "x3"] and all(len(t.x) == 0 for t in fig.data)
     first = plots.add_run_traces(fig, "#1 a", "#123456")
     second = plots.add_run_traces(fig, "#2 b", "#654321")
-    assert first == [0, 1, 2, 3] and second == [4, 5, 6, 7]
-    assert {t.line.color for t in fig.data[:4]} == {"#123456"} and [t.showlegend for t in fig.data[:4]] == [True, False, False, False]
-    assert [t.xaxis for t in fig.data[:4]] == ["x", "x2", "x2", "x3"]
+    assert first == [n, n + 1, n + 2, n + 3] and second == [n + 4, n + 5, n + 6, n + 7]
+    runs = fig.data[n:]
+    assert {t.line.color for t in runs[:4]} == {"#123456"} and [t.showlegend for t in runs[:4]] == [True, False, False, False]
+    assert [t.xaxis for t in runs[:4]] == ["x", "x2", "x2", "x3"]
+    assert runs[2].error_y.type == "data"  # validation top-1 carries its SE

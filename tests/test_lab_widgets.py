@@ -1,7 +1,10 @@
 """Widgets without a front end: batched live updates, redraws, and a stop button that stops."""
+import dataclasses
 import time
 import types
 from pathlib import Path
+
+import pytest
 
 from dropit.lab import plots
 from dropit.lab.notebook import teach
@@ -19,10 +22,25 @@ def _figure(runs=1):
     return fig
 
 
+class _RunTraces:
+    """The figure's run traces, indexed from 0 (the placeholders skipped)."""
+
+    def __init__(self, fig):
+        self.fig = fig
+
+    @property
+    def data(self):
+        return self.fig.data[plots.BENCH_PLACEHOLDERS:]
+
+
+P = plots.BENCH_PLACEHOLDERS  # the empty bench's one trace per panel come first
+
+
 def test_live_run_plot_updates_in_batches_and_per_epoch():
     fig = _figure()
     cb = widgets.LiveRunPlot(fig, "#1 run", "#123456", every=4)
-    assert len(fig.data) == 4
+    assert len(fig.data) == P + 4
+    fig = _RunTraces(fig)
     st = _state()
     for i in range(1, 4):
         st.step, st.loss, st.train_top1, st.kept_bytes = i, 1.0 / i, 10.0 * i, i * 2**20
@@ -35,22 +53,25 @@ def test_live_run_plot_updates_in_batches_and_per_epoch():
     st.step = 5
     cb.on_step(st)
     st.metrics = [{"epoch": 1, "steps": 5, "val_top1": 12.5}]
+    st.config = types.SimpleNamespace(val_subset=400)
     cb.on_epoch(st)  # flushes the partial batch too; validation at the epoch's last step
     assert tuple(fig.data[0].x) == (1, 2, 3, 4, 5)
     assert tuple(fig.data[2].x) == (5,) and tuple(fig.data[2].y) == (12.5,)
+    assert fig.data[2].error_y.array == pytest.approx((100 * (0.125 * 0.875 / 400) ** 0.5,))  # ± its binomial SE
     assert not st.stop
     cb.request_stop()
     cb.on_step(st)
     assert st.stop and cb.stopped_at == 5
     # a second run adds its own traces and leaves the first one's alone
-    widgets.LiveRunPlot(fig, "#2 run", "#654321")
-    assert len(fig.data) == 8 and len(fig.data[0].x) == 5 and fig.data[4].x in (None, ())
+    widgets.LiveRunPlot(fig.fig, "#2 run", "#654321")
+    assert len(fig.fig.data) == P + 8 and len(fig.data[0].x) == 5 and fig.data[4].x in (None, ())
 
 
 def test_live_off_draws_only_at_the_end(monkeypatch):
     monkeypatch.setenv("DROPIT_LIVE_PLOTS", "0")
     fig = _figure()
     cb = widgets.LiveRunPlot(fig, "#1 run", "#123456", every=1)
+    fig = _RunTraces(fig)
     st = _state()
     for i in range(1, 4):
         st.step, st.loss = i, 1.0
@@ -58,8 +79,10 @@ def test_live_off_draws_only_at_the_end(monkeypatch):
     st.metrics = [{"epoch": 1, "steps": 3, "val_top1": 5.0}]
     cb.on_epoch(st)
     assert fig.data[0].x in (None, ()) and fig.data[2].x in (None, ())
+    st.final = {"val_images": 10_000}  # the full test set: its size is known at the end
     cb.on_end(st)
     assert tuple(fig.data[0].x) == (1, 2, 3) and tuple(fig.data[2].y) == (5.0,)
+    assert fig.data[2].error_y.array == pytest.approx((100 * (0.05 * 0.95 / 10_000) ** 0.5,))
 
 
 def test_gamma_explorer_redraws_on_change():
@@ -87,6 +110,8 @@ def _panel(tmp_path, *, max_steps=200, **kw):
 
 
 def _points(panel, trace):
+    """Points of the ``trace``-th run trace (placeholders not counted)."""
+    trace += P
     return len(panel.fig.data[trace].x or ()) if len(panel.fig.data) > trace else 0
 
 
@@ -122,12 +147,13 @@ def test_two_runs_side_by_side_fill_the_table(tmp_path):
     panel.dropit.value = False
     panel.run()
     panel.wait()
-    assert panel.error is None and len(panel.fig.data) == 8
-    assert [tuple(t.x) for t in panel.fig.data[:4]] == first  # the first run's traces stay as they were
-    assert [t.name for t in panel.fig.data[::4]] == ["#1 resnet_mini · DropIT γ=0.9 mink", "#2 resnet_mini · plain"]
+    assert panel.error is None and len(panel.fig.data) == P + 8
+    assert [tuple(t.x) for t in panel.fig.data[:P + 4]] == first  # the first run's traces stay as they were
+    assert [t.name for t in panel.fig.data[P::4]] == ["#1 resnet_mini · DropIT γ=0.9 mink", "#2 resnet_mini · plain"]
     assert panel.table.value.count("class='dropit-run'") == 2
     (drop, plain) = panel.book.table()
-    assert 0 < drop["vs_plain"] < 1 and plain["vs_plain"] == 1.0  # the DropIT run is compared with the later plain one
+    assert 0 < drop["kept_vs_plain"] < 1 and plain["kept_vs_plain"] == 1.0  # the DropIT run is compared with the later plain one
+    assert drop["top1_vs_plain"] is not None and drop["top1_se"] > 0 and "± " in panel.status.value
     assert sorted(p.name for p in (tmp_path / "overlay").iterdir()) == [
         "01_resnet_mini_cifar100_dropit0.9_mink", "02_resnet_mini_cifar100"]
     assert panel.status.value.startswith("done: #2 resnet_mini · plain: top-1 ")
@@ -137,12 +163,17 @@ def test_two_runs_side_by_side_fill_the_table(tmp_path):
     for _ in range(2):
         replacing.run()
         replacing.wait()
-    assert [t.name for t in replacing.fig.data[::4]] == ["#2 resnet_mini · DropIT γ=0.9 mink · channels-last"]
+    assert [t.name for t in replacing.fig.data[P::4]] == ["#2 resnet_mini · DropIT γ=0.9 mink · channels-last"]
     assert replacing.result["environment"]["channels_last"] is True
     assert replacing.table.value.count("class='dropit-run'") == 2  # the table still lists both
 
     panel.clear()
-    assert len(panel.fig.data) == 0 and "dropit-run" not in panel.table.value and panel.book.runs == []
+    assert len(panel.fig.data) == P and "dropit-run" not in panel.table.value and panel.book.runs == []
+    panel.dropit.value = True
+    panel.run()
+    panel.wait()
+    assert panel.fig.data[P].name == "#1 resnet_mini · DropIT γ=0.9 mink"  # clear starts the numbers again
+    assert sorted(p.name for p in (tmp_path / "overlay").iterdir())[-1].startswith("03_")  # no folder overwritten
 
 
 def test_sweep_draws_its_summary_and_stop_skips_the_rest(tmp_path):
@@ -152,8 +183,9 @@ def test_sweep_draws_its_summary_and_stop_skips_the_rest(tmp_path):
     assert panel.error is None and panel.summary in panel.widget.children
     assert [r["name"] for r in panel.book.table()] == [
         "#1 resnet_mini · plain", "#2 resnet_mini · DropIT γ=0.5 mink", "#3 resnet_mini · DropIT γ=0.9 mink"]
-    (kept, top1) = panel.summary.data
-    assert tuple(kept.x) == (0.5, 0.9) and len(panel.summary.layout.shapes) == 2
+    (kept, top1, plain_kept, plain_top1) = panel.summary.data
+    assert tuple(kept.x) == (0.5, 0.9) and len(panel.summary.layout.shapes) == 3  # plain: two lines and a noise band
+    assert tuple(plain_top1.x) == (plots.PLAIN_X,) and len(top1.error_y.array) == 2
     plain_kept = panel.book.table()[0]["kept_mib"]
     assert kept.y[1] < kept.y[0] < plain_kept  # more dropped, less kept, all below plain
     assert panel.status.value.startswith("done: sweep of 3 of 3 runs in ")
@@ -175,3 +207,32 @@ def test_a_bad_sweep_says_why_and_starts_nothing(tmp_path):
     assert not panel.running and panel.status.value.startswith("cannot sweep: sweep γ 2 is outside [0, 1)")
     panel.compile.value = True
     assert panel.config().compile is True and panel.base.compile is False
+
+
+def test_gamma_and_strategy_are_disabled_while_dropit_is_off(tmp_path):
+    panel = _panel(tmp_path)
+    assert panel.dropit.value and not panel.gamma.disabled and not panel.strategy.disabled
+    panel.dropit.value = False
+    assert panel.gamma.disabled and panel.strategy.disabled
+    panel.dropit.value = True
+    assert not panel.gamma.disabled and not panel.strategy.disabled
+
+
+def test_the_empty_bench_has_every_panel(tmp_path):
+    panel = _panel(tmp_path)
+    assert [t.xaxis for t in panel.fig.data] == ["x", "x2", "x3"] and all(not t.x for t in panel.fig.data)
+
+
+def test_a_missing_dataset_is_one_escaped_line_with_the_details_folded(tmp_path):
+    panel = _panel(tmp_path, max_steps=2)
+    panel.dataset.value = "imagenet"  # not in the test data
+    panel.base = dataclasses.replace(panel.base, data_dir=str(tmp_path / "no-data"), download=False)
+    panel.run()
+    panel.wait(60)
+    assert panel.error is not None
+    status = panel.status.value
+    line, details = status.split("<details>")
+    assert line.startswith("<span class='dropit-error'>failed: ") and "\n" not in line
+    assert "/&lt;class&gt;/*.JPEG" in line and "<class>" not in status  # the path as written, not eaten as a tag
+    assert details.startswith("<summary>details</summary><pre>Traceback") and details.endswith("</pre></details>")
+    assert "failed" in panel.table.value

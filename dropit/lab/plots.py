@@ -10,7 +10,7 @@ widget-backed versions live in :mod:`dropit.lab.notebook.widgets`.
 - :func:`training_curves`      loss, top-1 and cache memory per epoch of runs
 - :func:`training_figure`      the empty three-panel per-epoch layout
 - :func:`bench_figure`         the explore bench's per-step panels; :func:`add_run_traces` adds a run
-- :func:`sweep_summary_figure` kept memory and top-1 against γ, the plain run as a line
+- :func:`sweep_summary_figure` kept memory and top-1 (± error) against γ, the plain run beside γ = 0
 - :func:`cache_column_figure`  the Cache (MB) column: ours beside the paper's
 - :func:`frontier_figure`      memory against step time: DropIT, quantized, checkpointed
 
@@ -26,6 +26,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
+
+from dropit.lab import stats
 
 MiB = 2**20
 KEPT_COLOR = "#1f77b4"
@@ -286,17 +288,22 @@ def cache_column_figure(rows: Sequence[Mapping], *, title: str | None = None) ->
 
 # ------------------------------------------------------------------ the explore bench
 
-BENCH_PANELS = ("train loss", "top-1 (%): train, running (line); validation (◆)", "kept for backward (MiB per step)")
+BENCH_PANELS = ("train loss", "top-1 %: train (line), validation ± SE (◆)", "kept for backward (MiB per step)")
 RUN_TRACES = ("loss", "train_top1", "val_top1", "kept_mib")  # each run's traces, in this order
 _PANEL_OF = {"loss": 1, "train_top1": 2, "val_top1": 2, "kept_mib": 3}
+BENCH_PLACEHOLDERS = 3
 
 
 def bench_figure(*, title: str | None = None) -> go.Figure:
     """The empty per-step panels that runs are drawn into, side by side (one colour per run).
 
-    No width is set: the figure takes the width of the notebook.
+    No width is set: the figure takes the width of the notebook. Each panel holds one empty
+    placeholder trace (:data:`BENCH_PLACEHOLDERS` of them come first in ``fig.data``), so all
+    three are laid out before the first run.
     """
-    fig = make_subplots(rows=1, cols=3, subplot_titles=BENCH_PANELS, horizontal_spacing=0.06)
+    fig = make_subplots(rows=1, cols=3, subplot_titles=BENCH_PANELS, horizontal_spacing=0.07)
+    for col in (1, 2, 3):  # plotly.js lays out only panels that hold a trace: one empty trace each
+        fig.add_trace(go.Scatter(x=[], y=[], showlegend=False, hoverinfo="skip", meta={"placeholder": True}), 1, col)
     fig.update_xaxes(title_text="step")
     for col in (2, 3):  # accuracy and memory from zero, so differences read at scale
         fig.update_yaxes(rangemode="tozero", row=1, col=col)
@@ -318,6 +325,7 @@ def add_run_traces(fig: go.Figure, name: str, color: str, *, plain: bool = False
             go.Scatter(x=[], y=[], mode=mode, name=name, legendgroup=name, showlegend=key == "loss",
                        line=dict(color=color, width=2 if plain else 1.5), meta={"run": name, "series": key},
                        marker=dict(color=color, symbol="diamond", size=9),
+                       error_y=dict(type="data", array=[], color=color, thickness=1.5, width=4) if key == "val_top1" else None,
                        hovertemplate=f"{name}<br>step %{{x}}: %{{y:.3g}}<extra>{key}</extra>"),
             1, _PANEL_OF[key],
         )
@@ -325,41 +333,83 @@ def add_run_traces(fig: go.Figure, name: str, color: str, *, plain: bool = False
 
 
 _DASHES = ("solid", "dot", "dash", "dashdot")
+PLAIN_X = -0.1  # where the plain reference stands on the γ axis, left of γ = 0
+
+
+def _points(rows: Sequence[Mapping]) -> list[dict]:
+    """Rows of one strategy (or the plain runs) grouped by γ: each group's mean top-1 ± its error (seeds' spread or
+    binomial SE), its kept MiB, and the first run's colour and name."""
+    out = []
+    for gamma, rs in sorted(_by(rows, "gamma").items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+        scored = [r for r in rs if r.get("top1") is not None and r.get("test_images")]
+        est = stats.estimate([r["top1"] for r in scored], n_images=min(r["test_images"] for r in scored)) if scored else None
+        kept = [r["kept_mib"] for r in rs if r.get("kept_mib") is not None]
+        out.append({"gamma": gamma, "est": est, "kept_mib": sum(kept) / len(kept) if kept else None,
+                    "color": rs[0]["color"], "name": rs[0]["name"] + (f" (+{len(rs) - 1} seeds)" if len(rs) > 1 else "")})
+    return out
+
+
+def _summary_trace(pts: list[dict], key: str, *, x: list, name: str, line: dict | None, symbols: list, **kw) -> go.Scatter:
+    top1 = key == "top1"
+    y = [(p["est"].value if p["est"] else None) if top1 else p["kept_mib"] for p in pts]
+    err = dict(type="data", array=[p["est"].error if p["est"] else None for p in pts], thickness=1.5, width=5) if top1 else None
+    return go.Scatter(x=x, y=y, mode="lines+markers" if line else "markers", name=name, line=line, error_y=err,
+                      marker=dict(color=[p["color"] for p in pts], size=11, symbol=symbols, line=dict(width=2, color=[p["color"] for p in pts])),
+                      text=[p["name"] for p in pts], hovertemplate="%{text}<br>%{y:.3g}<extra></extra>", **kw)
 
 
 def sweep_summary_figure(rows: Sequence[Mapping], *, title: str | None = None) -> go.Figure:
-    """Kept memory and validation top-1 against γ, one line per strategy, the plain run as a dashed line.
+    """Kept memory and validation top-1 (± its error) against γ, one line per strategy; the plain run as a
+    square left of γ = 0 with a dashed line across, and its noise band in the top-1 panel.
 
-    ``rows`` as from :meth:`dropit.lab.notebook.bench.RunBook.table`; each point has its
-    run's colour, as in the per-step figure.
+    ``rows`` as from :meth:`dropit.lab.notebook.bench.RunBook.table`; runs repeated with several seeds are
+    one point, ± their spread. A DropIT point within noise of plain (:func:`dropit.lab.stats.within_noise`)
+    is drawn open; a strategy whose points are all within noise gets no line (no trend to draw), and the
+    top-1 panel says "within noise at n test images".
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("kept for backward (MiB per step) vs γ", "validation top-1 (%) vs γ"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("kept for backward (MiB per step) vs γ", "validation top-1 (%) ± error vs γ"),
+                        horizontal_spacing=0.08)
     ok = [r for r in rows if r.get("status") != "failed"]
-    drop = [r for r in ok if r.get("gamma") is not None]
-    for i, (strategy, rs) in enumerate(_by(drop, "strategy").items()):
-        rs = sorted(rs, key=lambda r: r["gamma"])
+    if not ok:  # plotly.js lays out only panels that hold a trace
+        for col in (1, 2):
+            fig.add_trace(go.Scatter(x=[], y=[], showlegend=False, hoverinfo="skip", meta={"placeholder": True}), 1, col)
+    plain = _points([r for r in ok if r.get("gamma") is None])
+    ref = plain[0]["est"] if plain else None
+    noisy, total, n_test = 0, 0, None
+    for i, (strategy, rs) in enumerate(_by([r for r in ok if r.get("gamma") is not None], "strategy").items()):
+        pts = _points(rs)
+        quiet = [ref is not None and p["est"] is not None and stats.within_noise(p["est"], ref) for p in pts]
+        noisy, total = noisy + sum(quiet), total + len(quiet)
+        n_test = min([p["est"].n_images for p in pts if p["est"]] + ([ref.n_images] if ref else []), default=n_test)
+        line = dict(color="#555555", dash=_DASHES[i % len(_DASHES)])
         for col, key in ((1, "kept_mib"), (2, "top1")):
-            fig.add_trace(
-                go.Scatter(x=[r["gamma"] for r in rs], y=[r.get(key) for r in rs], mode="lines+markers",
-                           name=f"DropIT, {strategy}", legendgroup=strategy, showlegend=col == 1,
-                           line=dict(color="#555555", dash=_DASHES[i % len(_DASHES)]),
-                           marker=dict(color=[r["color"] for r in rs], size=11), text=[r["name"] for r in rs],
-                           hovertemplate="%{text}<br>γ = %{x}: %{y:.3g}<extra></extra>"),
-                1, col,
-            )
-    plain = [r for r in ok if r.get("gamma") is None]
+            trend = line if key == "kept_mib" or not all(quiet) else None
+            fig.add_trace(_summary_trace(pts, key, x=[p["gamma"] for p in pts], name=f"DropIT, {strategy}", line=trend,
+                                         symbols=["circle-open" if q and key == "top1" else "circle" for q in quiet],
+                                         legendgroup=strategy, showlegend=col == 1), 1, col)
     if plain:
-        ref = plain[-1]
-        label = f"plain ({ref['name'].split(' ')[0]})"
+        p = plain[0]
+        label = f"plain ({p['name'].split(' ')[0]})"
         for col, key in ((1, "kept_mib"), (2, "top1")):
-            if ref.get(key) is not None:
-                fig.add_hline(y=ref[key], line_dash="dash", line_color=ref["color"], annotation_text=label,
-                              annotation_position="top left", row=1, col=col)
-    fig.update_xaxes(title_text="dropping rate γ", range=[-0.05, 1.0])
+            fig.add_trace(_summary_trace([p], key, x=[PLAIN_X], name=label, line=None, symbols=["square"],
+                                         legendgroup="plain", showlegend=col == 1), 1, col)
+            y = p["kept_mib"] if key == "kept_mib" else (ref.value if ref else None)
+            if y is not None:
+                fig.add_hline(y=y, line_dash="dash", line_color=p["color"], row=1, col=col)
+        if ref is not None:
+            fig.add_hrect(y0=ref.value - stats.Z_NOISE * ref.error, y1=ref.value + stats.Z_NOISE * ref.error, row=1, col=2,
+                          fillcolor=p["color"], opacity=0.08, line_width=0)
+    if noisy:
+        words = (f"every γ within noise of plain at {n_test} test images: no trend to read" if noisy == total
+                 else f"open markers: within noise at {n_test} test images")
+        fig.add_annotation(text=words, xref="x2 domain", yref="y2 domain",
+                           x=0.02, y=0.02, showarrow=False, xanchor="left", yanchor="bottom", font=dict(size=12))
+    ticks = dict(tickvals=[PLAIN_X, 0, 0.2, 0.4, 0.6, 0.8, 1.0], ticktext=["plain", "0", "0.2", "0.4", "0.6", "0.8", "1"])
+    fig.update_xaxes(title_text="dropping rate γ", range=[PLAIN_X - 0.08, 1.0], **ticks)
     fig.update_yaxes(rangemode="tozero")  # savings drawn to scale
     fig.update_yaxes(title_text="MiB", row=1, col=1)
     fig.update_yaxes(title_text="%", row=1, col=2)
-    fig.update_layout(title=title or "Sweep: what γ saves and what it costs", height=400, autosize=True,
+    fig.update_layout(title=title or "Sweep: what γ saves and what it costs", height=420, autosize=True,
                       margin=dict(l=50, r=20, t=70, b=40), legend=dict(orientation="h", y=-0.25, x=0))
     return fig
 

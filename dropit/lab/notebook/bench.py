@@ -7,8 +7,13 @@ keep their runs in a :class:`RunBook`::
     for cfg in sweep_configs(base, gammas=[0, 0.5, 0.9], strategies=["mink"]):  # plain reference first
         run = book.add(cfg)            # run.name "#2 resnet_mini · DropIT γ=0.5 mink", run.color
         run.result = train.run(cfg)    # metrics.json's dict
-    book.table()                       # rows: top-1, top-5, kept MiB, vs plain, step time, images/s, wall
+    book.table()                       # rows: top-1 ± SE, top-1 − plain, top-5, kept MiB, kept vs plain, ...
     table_markdown(book.table())
+
+Every top-1 carries its error (:mod:`dropit.lab.stats`): the binomial standard error of
+the run's test images, or, where the same configuration ran with several seeds, their
+spread. "top-1 − plain" compares a run with the plain run of the same recipe and says
+"within noise at n test images" where the difference is under two combined errors.
 
 A run's name comes from its configuration: the model, plain or DropIT with γ
 and strategy, then every other ``dropit_*`` field that differs from its
@@ -24,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from dropit.lab import stats
 from dropit.lab.train.config import CHOICES, ConfigError, RunConfig
 
 MiB = 2**20
@@ -31,6 +37,9 @@ MiB = 2**20
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 PLAIN_COLORS = ("#222222", "#8c8c8c")
 _NAMED_DROPIT = {"dropit", "dropit_gamma", "dropit_strategy"}
+# fields that do not change what a run learns: runs differing only in these (and the seed) are repeats
+_RUN_CONTROL = {"seed", "out_dir", "label", "resume", "checkpoint", "num_workers", "threads", "device",
+                "log_every", "record_every", "cache_batch", "paper_row", "download", "data_dir"}
 
 
 # ------------------------------------------------------------------ names
@@ -101,8 +110,10 @@ def parse_gammas(text: str | Sequence[float]) -> list[float]:
     return out
 
 
-def sweep_configs(base: RunConfig, gammas: Sequence[float], strategies: Sequence[str] | None = None) -> list[RunConfig]:
-    """The plain model (the reference), then DropIT at each strategy and γ, in that order."""
+def sweep_configs(base: RunConfig, gammas: Sequence[float], strategies: Sequence[str] | None = None,
+                  *, seeds: int = 1) -> list[RunConfig]:
+    """The plain model (the reference), then DropIT at each strategy and γ, in that order;
+    with ``seeds`` > 1, each of them that many times (seeds ``base.seed``, ``base.seed + 1``, ...)."""
     gammas = parse_gammas(gammas)
     if not gammas:
         raise ConfigError("a sweep needs at least one γ, e.g. sweep_gammas: [0, 0.5, 0.9]")
@@ -111,8 +122,22 @@ def sweep_configs(base: RunConfig, gammas: Sequence[float], strategies: Sequence
     if bad or not strategies:
         raise ConfigError(f"sweep strategies {bad or strategies} are not among {', '.join(CHOICES['dropit_strategy'])}")
     plain = dataclasses.replace(base, dropit=False)
-    return [plain] + [dataclasses.replace(base, dropit=True, dropit_gamma=g, dropit_strategy=s)
+    plan = [plain] + [dataclasses.replace(base, dropit=True, dropit_gamma=g, dropit_strategy=s)
                       for s in strategies for g in gammas]
+    return [c for cfg in plan for c in with_seeds(cfg, seeds)]
+
+
+def with_seeds(cfg: RunConfig, seeds: int = 1) -> list[RunConfig]:
+    """``cfg`` repeated with seeds ``cfg.seed``, ``cfg.seed + 1``, ... (``seeds`` runs)."""
+    if int(seeds) < 1:
+        raise ConfigError(f"seeds must be at least 1, got {seeds}")
+    return [dataclasses.replace(cfg, seed=cfg.seed + i) for i in range(int(seeds))]
+
+
+def recipe(cfg: RunConfig, *, dropit: bool = True) -> tuple:
+    """What a run learns from: every field but run control and the seed (and the DropIT fields unless ``dropit``)."""
+    return tuple((f.name, repr(getattr(cfg, f.name))) for f in dataclasses.fields(cfg)
+                 if f.name not in _RUN_CONTROL and (dropit or not f.name.startswith("dropit")))
 
 
 # ------------------------------------------------------------------ runs
@@ -149,6 +174,15 @@ class Run:
         return (self.result or {}).get("final") or {}
 
     @property
+    def test_images(self) -> int | None:
+        """How many test images its top-1 was measured on (the run's own count, else its val_subset)."""
+        return self.final.get("val_images") or self.config.val_subset
+
+    @property
+    def top1(self) -> float | None:
+        return self.final.get("top1")
+
+    @property
     def kept_bytes(self) -> int | None:
         """Bytes the run's training steps kept for backward (last epoch's mean), else the meter's count."""
         f = self.final
@@ -157,7 +191,7 @@ class Run:
 
 @dataclass
 class RunBook:
-    """The runs of one bench, in the order they started; numbers and colours are never reused."""
+    """The runs of one bench, in the order they started; :meth:`clear` starts the numbering again."""
 
     runs: list[Run] = field(default_factory=list)
     _started: int = 0
@@ -177,8 +211,12 @@ class RunBook:
         return run
 
     def clear(self) -> None:
-        """Forget the runs (numbers and colours go on, so names stay unique)."""
+        """Forget the runs: the next one is #1 again (run folders are numbered on disk, so none is overwritten)."""
         self.runs.clear()
+        self._started = self._drop_colors = self._plain_colors = 0
+
+    def _finished(self) -> list[Run]:
+        return [r for r in self.runs if r.status not in ("running", "failed")]
 
     def reference(self, run: Run) -> Run | None:
         """The latest finished plain run of the same model, data and batch, started before ``run`` if any."""
@@ -187,47 +225,102 @@ class RunBook:
             return (r.plain and r.kept_bytes is not None
                     and (a.model, a.dataset, a.image_size, a.batch_size) == (b.model, b.dataset, b.image_size, b.batch_size))
 
-        candidates = [r for r in self.runs if same(r)]
+        candidates = [r for r in self._finished() if same(r)]
         before = [r for r in candidates if r.number <= run.number]
         return (before or candidates or [None])[-1]
 
+    def repeats(self, run: Run) -> list[Run]:
+        """The finished runs of ``run``'s configuration (itself included): its seeds."""
+        key = recipe(run.config)
+        return [r for r in self._finished() if recipe(r.config) == key and r.top1 is not None and r.test_images]
+
+    def top1_estimate(self, run: Run) -> stats.Estimate | None:
+        """``run``'s top-1 over its seeds: the mean, ± their spread (one seed: ± its binomial SE)."""
+        reps = self.repeats(run)
+        if not reps:
+            return None
+        return stats.estimate([r.top1 for r in reps], n_images=min(r.test_images for r in reps))
+
+    def plain_estimate(self, run: Run) -> stats.Estimate | None:
+        """The top-1 of the plain runs of ``run``'s recipe (same training, DropIT off), over their seeds."""
+        key = recipe(run.config, dropit=False)
+        plain = [r for r in self._finished() if r.plain and recipe(r.config, dropit=False) == key]
+        return self.top1_estimate(plain[-1]) if plain else None
+
     def table(self) -> list[dict]:
         """One row per run that finished (or failed), in run order."""
-        rows = []
-        for run in self.runs:
-            if run.status == "running":
-                continue
-            f, ref = run.final, self.reference(run)
-            kept = run.kept_bytes
-            ratio = kept / ref.kept_bytes if kept is not None and ref is not None and ref.kept_bytes else None
-            wall = f.get("wall_s")
-            rows.append({
-                "number": run.number, "name": run.name, "color": run.color, "status": run.status,
-                "top1": f.get("top1"), "top5": f.get("top5"),
-                "kept_mib": kept / MiB if kept is not None else None, "vs_plain": ratio,
-                "step_ms": 1000 * f["step_s_median"] if f.get("step_s_median") is not None else None,
-                "images_per_s": f.get("images_per_s"),
-                "wall_s": wall + f.get("startup_s", 0.0) if wall is not None else None,
-                "steps": f.get("steps"),
-                "gamma": run.config.dropit_gamma if run.config.dropit else None,
-                "strategy": run.config.dropit_strategy if run.config.dropit else None,
-            })
-        return rows
+        return [self._row(run) for run in self.runs if run.status != "running"]
+
+    def _row(self, run: Run) -> dict:
+        f, ref = run.final, self.reference(run)
+        kept = run.kept_bytes
+        ratio = kept / ref.kept_bytes if kept is not None and ref is not None and ref.kept_bytes else None
+        wall = f.get("wall_s")
+        row = {
+            "number": run.number, "name": run.name, "color": run.color, "status": run.status,
+            "top1": run.top1, "top5": f.get("top5"), "test_images": run.test_images,
+            "top1_se": stats.top1_stderr(run.top1, run.test_images) if run.top1 is not None and run.test_images else None,
+            "kept_mib": kept / MiB if kept is not None else None, "kept_vs_plain": ratio,
+            "step_ms": 1000 * f["step_s_median"] if f.get("step_s_median") is not None else None,
+            "images_per_s": f.get("images_per_s"),
+            "wall_s": wall + f.get("startup_s", 0.0) if wall is not None else None,
+            "steps": f.get("steps"), "seed": run.config.seed,
+            "gamma": run.config.dropit_gamma if run.config.dropit else None,
+            "strategy": run.config.dropit_strategy if run.config.dropit else None,
+            "seeds": 0, "top1_vs_plain": None, "top1_vs_plain_err": None, "within_noise": None,
+        }
+        est, plain = self.top1_estimate(run), self.plain_estimate(run)
+        if est is not None:
+            row["seeds"] = est.seeds
+        if est is not None and plain is not None and not run.plain:
+            row.update(top1_vs_plain=est.value - plain.value, top1_vs_plain_err=stats.combined_error(est, plain),
+                       within_noise=stats.within_noise(est, plain),
+                       noise_words=stats.noise_words(est, plain))
+        return row
 
 
 # ------------------------------------------------------------------ the table as text
 
-COLUMNS = (("name", "run", "{}"), ("top1", "top-1 %", "{:.2f}"), ("top5", "top-5 %", "{:.2f}"),
-           ("kept_mib", "kept MiB/step", "{:.2f}"), ("vs_plain", "vs plain", "{:.3f}"),
+def _pm(value: float | None, error: float | None, fmt: str = "{:.2f}") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return fmt.format(value) + ("" if error is None else f" ± {error:.2f}")
+
+
+def top1_cell(row: dict) -> str:
+    """``"2.30 ± 0.47"``: the run's top-1 and its binomial standard error (points)."""
+    return _pm(row.get("top1"), row.get("top1_se"))
+
+
+def vs_plain_cell(row: dict) -> str:
+    """``"-0.20 ± 0.66, within noise at 1000 test images"``; over seeds: ``"... (mean of 3 seeds)"``."""
+    if row.get("top1_vs_plain") is None:
+        return "–"
+    text = _pm(row["top1_vs_plain"], row.get("top1_vs_plain_err"), "{:+.2f}")
+    if row.get("seeds", 1) > 1:
+        text += f" (mean of {row['seeds']} seeds)"
+    return f"{text}, {row['noise_words']}" if row.get("within_noise") else text
+
+
+COLUMNS = (("name", "run", "{}"), ("top1", "top-1 % ± SE", top1_cell), ("top1_vs_plain", "top-1 − plain", vs_plain_cell),
+           ("top5", "top-5 %", "{:.2f}"), ("kept_mib", "kept MiB/step", "{:.2f}"), ("kept_vs_plain", "kept vs plain", "{:.3f}"),
            ("step_ms", "step ms", "{:.0f}"), ("images_per_s", "images/s", "{:.0f}"),
            ("wall_s", "wall s", "{:.0f}"), ("status", "status", "{}"))
-"""The runs table's columns: key, heading, format. Kept bytes are what each training step's forward
-kept for backward (the last epoch's mean), "vs plain" their ratio to the plain run of the same model,
-data and batch; the step time is the median over the run's steps (a compiling first step does not
-move it); wall is the whole run, start-up included."""
+"""The runs table's columns: key, heading, format (or a function of the row). The top-1 is on the
+run's test images, ± its binomial standard error; "top-1 − plain" is the run's top-1 (the mean over
+its seeds, if repeated) minus the plain run's of the same recipe, ± their combined error, and says
+"within noise at n test images" when the difference is under two combined errors
+(:mod:`dropit.lab.stats`). Kept bytes are what each training step's forward kept for backward
+(the last epoch's mean), "kept vs plain" their ratio to the plain run of the same model, data and
+batch; the step time is the median over the run's steps (a compiling first step does not move it);
+wall is the whole run, start-up included."""
+NOISE_NOTE = ("top-1 ± its binomial standard error on the run's test images (several seeds: ± their spread); "
+              "a difference under two combined errors is marked within noise")
 
 
-def _cell(row: dict, key: str, fmt: str) -> str:
+def _cell(row: dict, key: str, fmt) -> str:
+    if callable(fmt):
+        return fmt(row)
     v = row.get(key)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -238,14 +331,14 @@ def table_markdown(rows: Sequence[dict]) -> str:
     head = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"
     rule = "| " + " | ".join("---" if k in ("name", "status") else "---:" for k, _, _ in COLUMNS) + " |"
     body = ["| " + " | ".join(_cell(r, k, f) for k, _, f in COLUMNS) + " |" for r in rows]
-    return "\n".join([head, rule, *body])
+    return "\n".join([head, rule, *body, "", NOISE_NOTE + "."])
 
 
 def table_html(rows: Sequence[dict]) -> str:
     """The runs table as HTML; each run's name beside a swatch of its colour in the figures."""
     if not rows:
         return "<i>Finished runs appear here.</i>"
-    style = "padding:2px 8px;white-space:nowrap;text-align:"
+    style = "padding:2px 8px;text-align:"
     th = "".join(f"<th style='{style}{'left' if k == 'name' else 'right'}'>{t}</th>" for k, t, _ in COLUMNS)
     trs = []
     for r in rows:
@@ -254,9 +347,12 @@ def table_html(rows: Sequence[dict]) -> str:
             text = html.escape(_cell(r, k, f))
             if k == "name":
                 text = f"<span style='color:{r['color']}'>&#9632;</span> {text}"
-            tds.append(f"<td style='{style}{'left' if k == 'name' else 'right'}'>{text}</td>")
+            wrap = "normal;max-width:16em" if k == "top1_vs_plain" else "nowrap"
+            noise = " class='dropit-noise'" if k == "top1_vs_plain" and r.get("within_noise") else ""
+            tds.append(f"<td{noise} style='{style}{'left' if k == 'name' else 'right'};white-space:{wrap}'>{text}</td>")
         trs.append(f"<tr class='dropit-run'>{''.join(tds)}</tr>")
-    return f"<table class='dropit-runs' style='border-collapse:collapse'><tr>{th}</tr>{''.join(trs)}</table>"
+    note = f"<div style='font-size:smaller;color:#555'>{html.escape(NOISE_NOTE)}.</div>"
+    return f"<table class='dropit-runs' style='border-collapse:collapse'><tr>{th}</tr>{''.join(trs)}</table>{note}"
 
 
 # ------------------------------------------------------------------ status lines
@@ -283,3 +379,69 @@ def progress_line(name: str, step: int, total: int, elapsed_s: float, left_s: fl
     left = "estimating time left" if left_s is None else f"about {clock(left_s)} left"
     where = f" (sweep run {sweep[0]} of {sweep[1]})" if sweep else ""
     return f"training {name}{where}: step {step}/{total}, {clock(elapsed_s)} elapsed, {left}"
+
+
+def finished_line(book: RunBook, run: Run, *, kept_counted: bool = True) -> str:
+    """``done: #2 resnet_mini · DropIT γ=0.9 mink: top-1 2.10 ± 0.45% on 1000 test images, −0.20 ± 0.66 vs plain,
+    within noise at 1000 test images, kept ...``; a run too short to compare says so."""
+    row = book._row(run)
+    parts = [f"top-1 {top1_cell(row)}% on {row['test_images']} test images" if row["top1"] is not None else "top-1 n/a"]
+    if row["top1_vs_plain"] is not None:
+        text = _pm(row["top1_vs_plain"], row["top1_vs_plain_err"], "{:+.2f}") + " points vs plain"
+        text += f" (mean of {row['seeds']} seeds)" if row["seeds"] > 1 else ""
+        parts.append(f"{text}, {row['noise_words']}" if row["within_noise"] else text)
+    if row["kept_mib"] is not None:
+        ratio = f" ({row['kept_vs_plain']:.2f} of plain)" if row["kept_vs_plain"] is not None and not run.plain else ""
+        parts.append(f"kept {row['kept_mib']:.2f} MiB per step{ratio}")
+    if not kept_counted:
+        parts.append("kept bytes per step not counted (the meter's count shown)")
+    parts.append(f"{row['steps']} steps in {clock(row['wall_s'])}")
+    short = too_short_words(run)
+    return f"{run.status}: {run.name}: " + ", ".join(parts) + (f". {short[0].upper()}{short[1:]}" if short else "")
+
+
+def sweep_line(book: RunBook, done: Sequence[Run], total: int, seconds: float) -> str:
+    """``done: sweep of 3 of 3 runs in 1:10; 2 of 2 DropIT runs within noise of plain at 1000 test images; ...``"""
+    stopped = bool(done) and done[-1].status == "stopped"
+    how = "stopped" if stopped or len(done) < total else "done"
+    skipped = f", {total - len(done)} skipped" if len(done) < total else ""
+    line = f"{how}: sweep of {len(done)} of {total} runs in {clock(seconds)}{skipped}"
+    rows = [book._row(r) for r in done if not r.plain]
+    judged = [r for r in rows if r["within_noise"] is not None]
+    if judged:
+        quiet = [r for r in judged if r["within_noise"]]
+        n = min(r["test_images"] for r in judged)
+        line += f"; {len(quiet)} of {len(judged)} DropIT runs' top-1 within noise of plain at {n} test images"
+    short = next((w for r in done if (w := too_short_words(r))), None)
+    line += f"; {short}" if short else ""
+    return line + "; the table and the summary are below"
+
+
+def error_html(exc: BaseException, details: str) -> str:
+    """A failed run for the status line: one escaped sentence, the traceback folded away below it."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    sentence = f"failed: {type(exc).__name__}" + (f": {first}" if first else "")
+    return (f"<span class='dropit-error'>{html.escape(sentence)}</span>"
+            f"<details><summary>details</summary><pre>{html.escape(details)}</pre></details>")
+
+
+CLASSES = {"cifar100": 100, "imagenette": 10, "imagenet": 1000}
+
+
+def too_short_words(run: Run) -> str | None:
+    """Said on screen when a run is too short to compare: its top-1 cannot be told from a broken run's.
+
+    A broken companion (wrong gradients) still learns something; the rule stands one in for a run
+    that gains half as much over chance (1 / classes). When the run's top-1 is within noise of that,
+    no comparison of plain, DropIT or a broken companion can be read from runs of this length.
+    """
+    classes = CLASSES.get(run.config.dataset)
+    if run.top1 is None or not run.test_images or classes is None:
+        return None
+    n, chance = run.test_images, 100.0 / classes
+    half = chance + max(run.top1 - chance, 0.0) / 2
+    if not stats.within_noise(stats.estimate([run.top1], n_images=n), stats.estimate([half], n_images=n)):
+        return None
+    return (f"too short to compare: at {n} test images, top-1 {run.top1:.2f} is within noise of a run that learns half "
+            f"as much (chance is {chance:g}%), so plain, DropIT and a broken companion cannot be told apart; "
+            "train longer (the explore notebook's default, params/explore.yaml, can)")

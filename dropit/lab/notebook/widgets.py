@@ -37,6 +37,7 @@ the table as Markdown.
 from __future__ import annotations
 
 import dataclasses
+import html
 import os
 import re
 import threading
@@ -49,7 +50,7 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from dropit.lab.notebook import bench
-from dropit.lab import plots
+from dropit.lab import plots, stats
 
 MiB = 2**20
 
@@ -83,7 +84,7 @@ class LiveRunPlot:
         self.on_progress = on_progress
         self.stop_event = threading.Event()
         self.stopped_at: int | None = None
-        self.history: dict[str, list] = {k: [] for k in ("step", "loss", "train_top1", "kept_mib", "val_step", "val_top1")}
+        self.history: dict[str, list] = {k: [] for k in ("step", "loss", "train_top1", "kept_mib", "val_step", "val_top1", "val_se")}
         self._flushed = 0  # steps already sent to the figure
         with fig.batch_update():
             self.traces = [fig.data[i] for i in plots.add_run_traces(fig, name, color, plain=plain)]
@@ -119,12 +120,18 @@ class LiveRunPlot:
             m = m[-1] if m else {}
         top1 = _get(m, "val_top1")
         if top1 is not None:
+            n = _get(m, "val_images") or _get(_get(state, "config"), "val_subset")
             self.history["val_step"].append(int(_get(m, "steps", _get(state, "step", 0))))
             self.history["val_top1"].append(float(top1))
+            self.history["val_se"].append(stats.top1_stderr(float(top1), n) if n else None)
         if self.live:
             self.flush()
 
     def on_end(self, state) -> None:
+        n = (_get(state, "final") or {}).get("val_images")  # the full test set: its size is known only now
+        if n:
+            self.history["val_se"] = [stats.top1_stderr(v, n) if se is None else se
+                                      for v, se in zip(self.history["val_top1"], self.history["val_se"])]
         self.flush()
 
     # -- figure updates --------------------------------------------------------------
@@ -136,6 +143,7 @@ class LiveRunPlot:
             loss.x, loss.y = tuple(h["step"]), tuple(h["loss"])
             top1.x, top1.y = tuple(h["step"]), tuple(h["train_top1"])
             val.x, val.y = tuple(h["val_step"]), tuple(h["val_top1"])
+            val.error_y.array = tuple(h["val_se"])
             kept.x, kept.y = tuple(h["step"]), tuple(h["kept_mib"])
         self._flushed = len(h["step"])
 
@@ -182,7 +190,7 @@ class BenchPanel:
         self.dataset = W.Dropdown(options=list(DATASETS), value=base.dataset, description="dataset")
         size = base.image_size or _dataset_size(base.dataset)
         self.image_size = W.Dropdown(options=sorted({32, 64, 96, 128, 160, 224, size}), value=size, description="image size")
-        self.dropit = W.Checkbox(value=bool(base.dropit), description="DropIT")
+        self.dropit = W.Checkbox(value=bool(base.dropit), description="DropIT", tooltip="off: the plain model")
         self.gamma = W.FloatSlider(value=base.dropit_gamma, min=0.0, max=0.99, step=0.01, description="γ", continuous_update=False)
         strategies = list(CHOICES["dropit_strategy"])
         self.strategy = W.Dropdown(options=strategies, value=base.dropit_strategy, description="strategy")
@@ -190,6 +198,8 @@ class BenchPanel:
         self.max_steps = W.BoundedIntText(value=base.max_steps or 0, min=0, max=10**7, description="max steps", tooltip="0: no limit")
         self.compile = W.Checkbox(value=bool(base.compile), description="compile", tooltip="torch.compile the model for training (slow to start)")
         self.channels_last = W.Checkbox(value=bool(base.channels_last), description="channels last")
+        self.seeds = W.BoundedIntText(value=1, min=1, max=20, description="seeds",
+                                      tooltip="run each configuration this many times (seeds seed, seed+1, ...): the top-1 bars then show their spread")
         self.sweep_gammas = W.Text(value=", ".join(f"{g:g}" for g in sweep_gammas) or "0, 0.5, 0.9", description="sweep γ",
                                    tooltip="dropping rates, comma-separated; the plain model runs first")
         self.sweep_strategies = W.SelectMultiple(options=strategies, value=tuple(sweep_strategies) or (base.dropit_strategy,),
@@ -212,6 +222,8 @@ class BenchPanel:
         self._last_status = 0.0
 
         self.dataset.observe(self._dataset_changed, names="value")
+        self.dropit.observe(self._dropit_changed, names="value")
+        self._dropit_changed({"new": self.dropit.value})
         self.run_button.on_click(lambda _: self.run())
         self.sweep_button.on_click(lambda _: self.sweep())
         self.stop_button.on_click(lambda _: self.stop())
@@ -219,7 +231,7 @@ class BenchPanel:
         self.widget = W.VBox([
             W.HBox([self.model, self.dataset, self.image_size]),
             W.HBox([self.dropit, self.gamma, self.strategy]),
-            W.HBox([self.epochs, self.max_steps, self.compile, self.channels_last]),
+            W.HBox([self.epochs, self.max_steps, self.seeds, self.compile, self.channels_last]),
             W.HBox([self.sweep_gammas, self.sweep_strategies]),
             W.HBox([self.run_button, self.sweep_button, self.stop_button, self.clear_button]),
             self.status, self.fig, self.table,
@@ -228,6 +240,10 @@ class BenchPanel:
     # -- what the widgets describe ------------------------------------------------------
     def _dataset_changed(self, change) -> None:
         self.image_size.value = _dataset_size(change["new"])
+
+    def _dropit_changed(self, change) -> None:
+        """γ and the strategy mean nothing for the plain model: greyed out while DropIT is off."""
+        self.gamma.disabled = self.strategy.disabled = not change["new"]
 
     def config(self):
         """The RunConfig the widgets describe now (its out_dir is chosen when it runs)."""
@@ -251,7 +267,7 @@ class BenchPanel:
 
     def run(self) -> None:
         """Train the configuration the widgets describe, in a background thread (no-op while one runs)."""
-        self._start([self.config()], sweep=False)
+        self._start(bench.with_seeds(self.config(), int(self.seeds.value)), sweep=False)
 
     def sweep(self, gammas: Sequence[float] | str | None = None, strategies: Sequence[str] | None = None) -> None:
         """The plain model, then DropIT at each strategy and γ (default: the sweep widgets'), one after another."""
@@ -259,7 +275,7 @@ class BenchPanel:
 
         try:
             plan = bench.sweep_configs(self.config(), self.sweep_gammas.value if gammas is None else gammas,
-                                       list(strategies or self.sweep_strategies.value))
+                                       list(strategies or self.sweep_strategies.value), seeds=int(self.seeds.value))
         except ConfigError as e:
             self._set_status(f"cannot sweep: {e}", force=True)
             return
@@ -279,7 +295,7 @@ class BenchPanel:
             return
         self.book.clear()
         self._sweep_runs = []
-        self.fig.data = ()
+        self.fig.data = self.fig.data[:plots.BENCH_PLACEHOLDERS]
         self.table.value = bench.table_html([])
         _replace_figure(self.summary, plots.sweep_summary_figure([]))
         self._set_status("ready", force=True)
@@ -321,7 +337,7 @@ class BenchPanel:
                 self._set_status(f"training {run.name}{' (sweep run %d of %d)' % where if where else ''}: starting "
                                  + ("(loading data, compiling on the first step)" if cfg.compile else "(loading data)"), force=True)
                 if not self.overlay:
-                    self.fig.data = ()
+                    self.fig.data = self.fig.data[:plots.BENCH_PLACEHOLDERS]
                 self.current = LiveRunPlot(self.fig, run.name, run.color, plain=run.plain, every=self.every,
                                            on_progress=self._progress(run, where))
                 try:
@@ -329,7 +345,7 @@ class BenchPanel:
                 except BaseException as e:  # shown in the panel: a thread's traceback has no cell
                     run.error, self.error = repr(e), e
                     self.table.value = bench.table_html(self.book.table())
-                    self._set_status("<pre>" + traceback.format_exc()[-2000:] + "</pre>", force=True)
+                    self._set_status(bench.error_html(e, traceback.format_exc()[-4000:]), force=True, is_html=True)
                     return
                 self.result = run.result
                 done.append(run)
@@ -362,27 +378,18 @@ class BenchPanel:
         return update
 
     def _finished_line(self, done: list, total: int, sweep: bool, seconds: float) -> str:
-        stopped = bool(done) and done[-1].status == "stopped"
         if sweep:
-            how = "stopped" if stopped or len(done) < total else "done"
-            skipped = f", {total - len(done)} skipped" if len(done) < total else ""
-            return f"{how}: sweep of {len(done)} of {total} runs in {bench.clock(seconds)}{skipped}; the table and the summary are below"
+            return bench.sweep_line(self.book, done, total, seconds)
         if not done:
             return "stopped before the run started"
-        run = done[-1]
-        row = next(r for r in self.book.table() if r["number"] == run.number)
-        parts = [f"top-1 {row['top1']:.2f}%" if row["top1"] is not None else "top-1 n/a"]
-        if row["kept_mib"] is not None:
-            parts.append(f"kept {row['kept_mib']:.2f} MiB per step" + (f" ({row['vs_plain']:.2f} of plain)" if row["vs_plain"] is not None and not run.plain else ""))
-        if self.current is not None and not self.current.kept_counted:
-            parts.append("kept bytes per step not counted (the meter's count shown)")
-        parts.append(f"{row['steps']} steps in {bench.clock(row['wall_s'])}")
-        return f"{run.status}: {run.name}: " + ", ".join(parts)
+        counted = self.current is None or self.current.kept_counted
+        return bench.finished_line(self.book, done[-1], kept_counted=counted)
 
-    def _set_status(self, text: str, force: bool = False) -> None:
+    def _set_status(self, text: str, force: bool = False, *, is_html: bool = False) -> None:
+        """Show ``text`` (escaped, unless ``is_html``) in the status line."""
         now = time.monotonic()
         if force or now - self._last_status > 0.25:  # at most four updates a second from the training loop
-            self.status.value = text
+            self.status.value = text if is_html else html.escape(text)
             self._last_status = now
 
 
