@@ -1,4 +1,4 @@
-"""The README is a landing page: short, its links and the docs' links resolve, and its Python runs as pasted."""
+"""The README is a landing page: short, its links and the docs' links resolve, its Python runs as pasted."""
 from __future__ import annotations
 
 import contextlib
@@ -85,11 +85,23 @@ def test_readme_has_python_blocks_and_the_api_block_is_not_skipped():
     assert api and not any(b.startswith(SKIP_MARK) for b in api)
 
 
-@pytest.mark.parametrize("index", range(len(python_blocks(README.read_text()))))
-def test_readme_python_block_runs_as_pasted(index):
+BLOCKS = [(page, i) for page in PAGES for i in range(len(python_blocks(page.read_text())))]
+
+
+@pytest.mark.parametrize("page, index", BLOCKS, ids=[f"{p.relative_to(ROOT)}-{i}" for p, i in BLOCKS])
+def test_python_block_runs_as_pasted(page, index):
     """Each block runs top to bottom in a fresh namespace, as a user pasting it would."""
-    block = python_blocks(README.read_text())[index]
+    block = python_blocks(page.read_text())[index]
     if block.startswith(SKIP_MARK):
         pytest.skip(block.splitlines()[0].removeprefix(SKIP_MARK).strip())
     with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(block, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
+        exec(compile(block, f"{page.name} python block {index}", "exec"), {"__name__": "__readme__"})
+
+
+def test_make_targets_named_in_the_docs_exist():
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+    named = {t for page in PAGES for t in re.findall(r"`make ([\w-]+)", page.read_text())}
+    named |= {t for page in PAGES for body in FENCE.findall(page.read_text())
+              for t in re.findall(r"^make ([\w-]+)", body[1], re.M)}
+    assert named >= {"test", "reproduce"}
+    assert not named - targets, f"no Makefile target for: {sorted(named - targets)}"
