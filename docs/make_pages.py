@@ -31,7 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
-MARKER = re.compile(r"<!-- table: (?P<spec>[^>]*?) -->\n(?P<body>.*?)<!-- /table -->", re.S)
+MARKER = re.compile(r"^<!-- table: (?P<spec>[^>]*?) -->\n(?P<body>.*?)^<!-- /table -->", re.S | re.M)
+OPENING = re.compile(r"^<!-- table: ", re.M)
 
 
 def table(header: list[str], aligns: str, rows: list[list[str]]) -> str:
@@ -276,8 +277,10 @@ def render_spec(spec: str, root: Path) -> str:
     return RENDERERS[name](*docs)
 
 
-def rendered(text: str, root: Path) -> str:
+def rendered(text: str, root: Path, name: str = "page") -> str:
     """``text`` with every marked table replaced by its rendering."""
+    if len(OPENING.findall(text)) != len(MARKER.findall(text)):
+        raise SystemExit(f"{name}: a '<!-- table: ... -->' line has no '<!-- /table -->' line after it")
     return MARKER.sub(lambda m: f"<!-- table: {m['spec']} -->\n{render_spec(m['spec'], root)}\n<!-- /table -->",
                       text)
 
@@ -297,14 +300,14 @@ def write_atomic(path: Path, text: str) -> None:
 
 def stale_pages(root: Path) -> list[Path]:
     """The pages whose tables differ from what their JSON renders to."""
-    return [p for p in pages(root) if p.is_file() and rendered(p.read_text(), root) != p.read_text()]
+    return [p for p in pages(root) if p.is_file() and rendered(p.read_text(), root, p.name) != p.read_text()]
 
 
 def update(root: Path) -> list[Path]:
     """Rewrite the stale pages; returns them."""
     stale = stale_pages(root)
     for p in stale:
-        write_atomic(p, rendered(p.read_text(), root))
+        write_atomic(p, rendered(p.read_text(), root, p.name))
     return stale
 
 

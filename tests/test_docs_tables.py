@@ -82,6 +82,8 @@ def test_wrap_keeps_labels_and_records_the_source(tmp_path):
 
 
 def test_a_bad_marker_names_the_problem(tmp_path):
+    with pytest.raises(SystemExit, match="no '<!-- /table -->' line"):
+        make_pages.rendered("<!-- table: frontier docs/data/frontier.json -->\n| old |\n", ROOT)
     with pytest.raises(SystemExit, match="unknown table renderer 'nosuch'"):
         make_pages.render_spec("nosuch docs/data/frontier.json", ROOT)
     with pytest.raises(SystemExit, match="no file docs/data/missing.json"):
