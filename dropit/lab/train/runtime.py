@@ -3,6 +3,8 @@
 - :class:`Dist`         rank / world / device; initialises and closes the process group under torchrun
 - :func:`environment`   the ``environment`` block of metrics.json (versions, device, threads, ...)
 - :func:`rss_bytes`, :func:`peak_rss_bytes`  this process's resident memory (the CPU peak metric)
+- :class:`PeakMemory`   the peak of a stretch of training: CUDA allocator's, or the CPU process's growth
+- :func:`compile_counts`  graphs and graph breaks dynamo has counted in this process
 """
 from __future__ import annotations
 
@@ -64,6 +66,36 @@ def rss_bytes() -> int:
 def peak_rss_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+class PeakMemory:
+    """The memory peak of the work since :meth:`reset`, as (bytes, kind).
+
+    On CUDA the allocator's ``max_memory_allocated`` ("cuda_max_allocated");
+    on a CPU the growth of this process's peak resident size over its size when
+    this object was made ("cpu_peak_rss_growth": the kernel's peak cannot be
+    reset from here, so it covers everything since then).
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.base = rss_bytes()
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def read(self) -> tuple[int, str]:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device), "cuda_max_allocated"
+        return max(0, peak_rss_bytes() - self.base), "cpu_peak_rss_growth"
+
+
+def compile_counts() -> dict[str, int]:
+    """Graphs dynamo compiled and graph breaks it hit so far in this process (its counters)."""
+    from torch._dynamo.utils import counters
+
+    return {"graphs": int(counters["stats"]["unique_graphs"]), "graph_breaks": int(sum(counters["graph_break"].values()))}
 
 
 def environment(d: Dist) -> dict[str, Any]:
