@@ -163,24 +163,32 @@ def render_speed_compiled(doc: dict) -> str:
     return table(["model", "plain, compiled", "DropIT, compiled, vs compiled plain"], "lrr", out)
 
 
+def _compiled_time(row: dict, frontier: dict, compiled: dict) -> str:
+    """The compiled step over the compiled plain step: the frontier's own ``"<config>, compiled"`` row where it
+    has one, else (DropIT only) benchmarks/speed.py --compile's first run on the same model."""
+    own = [c for c in frontier["rows"] if c["model"] == row["model"] and c["config"] == f"{row['config']}, compiled"]
+    if own:
+        c = own[0]
+        return "1.000x" if row["config"] == "plain" else times(c["time_ratio"], c.get("time_q1"), c.get("time_q3"))
+    speed = [c for c in compiled["rows"] if c.get("frontier_model") == row["model"]
+             and c["configuration"] == "default, compiled" and c.get("run", 1) == 1]
+    if speed and row["config"] in ("plain", "DropIT"):
+        c = speed[0]
+        return "1.000x" if row["config"] == "plain" else times(c["ratio"], c.get("q1"), c.get("q3"))
+    return "not measured"
+
+
 def render_headline(frontier: dict, compiled: dict) -> str:
-    """The README's table: the frontier's eager rows (plain, DropIT, + int8, checkpointing) beside the
-    compiled DropIT step from benchmarks/speed.py --compile, where that measured the same model."""
+    """The README's table: the frontier's eager rows (plain, DropIT, + int8, checkpointing) and their
+    compiled step time (see :func:`_compiled_time`)."""
     keep = ["plain", "DropIT", "DropIT + int8", "checkpoint every block"]
     rows = [r for r in frontier["rows"] if r["config"] in keep]
-    new = first_of_group(rows, "model")
     out = []
-    for r, n in zip(rows, new):
-        same = [c for c in compiled["rows"] if c.get("frontier_model") == r["model"]
-                and c["configuration"] == "default, compiled" and c.get("run", 1) == 1]
-        if r["config"] == "plain":
-            eager, fast = "1.000x", "1.000x" if same else "not measured"
-        else:
-            eager = times(r["time_ratio"], r.get("time_q1"), r.get("time_q3"))
-            fast = (times(same[0]["ratio"], same[0].get("q1"), same[0].get("q3"))
-                    if same and r["config"] == "DropIT" else "not measured")
+    for r, n in zip(rows, first_of_group(rows, "model")):
+        eager = "1.000x" if r["config"] == "plain" else times(r["time_ratio"], r.get("time_q1"), r.get("time_q3"))
         model = f"{frontier['labels'][r['model']]} (memory b{r['batch']}, time b{r['time_batch']})" if n else ""
-        out.append([model, r["config"], ratio(r["kept_ratio"], 2), ratio(r["peak_ratio"], 2), eager, fast])
+        out.append([model, r["config"], ratio(r["kept_ratio"], 2), ratio(r["peak_ratio"], 2), eager,
+                    _compiled_time(r, frontier, compiled)])
     return table(["model", "configuration", "kept for backward vs plain", "step peak vs plain",
                   "step time vs plain, eager", "compiled"], "llrrrr", out)
 

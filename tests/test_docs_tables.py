@@ -88,3 +88,16 @@ def test_a_bad_marker_names_the_problem(tmp_path):
         make_pages.render_spec("nosuch docs/data/frontier.json", ROOT)
     with pytest.raises(SystemExit, match="no file docs/data/missing.json"):
         make_pages.render_spec("frontier docs/data/missing.json", ROOT)
+
+
+def test_the_headline_takes_compiled_frontier_rows_when_the_frontier_has_them():
+    frontier = json.loads((ROOT / "docs" / "data" / "frontier.json").read_text())
+    compiled = json.loads((ROOT / "docs" / "data" / "speed_compiled.json").read_text())
+    before = make_pages.render_headline(frontier, compiled)
+    assert "| checkpoint every block | 0.32 | 0.60 | 1.352x (1.31-1.46) | not measured |" in before
+    row = next(r for r in frontier["rows"] if r["model"] == "resnet18-cifar" and r["config"] == "checkpoint every block")
+    frontier["rows"].append({**row, "config": "checkpoint every block, compiled", "time_ratio": 1.25,
+                             "time_q1": 1.2, "time_q3": 1.3})
+    after = make_pages.render_headline(frontier, compiled)
+    assert "| checkpoint every block | 0.32 | 0.60 | 1.352x (1.31-1.46) | 1.250x (1.20-1.30) |" in after
+    assert after.count("\n") == before.count("\n")  # compiled rows fill the column, they add no line
