@@ -1,0 +1,127 @@
+"""The paper's mechanism, measured: minibatch gradient noise, and DropIT's bias, against an exact gradient.
+
+    rows = noise_and_bias(model, batches, gammas=(0.5, 0.8, 0.9))   # at the model's current weights
+    rows = probe_run(cfg, at_steps=(100, 1000), gammas=(0.8,))       # at a few points of a training run
+
+The reference set is ``K`` minibatches of equal size. At fixed weights, for
+each minibatch ``k`` the weight gradient ``g_k`` of the layers DropIT converts
+(every conv/linear but the first convolution and the classifier) is computed
+plainly and, on a converted copy of the same weights, with DropIT at each
+gamma. The exact gradient ``g`` is the mean of the plain ``g_k`` over the whole
+reference set (the gradient of its loss; with BatchNorm, the expectation of the
+minibatch gradient that SGD follows). Per gamma:
+
+- ``noise_plain``, ``noise_dropit``: the minibatch gradient's variance, the trace
+  of its covariance, sum_k ||g_k - mean||² / (K - 1);
+- ``bias``: ||mean_k g_k(DropIT) - g||, DropIT's expected gradient minus the
+  exact one, and ``bias_rel`` = bias / ||g||;
+- ``mse_plain``, ``mse_dropit``: mean_k ||g_k - g||², how far one step's gradient
+  is from the exact one (noise + bias², up to the (K - 1)/K of the estimate).
+
+The paper argues DropIT lowers gradient noise; these numbers show whether the
+noise it removes outweighs the bias it adds, per gamma.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from dropit.lab.models.catalog import apply_dropit, default_dropit_exclude, dropit_filter
+from dropit.lab.train.config import RunConfig
+
+
+def converted_weights(model: nn.Module, exclude: Sequence[str] | None = None) -> list[str]:
+    """Names of the weights of the conv/linear layers DropIT converts (all but ``exclude``, default first + classifier)."""
+    keep = dropit_filter(default_dropit_exclude(model) if exclude is None else exclude)
+    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    return [f"{name}.weight" if name else "weight" for name, m in model.named_modules()
+            if isinstance(m, kinds) and keep(m, name)]
+
+
+def _gradients(model: nn.Module, batches, names: list[str], loss_fn) -> torch.Tensor:
+    """(K, P): the flattened gradient of the named weights, one row per minibatch."""
+    params = dict(model.named_parameters())
+    model.train()
+    rows = []
+    for x, y in batches:
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        rows.append(torch.cat([params[n].grad.detach().flatten().double() for n in names]))
+    model.zero_grad(set_to_none=True)
+    return torch.stack(rows)
+
+
+def _variance(g: torch.Tensor) -> float:
+    return float(((g - g.mean(0)) ** 2).sum(1).sum() / (len(g) - 1))
+
+
+def noise_and_bias(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
+                   gammas: Sequence[float] = (0.5, 0.8, 0.9), strategy: str = "mink",
+                   exclude: Sequence[str] | None = None, quantize: str | None = None,
+                   loss_fn=None) -> list[dict]:
+    """One row per gamma (see the module docstring) at ``model``'s current weights; ``model`` is left unchanged."""
+    if len(batches) < 2:
+        raise ValueError(f"noise needs at least two minibatches, got {len(batches)}")
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    names = converted_weights(model, exclude)
+    with torch.random.fork_rng(devices=[]):
+        plain = _gradients(copy.deepcopy(model), batches, names, loss_fn)
+        exact = plain.mean(0)
+        base = {"noise_plain": _variance(plain), "mse_plain": float(((plain - exact) ** 2).sum(1).mean()),
+                "exact_norm": float(exact.norm()), "batches": len(batches), "batch_size": len(batches[0][1]),
+                "weights": int(plain.shape[1])}
+        rows = []
+        for gamma in gammas:
+            cfg = RunConfig(dropit=True, dropit_strategy=strategy, dropit_gamma=gamma, dropit_quantize=quantize,
+                            dropit_exclude=list(default_dropit_exclude(model) if exclude is None else exclude))
+            dropped = _gradients(apply_dropit(copy.deepcopy(model), cfg), batches, names, loss_fn)
+            bias = float((dropped.mean(0) - exact).norm())
+            rows.append({"gamma": gamma, "strategy": strategy, **base, "noise_dropit": _variance(dropped),
+                         "bias": bias, "bias_rel": bias / max(base["exact_norm"], 1e-30),
+                         "mse_dropit": float(((dropped - exact) ** 2).sum(1).mean())})
+    return rows
+
+
+class MechanismProbe:
+    """A loop callback: :func:`noise_and_bias` at the given optimizer steps of a run; rows gathered in ``rows``."""
+
+    def __init__(self, batches, *, at_steps: Sequence[int], gammas: Sequence[float], strategy: str = "mink"):
+        self.batches, self.at_steps, self.gammas, self.strategy = batches, set(at_steps), gammas, strategy
+        self.rows: list[dict] = []
+
+    def on_step(self, state) -> None:
+        if state.step in self.at_steps:
+            for row in noise_and_bias(state.model, self.batches, gammas=self.gammas, strategy=self.strategy):
+                self.rows.append({"step": state.step, "epoch": state.step / state.steps_per_epoch, **row})
+
+
+def reference_batches(cfg: RunConfig, *, batches: int = 16, batch_size: int | None = None, seed: int = 1234,
+                      device: str | torch.device = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``batches`` minibatches of normalised, unaugmented training images (a seeded random draw) of ``cfg``'s data."""
+    from dropit.lab.data.augment import normalize
+    from dropit.lab.data.datasets import build_datasets, mean_std
+    from dropit.lab.data.tensor_loader import uint8_images_of
+
+    train, _, _ = build_datasets(cfg)
+    images, targets = uint8_images_of(train)
+    b = batch_size or cfg.batch_size
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[: batches * b]
+    mean, std = (torch.tensor(v) for v in mean_std(cfg.dataset, cfg.mean_std))
+    x = normalize(images[pick], mean, std).to(device)
+    y = targets[pick].to(device)
+    return [(x[i * b:(i + 1) * b], y[i * b:(i + 1) * b]) for i in range(batches)]
+
+
+def probe_run(cfg: RunConfig, *, at_steps: Sequence[int], gammas: Sequence[float] = (0.5, 0.8, 0.9),
+              strategy: str = "mink", batches: int = 16) -> list[dict]:
+    """Train ``cfg`` (plain) up to the last of ``at_steps`` and measure :func:`noise_and_bias` at each of them."""
+    from dropit.lab.train.loop import run
+
+    cfg = dataclasses.replace(cfg, dropit=False, max_steps=max(at_steps), checkpoint=False, resume=False)
+    probe = MechanismProbe(reference_batches(cfg, batches=batches), at_steps=at_steps, gammas=gammas, strategy=strategy)
+    run(cfg, callbacks=[probe])
+    return probe.rows

@@ -1,0 +1,69 @@
+"""The claim study's protocols (a recipe in params/claim_*.yaml) and their arms (what DropIT keeps).
+
+    cfg = run_config("cnn", "mink", seed=1, out_dir="runs/x")   # the recipe + the arm + the seed
+
+Every arm of a protocol trains the same recipe; seed k gives every arm the same
+initial weights and the same batches and crops, so the arms differ only in
+what their converted layers keep for backward. The converted layers are every
+convolution and linear layer except the first convolution and the classifier
+(the kit's default exclusion, as the paper ran it).
+
+=========  ============  ===================================================
+protocol   arm           DropIT
+=========  ============  ===================================================
+cnn        plain         none
+cnn        mink          ``"mink"``, gamma 0.8 (the paper's CIFAR ResNet-18)
+cnn        default       ``"sampled"``, gamma 0.9 (the kit's default)
+cnn        default_int8  the default + ``quantize="int8"``
+vit        plain         none
+vit        mink          ``"mink"``, gamma 0.9 (the paper's ViT-B/16)
+vit        default_int8  ``"sampled"``, gamma 0.9 + ``quantize="int8"``
+=========  ============  ===================================================
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from dropit.lab.train.config import RunConfig, load_config
+
+PARAMS = Path(__file__).resolve().parents[3] / "params"
+_DEFAULT = {"dropit": True, "dropit_strategy": "sampled", "dropit_gamma": 0.9}
+ARMS: dict[str, dict[str, dict]] = {
+    "cnn": {
+        "plain": {},
+        "mink": {"dropit": True, "dropit_strategy": "mink", "dropit_gamma": 0.8},
+        "default": dict(_DEFAULT),
+        "default_int8": {**_DEFAULT, "dropit_quantize": "int8"},
+    },
+    "vit": {
+        "plain": {},
+        "mink": {"dropit": True, "dropit_strategy": "mink", "dropit_gamma": 0.9},
+        "default_int8": {**_DEFAULT, "dropit_quantize": "int8"},
+    },
+}
+PROTOCOLS = tuple(ARMS)
+
+
+def params_file(protocol: str) -> Path:
+    """``params/claim_<protocol>.yaml``: the protocol's recipe."""
+    check(protocol)
+    return PARAMS / f"claim_{protocol}.yaml"
+
+
+def check(protocol: str, arms: Iterable[str] = ()) -> None:
+    """ValueError naming the valid choices for an unknown protocol or arm."""
+    if protocol not in ARMS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    bad = [a for a in arms if a not in ARMS[protocol]]
+    if bad:
+        raise ValueError(f"unknown arm(s) {', '.join(bad)} of protocol {protocol!r}; choose among {', '.join(ARMS[protocol])}")
+
+
+def run_config(protocol: str, arm: str, *, seed: int, out_dir: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
+    """The recipe of ``protocol`` with ``arm``'s DropIT settings, ``seed`` and ``out_dir``; ``overrides`` (key=value) last."""
+    check(protocol, [arm])
+    fixed = [f"{k}={v}" for k, v in ARMS[protocol][arm].items()]
+    label = f"claim {protocol} {arm} seed {seed}"
+    return load_config(params_file(protocol), [*fixed, f"seed={seed}", f"out_dir={out_dir}", "resume=true",
+                                               f"label={label}", *overrides])

@@ -1,0 +1,63 @@
+"""The mechanism's noise and bias on tiny models where the answer is known."""
+import pytest
+import torch
+import torch.nn as nn
+
+from dropit.lab.claim.mechanism import converted_weights, noise_and_bias
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def _batches(k=6, b=10, d=8, classes=4):
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(b, d, generator=g), torch.randint(0, classes, (b,), generator=g)) for _ in range(k)]
+
+
+def test_converted_weights_leave_first_and_classifier_out():
+    assert converted_weights(_mlp()) == ["2.weight"]
+
+
+def test_gamma_zero_has_no_bias_and_the_plain_noise():
+    model, batches = _mlp(), _batches()
+    (row,) = noise_and_bias(model, batches, gammas=(0.0,))
+    assert row["bias"] == pytest.approx(0.0, abs=1e-6 * row["exact_norm"])
+    assert row["noise_dropit"] == pytest.approx(row["noise_plain"], rel=1e-6)
+    assert row["mse_dropit"] == pytest.approx(row["mse_plain"], rel=1e-6)
+    assert row["noise_plain"] > 0
+
+
+def test_bias_equals_the_hand_computed_min_k_gradient():
+    # the middle layer's weight gradient with its input cut to the largest (1 - gamma) of |x| per minibatch
+    model, batches, gamma = _mlp(), _batches(), 0.75
+    (row,) = noise_and_bias(model, batches, gammas=(gamma,))
+    plain, dropped = [], []
+    for x, y in batches:
+        h = model[1](model[0](x)).detach().requires_grad_(False)  # (B, 16): the converted layer's input
+        k = int(gamma * h.numel())
+        thresh = h.abs().flatten().kthvalue(k).values
+        h_kept = torch.where(h.abs() > thresh, h, torch.zeros_like(h))
+        out = model[2](h)
+        out.retain_grad()
+        nn.functional.cross_entropy(model[4](model[3](out)), y).backward()
+        g_out = out.grad.double()  # (B, 16): exact, DropIT does not change it
+        plain.append((g_out.T @ h.double()).flatten())
+        dropped.append((g_out.T @ h_kept.double()).flatten())
+        model.zero_grad()
+    exact = torch.stack(plain).mean(0)
+    bias = float((torch.stack(dropped).mean(0) - exact).norm())
+    assert row["exact_norm"] == pytest.approx(float(exact.norm()), rel=1e-5)
+    assert row["bias"] == pytest.approx(bias, rel=1e-4)
+    assert row["bias"] > 0.01 * row["exact_norm"]
+
+
+def test_model_is_left_unchanged_and_needs_two_batches():
+    model = _mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    noise_and_bias(model, _batches(), gammas=(0.5,))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="two minibatches"):
+        noise_and_bias(model, _batches(k=1))

@@ -1,0 +1,86 @@
+"""The claim study's runner on a tiny protocol: resume, skipping, determinism, the summary's layout."""
+import json
+
+import pytest
+
+from lab_fakes import write_cifar100
+
+from dropit.lab.claim import study as study_mod
+from dropit.lab.claim.__main__ import main
+from dropit.lab.claim.study import run_study
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("claimdata")
+    write_cifar100(root, n_train=200, n_test=100)
+    return [f"data_dir={root}", "download=false", "subset=200", "val_subset=100", "batch_size=50",
+            "eval_batch_size=50", "epochs=2", "threads=1", "log_every=1000", "cache_batch=10", "record_every=0"]
+
+
+class StopAfterFirstEpoch:
+    """Ends the run whose label contains ``which`` after its first epoch (its checkpoint is written)."""
+
+    def __init__(self, which):
+        self.which = which
+
+    def on_epoch(self, state):
+        if self.which in state.config.label and state.epoch == 0:
+            state.stop = True
+
+
+class CountSteps:
+    def __init__(self):
+        self.steps = 0
+
+    def on_step(self, state):
+        self.steps += 1
+
+
+def _metrics(summary):
+    return {p: {a: {m: b[m] for m in ("seeds", "top1", "top5", "train_loss", "test_loss")} for a, b in pr["arms"].items()}
+            for p, pr in summary["protocols"].items()}
+
+
+def test_an_interrupted_study_finishes_like_an_uninterrupted_one(tiny, tmp_path):
+    kw = dict(protocol="cnn", arms=["plain", "mink"], seeds=2, overrides=tiny)
+    whole = run_study(tmp_path / "whole", **kw)
+    assert whole["runs"] == ["cnn-mink-seed0", "cnn-mink-seed1", "cnn-plain-seed0", "cnn-plain-seed1"]
+
+    cut = tmp_path / "cut"
+    part = run_study(cut, callbacks=[StopAfterFirstEpoch("mink seed 0")], **kw)
+    assert part["runs"] == ["cnn-plain-seed0"]  # stopped at the second run: nothing after it started
+    assert (cut / "work" / "cnn-mink-seed0" / "checkpoint.pt").is_file()
+    finished = (cut / "runs" / "cnn-plain-seed0.json").stat().st_mtime_ns
+    counter = CountSteps()
+    done = run_study(cut, callbacks=[counter], **kw)
+    assert (cut / "runs" / "cnn-plain-seed0.json").stat().st_mtime_ns == finished  # skipped
+    assert counter.steps == 4 + 8 + 8  # the cut run's second epoch, then two whole runs of 2 epochs x 4 steps
+    assert _metrics(done) == _metrics(whole)
+    assert json.loads((cut / "claim.json").read_text()) == done
+    assert (cut / ".gitignore").read_text() == "work/\n"
+
+
+def test_the_same_seed_gives_the_same_plain_run(tiny, tmp_path):
+    a = run_study(tmp_path / "a", protocol="cnn", arms=["plain"], seeds=[3], overrides=tiny)
+    b = run_study(tmp_path / "b", protocol="cnn", arms=["plain"], seeds=[3], overrides=tiny)
+    ra, rb = (json.loads((tmp_path / d / "runs" / "cnn-plain-seed3.json").read_text()) for d in "ab")
+    assert [e["train_loss"] for e in ra["epochs"]] == [e["train_loss"] for e in rb["epochs"]]
+    assert _metrics(a) == _metrics(b)
+    c = run_study(tmp_path / "c", protocol="cnn", arms=["plain"], seeds=[4], overrides=tiny)
+    assert _metrics(c)["cnn"]["plain"]["train_loss"] != _metrics(a)["cnn"]["plain"]["train_loss"]
+
+
+def test_summary_layout_and_the_command_line(tiny, tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = ["--out", str(out), "--protocol", "vit", "--arms", "plain,mink", "--seeds", "2", "--max-steps", "3"]
+    assert main(argv + [x for o in tiny for x in ("--set", o)]) == 0
+    summary = json.loads((out / "claim.json").read_text())
+    mink = summary["protocols"]["vit"]["arms"]["mink"]
+    assert mink["seeds"] == [0, 1] and len(mink["top1"]) == 2 and len(mink["test_loss"]) == 2
+    d = mink["diff_vs_plain"]["top1"]
+    assert set(d) >= {"mean", "ci95_low", "ci95_high", "verdict", "diffs"} and d["ci95_low"] <= d["mean"] <= d["ci95_high"]
+    run = json.loads((out / "runs" / "vit-mink-seed1.json").read_text())
+    assert run["final"]["steps"] == 3 and run["config"]["dropit_strategy"] == "mink" and run["config"]["dropit_gamma"] == 0.9
+    assert "verdict" in capsys.readouterr().out
+    assert main(["--out", str(out), "--protocol", "vit", "--arms", "nope"]) == 2
