@@ -12,11 +12,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-test: $(STAMP)
+# The Jupyter kernel the notebooks name: "dropit", this environment's Python (make reproduce registers the same).
+KERNEL := $(VENV)/share/jupyter/kernels/dropit/kernel.json
+$(KERNEL): $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name dropit --display-name "Python (dropit)"
+
+test: $(STAMP) $(KERNEL)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Only the browser tests (JupyterLab in headless Chromium; .ci/install-browser.sh installs it).
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) $(KERNEL)
 	$(PY) -m pytest -m e2e tests/e2e -v $(PYTEST_ARGS)
 
 bench-memory: $(STAMP)
@@ -32,8 +37,10 @@ bench-speed: $(STAMP)
 bench-frontier: $(STAMP)
 	$(PY) benchmarks/frontier.py --json results/memory/frontier.json
 
+# PRESET=paper: the paper's recipes; DOWNLOAD=0: never download; DRY_RUN=1: what each row needs, trains nothing
 reproduce: $(STAMP)
-	$(PY) -m dropit.lab.reproduce $(if $(PRESET),--preset $(PRESET)) $(if $(filter 0 false no,$(DOWNLOAD)),--no-download)
+	$(PY) -m dropit.lab.reproduce $(if $(PRESET),--preset $(PRESET)) $(if $(filter 0 false no,$(DOWNLOAD)),--no-download) \
+		$(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
 
 clean:
 	rm -rf results runs .pytest_cache

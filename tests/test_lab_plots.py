@@ -45,10 +45,31 @@ def test_layer_memory_bars_in_mib_and_top():
             {"name": "b", "kind": "Linear", "bytes": 5 * MiB, "dense_bytes": 20 * MiB},
             {"name": "", "kind": "Net", "bytes": MiB, "dense_bytes": 0}]
     fig = plots.layer_memory_bars(rows)
-    assert list(fig.data[0].x) == ["a", "b", "<root>"] and list(fig.data[0].y) == [2, 5, 1]
-    assert list(fig.data[1].y) == [0, 20, 0]  # the dense size DropIT replaced
+    assert fig.data[0].orientation == "h" and fig.layout.yaxis.autorange == "reversed"  # first layer on top
+    assert list(fig.data[0].y) == ["a", "b", "<root>"] and list(fig.data[0].x) == [2, 5, 1]
+    assert list(fig.data[1].x) == [0, 20, 0]  # the dense size DropIT replaced
     top = plots.layer_memory_bars({"plain": rows, "dropit": rows[:1]}, top=2)
-    assert list(top.data[0].x) == ["b", "a"] and [t.name for t in top.data if t.type == "bar"] == ["plain", "dropit"]
+    assert list(top.data[0].y) == ["b", "a"] and [t.name for t in top.data if t.type == "bar"] == ["plain", "dropit"]
+
+
+def test_layer_names_shortened_and_the_figure_sized_by_the_layers():
+    assert plots.short_layer_name("encoder.layers.encoder_layer_11.self_attention") == "block 11.attn"
+    assert plots.short_layer_name("blocks.3.mlp.fc1") == "block 3.mlp.fc1"
+    assert plots.short_layer_name("layer1.0.conv1") == "layer1.0.conv1"  # short names stay
+    long = plots.short_layer_name("features.denseblock4.denselayer16.norm2.something_long")
+    assert len(long) == plots.SHORT_NAME_CHARS and long.startswith("…") and long.endswith("something_long")
+    # a ViT-B/16's 75 rows: short labels, the full names in the hover, at least 14 px a bar
+    names = ["conv_proj"] + [f"encoder.layers.encoder_layer_{i}.{m}" for i in range(12)
+                             for m in ("ln_1", "self_attention", "ln_2", "mlp.0", "mlp.1", "mlp.3")] + ["encoder.ln", "heads.head"]
+    rows = [{"name": n, "kind": "Linear", "bytes": MiB, "dense_bytes": 0} for n in names]
+    fig = plots.layer_memory_bars({"plain": rows, "DropIT": rows})
+    labels = list(fig.data[0].y)
+    assert len(set(labels)) == len(names) and max(map(len, labels)) <= plots.SHORT_NAME_CHARS
+    assert "block 11.mlp.3" in labels and fig.data[0].hovertext[-3] == "encoder.layers.encoder_layer_11.mlp.3 (Linear)"
+    assert fig.layout.height >= 14 * 2 * len(names)  # 14 px or more a bar
+    assert plots.layer_memory_bars(rows[:5]).layout.height < 400  # a short chart stays short
+    dup = plots.layer_memory_bars([{"name": "x" * 40 + "a.end", "bytes": 1}, {"name": "y" * 40 + "a.end", "bytes": 1}])
+    assert len(set(dup.data[0].y)) == 2  # equal shortened names kept apart
 
 
 def _metrics(label, losses, top1):

@@ -159,13 +159,34 @@ def cache_vs_gamma_figure(rows: Sequence[Mapping], *, title: str | None = None) 
     return fig
 
 
+# Repeated prefixes of the usual model families' layer names, shortened for the per-layer charts.
+_SHORT_NAMES = (
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.", r"block \1."),  # torchvision ViT
+    (r"^(?:blocks|encoder\.layer|transformer\.h|model\.layers|h)\.(\d+)\.", r"block \1."),  # timm, Hugging Face
+    (r"self_attention|self_attn|attention", "attn"),
+)
+SHORT_NAME_CHARS = 26
+
+
+def short_layer_name(name: str, *, width: int = SHORT_NAME_CHARS) -> str:
+    """``"encoder.layers.encoder_layer_11.mlp.0"`` -> ``"block 11.mlp.0"``; longer than ``width``: its tail after "…"."""
+    import re
+
+    name = name or "<root>"
+    for pattern, repl in _SHORT_NAMES:
+        name = re.sub(pattern, repl, name)
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
 def layer_memory_bars(rows, *, title: str | None = None, top: int | None = None) -> go.Figure:
-    """Bytes kept for backward per layer, in MiB.
+    """Bytes kept for backward per layer, in MiB: one horizontal bar per layer and series, first layer on top.
 
     ``rows`` is one list of the meter's rows (``CacheReport.to_rows()``: name,
     kind, bytes, dense_bytes) or ``{label: rows}`` to compare models side by
     side (e.g. plain vs DropIT). ``top`` keeps the largest layers (by the
     first series). Layers DropIT stored compactly also show their dense size.
+    Names are shortened (:func:`short_layer_name`; the full name is in the hover) and the
+    figure grows with the number of layers, so a ViT's 75 stay legible.
     """
     series: Mapping[str, Sequence[Mapping]] = rows if isinstance(rows, Mapping) else {"kept": rows}
     first = next(iter(series.values()), [])
@@ -175,31 +196,36 @@ def layer_memory_bars(rows, *, title: str | None = None, top: int | None = None)
     if top is not None:
         size = {r["name"] or "<root>": r["bytes"] for r in first}
         order = sorted(order, key=lambda n: size.get(n, 0), reverse=True)[:top]
+    labels = _unique([short_layer_name(n) for n in order])
     fig = go.Figure()
     for label, rs in series.items():
         by_name = {r["name"] or "<root>": r for r in rs}
-        fig.add_trace(
-            go.Bar(
-                x=order,
-                y=[by_name[n]["bytes"] / MiB if n in by_name else 0 for n in order],
-                name=label,
-                hovertext=[by_name[n].get("kind", "") if n in by_name else "" for n in order],
-            )
-        )
+        hover = [f"{n} ({by_name[n].get('kind', '')})" if n in by_name else n for n in order]
+        fig.add_trace(go.Bar(y=labels, x=[by_name[n]["bytes"] / MiB if n in by_name else 0 for n in order], name=label,
+                             orientation="h", hovertext=hover, hovertemplate="%{hovertext}: %{x:.3g} MiB<extra>" + label + "</extra>"))
         dense = [by_name[n].get("dense_bytes", 0) / MiB if n in by_name else 0 for n in order]
         if any(dense):
-            fig.add_trace(
-                go.Scatter(x=order, y=dense, mode="markers", marker_symbol="line-ew-open", marker_size=14, name=f"{label}: dense size of dropped inputs")
-            )
+            fig.add_trace(go.Scatter(y=labels, x=dense, mode="markers", marker_symbol="line-ns-open", marker_size=14,
+                                     name=f"{label}: dense size of dropped inputs", hovertext=hover,
+                                     hovertemplate="%{hovertext}: dense %{x:.3g} MiB<extra></extra>"))
+    bars = sum(1 for t in fig.data if t.type == "bar") or 1
     fig.update_layout(
         title=title or "Bytes kept for backward, per layer",
-        xaxis_title="layer",
-        yaxis_title="MiB",
-        barmode="group",
-        height=420,
-        xaxis_tickangle=-60,
+        xaxis_title="MiB", barmode="group", bargap=0.25, legend=dict(orientation="h", y=1.0, x=0, yanchor="bottom"),
+        height=160 + len(order) * (6 + 14 * bars), margin=dict(l=10, r=20, t=90, b=50),
+        yaxis=dict(autorange="reversed", automargin=True, type="category"),
     )
     return fig
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Shortened names made distinct again (a category axis would merge equal ones)."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
+    return out
 
 
 def training_figure(*, title: str | None = None) -> go.Figure:

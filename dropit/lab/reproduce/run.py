@@ -3,6 +3,7 @@
     DROPIT_DATA=../shared/data python -m dropit.lab.reproduce               # quick preset, CPU, < 20 min
     python -m dropit.lab.reproduce --preset paper                           # full recipes (GPUs; torchrun if several)
     python -m dropit.lab.reproduce --only memory,cifar100 --results out/    # a part
+    python -m dropit.lab.reproduce --preset paper --dry-run                 # what each row needs; trains nothing
 
 Runs, each with papermill on the ``dropit`` Jupyter kernel (registered for
 this Python on first use, ``python -m ipykernel install --sys-prefix --name dropit``):
@@ -23,7 +24,13 @@ Data: before the notebooks run, the datasets the rows need are looked for in
 ``$DROPIT_DATA`` (else ``<project>/data``) and CIFAR-100 and Imagenette are
 downloaded there if missing (a progress bar; see :mod:`dropit.lab.data.download`).
 ``--no-download`` turns that off; offline, the missing dataset's message is
-printed at once and the rows that need it fail fast with it.
+printed at once and the rows that need it fail fast with it. Pretrained weights
+named by the rows' parameter files are fetched the same way, into the weights
+cache (see :mod:`dropit.lab.models.weights`).
+
+``--dry-run`` lists every row with its parameter file, the data and weights it
+needs (present or not), its devices and a rough time per epoch measured here,
+and exits 1 if any row cannot start (:mod:`dropit.lab.reproduce.dry_run`).
 
 Time: the quick preset keeps to ``--budget-min`` (default 18) whatever the
 machine's speed: the table notebooks get what the budget has left, shared
@@ -54,7 +61,7 @@ class Job:
     parameters: dict = field(default_factory=dict)
 
 
-EXPLORE_PARAMS = "params/smoke.yaml"  # the explore notebook's default recipe
+EXPLORE_PARAMS = "params/explore.yaml"  # the explore notebook's default recipe
 
 
 def plan(preset: str, results: Path) -> list[Job]:
@@ -122,6 +129,30 @@ def prepare_data(needed: list[tuple[str, Path]], download: bool = True) -> list[
         except DatasetMissing as e:
             print(f"data: {dataset} missing: {e}", flush=True)
             missing.append(dataset)
+    return missing
+
+
+def weights_needed(jobs: list[Job], preset: str) -> list[tuple[str, str | None]]:
+    """(pretrained, weights_dir) of every table row the jobs will train that names weights, each once."""
+    from dropit.lab.train.config import load_config
+    from dropit.lab.reproduce.rows import resolve, table_params
+
+    files = [f for j in jobs if j.name in TABLE_JOBS for f in table_params(j.name, preset)]
+    needed = [(cfg.pretrained, cfg.weights_dir) for cfg in (load_config(str(resolve(f))) for f in files)]
+    return list(dict.fromkeys(item for item in needed if item[0]))
+
+
+def prepare_weights(needed: list[tuple[str, str | None]], download: bool = True) -> list[str]:
+    """Find (and, where allowed, download) each named weights file; one line each; returns the missing ones."""
+    from dropit.lab.models.weights import WeightsMissing, resolve_weights
+
+    missing = []
+    for spec, cache in needed:
+        try:
+            print(f"weights: {spec} in {resolve_weights(spec, cache_dir=cache, download=download)}", flush=True)
+        except WeightsMissing as e:
+            print(f"weights: {spec} missing: {e}", flush=True)
+            missing.append(spec)
     return missing
 
 
@@ -194,8 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel", default=KERNEL_NAME, help="Jupyter kernel name to register and use")
     ap.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
     ap.add_argument("--no-download", action="store_true",
-                    help="never download: use only the datasets already in $DROPIT_DATA (default: fetch CIFAR-100 "
-                         "and Imagenette where missing)")
+                    help="never download: use only the datasets already in $DROPIT_DATA and the weights already in "
+                         "the cache (default: fetch CIFAR-100, Imagenette and named pretrained weights where missing)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="list every row's parameter file, data, weights, devices and time per epoch; train nothing; "
+                         "exit 1 if any row cannot start")
+    ap.add_argument("--no-measure", action="store_true", help="with --dry-run: do not time training steps")
     ap.add_argument("--budget-min", type=float, default=None,
                     help="wall-time budget in minutes (default: 18 for quick, none for paper; 0: none)")
     args = ap.parse_args(argv)
@@ -209,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown notebook(s) {unknown}; choose from {list(ALL)}")
     _absolute_data_env(root)
+    if args.dry_run:
+        from dropit.lab.reproduce.dry_run import dry_run
+
+        return dry_run(args.preset, download=not args.no_download, measure=not args.no_measure)
     kernel = ensure_kernel(args.kernel)
     jobs = [j for j in plan(args.preset, results) if j.name in only]
 
@@ -216,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reproduce: preset {args.preset}, {len(jobs)} notebooks -> {results} (kernel {kernel!r}, "
           f"DROPIT_DATA={os.environ.get('DROPIT_DATA', '(unset)')})", flush=True)
     prepare_data(data_needed(jobs, args.preset), download=not args.no_download)
+    prepare_weights(weights_needed(jobs, args.preset), download=not args.no_download)
     budget_min = args.budget_min if args.budget_min is not None else (18.0 if args.preset == "quick" else 0.0)
     failed, timings = [], []
     for i, job in enumerate(jobs, 1):
