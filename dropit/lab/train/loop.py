@@ -276,10 +276,13 @@ class Trainer:
         return self._compile(model)
 
     def _compile(self, model: nn.Module) -> nn.Module:
-        """``torch.compile(model)`` when ``compile`` is set (graph breaks allowed), else the model itself."""
+        """``torch.compile(model)`` when ``compile`` is set (graph breaks allowed), else the model itself;
+        ``compile_memory_budget`` is the partitioner's budget, set for this model only (dropit.compile_budgeted)."""
         if not self.cfg.compile:
             return model
-        return torch.compile(model)
+        import dropit
+
+        return dropit.compile_budgeted(model, budget=self.cfg.compile_memory_budget)
 
     def _setup_state(self, progress: Progress) -> TrainState:
         cfg, spe = self.cfg, self.data.steps_per_epoch
@@ -491,7 +494,8 @@ class Trainer:
 
     def _metrics(self, status: str, final: dict) -> dict[str, Any]:
         cfg = self.cfg
-        env = {**environment(self.d), "compile": cfg.compile, "channels_last": cfg.channels_last}
+        env = {**environment(self.d), "compile": cfg.compile, "compile_memory_budget": cfg.compile_memory_budget,
+               "channels_last": cfg.channels_last}
         return results.metrics_json(config=cfg.to_dict(), status=status, rows=self.state.metrics,
                                     per_step=self.per_step, final=final, environment=env)
 
