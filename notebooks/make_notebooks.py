@@ -214,7 +214,8 @@ time_budget_s = None      # seconds for all rows together (the quick reproductio
         code("""
 from IPython.display import Markdown
 from dropit.lab import plots
-from dropit.lab.reproduce import report, rows, tables
+from dropit.lab.io import write_figure, write_json
+from dropit.lab.reproduce import rows, tables
 
 files = params_files or rows.table_params(table, preset)
 metrics = rows.run_rows(files, overrides, out_root=rows.resolve_out(out_root), launcher=launcher,
@@ -222,12 +223,12 @@ metrics = rows.run_rows(files, overrides, out_root=rows.resolve_out(out_root), l
 """),
         code("""
 table_rows = tables.build_table(table, metrics)
-report.save_json(table_rows, rows.resolve_out(figures_dir) / f"{table}_table.json")
+write_json(rows.resolve_out(figures_dir) / f"{table}_table.json", table_rows)
 Markdown(tables.to_markdown(table_rows))
 """),
         code("""
 fig = plots.training_curves(metrics, title=f"{table}: training curves ({preset})")
-report.save_figure(fig, rows.resolve_out(figures_dir), f"{table}_training")
+write_figure(rows.resolve_out(figures_dir) / f"{table}_training.plotly.json", fig)
 fig
 """),
     ]
@@ -265,27 +266,28 @@ frontier_json = None        # a frontier.json written by benchmarks/frontier.py:
 from IPython.display import Markdown
 from dropit.lab.measure import cache as memory
 from dropit.lab import plots
-from dropit.lab.reproduce import report, rows
+from dropit.lab.io import write_figure, write_json
+from dropit.lab.reproduce import rows
 from dropit.lab.reproduce.paper import PAPER_ROWS
 
-out, dev = rows.resolve_out(out_dir), report.memory_device(device)
+out, dev = rows.resolve_out(out_dir), memory.memory_device(device)
 column = memory.cache_column(batch_size=batch_size, device=dev)
-report.save_json(column, out / "cache_column.json")
-Markdown(report.cache_markdown(column))
+write_json(out / "cache_column.json", column)
+Markdown(memory.markdown(column))
 """),
     code("""
 fig = plots.cache_column_figure(column, title=f"Cache (MB), batch {batch_size}, fp32, one training forward")
-report.save_figure(fig, out, "cache_column")
+write_figure(out / "cache_column.plotly.json", fig)
 fig
 """),
     md("## Per layer: where the bytes are, plain and with DropIT (one chart per table row pair)"),
     code("""
 for row in (r for r in PAPER_ROWS if r["dropit"]):
     name = f"{row['table']}_{row['model_name']}"
-    layers = report.per_layer_pair(row, batch_size=batch_size, device=dev)
-    report.save_json(layers, out / f"per_layer_{name}.json")
+    layers = memory.per_layer_pair(row, batch_size=batch_size, device=dev)
+    write_json(out / f"per_layer_{name}.json", layers)
     fig = plots.layer_memory_bars(layers, top=top_layers, title=f"{row['model']} ({row['table']}), batch {batch_size}")
-    report.save_figure(fig, out, f"per_layer_{name}")
+    write_figure(out / f"per_layer_{name}.plotly.json", fig)
     display(fig)
 """),
     md("""
@@ -324,10 +326,10 @@ from dropit.lab.measure import frontier
 
 frontier_rows = frontier.load_or_run(rows.resolve(frontier_json) if frontier_json else None,
                                      frontier_models, frontier_configs, frontier_rounds)
-report.save_json(frontier_rows, out / "frontier.json")
+write_json(out / "frontier.json", frontier_rows)
 display(Markdown(frontier.markdown(frontier_rows)))
 fig = plots.frontier_figure(frontier_rows)
-report.save_figure(fig, out, "frontier")
+write_figure(out / "frontier.plotly.json", fig)
 fig
 """),
 ]

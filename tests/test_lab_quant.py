@@ -6,6 +6,7 @@ import torch
 
 import dropit
 from dropit.lab import plots
+from dropit.lab.io import write_json
 from dropit.lab.reproduce import report
 from dropit.lab.notebook import teach
 from dropit.lab.notebook import widgets
@@ -50,7 +51,7 @@ def test_frontier_figure_has_one_marker_per_configuration():
 
 
 def test_report_shows_the_frontier(tmp_path):
-    report.save_json(ROWS, tmp_path / "memory" / "frontier.json")
+    write_json(tmp_path / "memory" / "frontier.json", ROWS)
     tables, page = report.build(tmp_path)
     md = tables.read_text()
     assert "| m (b4, time b4) | DropIT + int8 | 2.0 | 0.200 | 12.0 | 0.600 | 1.050x (1.04-1.07) | - |" in md

@@ -4,7 +4,10 @@ import json
 import nbformat
 import plotly.graph_objects as go
 
+from dropit.lab.io import write_figure, write_json
 from dropit.lab.reproduce import report
+from dropit.lab.reproduce.markdown_html import markdown_to_html, write_html
+from dropit.lab.reproduce.notebook_outputs import PLOTLY_MIME, notebook_figures
 from dropit.lab.reproduce.paper import PAPER_ROWS
 
 
@@ -13,7 +16,7 @@ def _run(tmp, name, row, top1, model="resnet_mini", dropit=False):
                     "dropit_gamma": 0.8, "dropit_strategy": "mink", "image_size": 32},
          "status": "done", "epochs": [{"epoch": 1, "train_loss": 4.0, "val_top1": top1}],
          "final": {"top1": top1, "top5": 2 * top1, "cache_bytes": 10 * 2**20, "epochs_completed": 1, "train_images": 500}}
-    report.save_json(m, tmp / "runs" / name / "metrics.json")
+    write_json(tmp / "runs" / name / "metrics.json", m)
 
 
 def _cache_rows():
@@ -25,7 +28,7 @@ def _cache_rows():
 def test_tables_markdown_has_both_tables_paper_numbers_and_labels(tmp_path):
     _run(tmp_path, "a", "cifar100_resnet18", 11.5)
     _run(tmp_path, "b", "cifar100_resnet18_dropit", 12.25, dropit=True)
-    report.save_json(_cache_rows(), tmp_path / "memory" / "cache_column.json")
+    write_json(tmp_path / "memory" / "cache_column.json", _cache_rows())
     md = report.tables_markdown(tmp_path, preset="quick")
     for mb in (648, 598, 20290, 16052, 2826, 2600, 16056):
         assert f"| {mb} |" in md
@@ -38,7 +41,7 @@ def test_tables_markdown_has_both_tables_paper_numbers_and_labels(tmp_path):
 
 
 def test_markdown_to_html_tables():
-    html = report.markdown_to_html("# T\n\ntext *em* `c`\n\n| a | b |\n| --- | ---: |\n| 1 \\| 2 | <x> |\n")
+    html = markdown_to_html("# T\n\ntext *em* `c`\n\n| a | b |\n| --- | ---: |\n| 1 \\| 2 | <x> |\n")
     assert "<h1>T</h1>" in html and "<em>em</em>" in html and "<code>c</code>" in html
     assert html.count("<tr>") == 2 and "<td style=\"text-align:right\">&lt;x&gt;</td>" in html
     assert "1 | 2" in html
@@ -46,7 +49,7 @@ def test_markdown_to_html_tables():
 
 def test_html_is_self_contained(tmp_path):
     fig = go.Figure(go.Bar(x=["a"], y=[1]))
-    path = report.write_html(tmp_path / "r.html", "t", [("S", "| a |\n| --- |\n| 1 |", [fig, fig.to_dict()])])
+    path = write_html(tmp_path / "r.html", "t", [("S", "| a |\n| --- |\n| 1 |", [fig, fig.to_dict()])])
     text = path.read_text()
     assert "<script src=" not in text  # nothing fetched from a CDN
     assert len(text) > 1_000_000 and "Plotly.newPlot" in text and text.count('class="figure"') == 2
@@ -55,10 +58,10 @@ def test_html_is_self_contained(tmp_path):
 def test_build_collects_notebook_figures(tmp_path):
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("fig")
-    cell.outputs = [nbformat.v4.new_output("display_data", data={report.PLOTLY_MIME: go.Figure(go.Bar(y=[7, 8])).to_plotly_json()})]
+    cell.outputs = [nbformat.v4.new_output("display_data", data={PLOTLY_MIME: go.Figure(go.Bar(y=[7, 8])).to_plotly_json()})]
     nb.cells = [cell]
     nbformat.write(nb, tmp_path / "quickstart.ipynb")
-    assert report.notebook_figures(tmp_path / "quickstart.ipynb")[0]["data"][0]["y"] == [7, 8]
+    assert notebook_figures(tmp_path / "quickstart.ipynb")[0]["data"][0]["y"] == [7, 8]
     table = nbformat.v4.new_output("display_data", data={"text/markdown": "| run | top-1 % |\n| --- | ---: |\n| #1 plain | 5.00 |"})
     cell.outputs.append(table)
     nbformat.write(nb, tmp_path / "explore.ipynb")  # the bench's runs table is shown too
@@ -69,8 +72,7 @@ def test_build_collects_notebook_figures(tmp_path):
     assert text.count("<td style=\"text-align:left\">#1 plain</td>") == 1  # explore's table, not quickstart's
 
 
-def test_save_figure_roundtrip(tmp_path):
+def test_write_figure_roundtrip(tmp_path):
     fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))
-    path = report.save_figure(fig, tmp_path, "f")
-    assert path.name == "f.plotly.json"  # never clobbers a data file of the same stem
+    path = write_figure(tmp_path / "f.plotly.json", fig)
     assert list(go.Figure(json.loads(path.read_text())).data[0].y) == [3, 4]

@@ -94,3 +94,11 @@ def _fsync_folder(folder: Path) -> None:
         pass  # some file systems cannot fsync a folder; the rename is still atomic
     finally:
         os.close(fd)
+
+
+def write_figure(path: str | os.PathLike, fig) -> Path:
+    """A plotly figure as plotly's own JSON (reloadable with ``plotly.io.read_json``), atomically; the path.
+
+    Name it ``<name>.plotly.json`` so it never clobbers a data file of the same stem.
+    """
+    return write_text(path, fig.to_json())

@@ -1,7 +1,8 @@
 """The paper's "Cache (MB)" column, reproduced with the memory meter.
 
-    from dropit.lab.measure.cache import cache_column, per_layer
+    from dropit.lab.measure.cache import cache_column, markdown, per_layer
     rows = cache_column()                   # eight rows, our MiB beside the paper's MB
+    markdown(rows)                          # as a table
     per_layer("resnet18_cifar", gamma=0.8)  # where the bytes are, layer by layer
 
 Protocol (arXiv 2202.13808 v1): batch 128 of random images, fp32, training-mode
@@ -22,7 +23,7 @@ import torch.nn as nn
 import dropit
 
 from dropit.lab.models.catalog import build_model
-from dropit.lab.reproduce.paper import PAPER_ROWS
+from dropit.lab.reproduce.paper import PAPER_ROWS, TABLE_TITLES
 
 MiB = 2**20
 NUM_CLASSES = {"cifar100": 100, "imagenet": 1000}
@@ -115,15 +116,43 @@ def per_layer(
     return report
 
 
+def memory_device(choice: str | None = "auto") -> str | None:
+    """The ``device`` for this module's functions: "auto" is "cuda" where present, else None (meta estimate)."""
+    if choice != "auto":
+        return choice
+    return "cuda" if torch.cuda.is_available() else None
+
+
+def per_layer_pair(row: dict, *, batch_size: int = 128, device: str | None = None) -> dict[str, list[dict]]:
+    """Per-layer rows of one paper row's model, plain and at the row's γ: ``{label: meter rows}``."""
+    common = dict(table=row["table"], batch_size=batch_size, device=device)
+    return {
+        "plain": per_layer(row["model_name"], **common).to_rows(),
+        f"DropIT γ={row['gamma']}": per_layer(row["model_name"], gamma=row["gamma"], **common).to_rows(),
+    }
+
+
 def markdown(rows: list[dict]) -> str:
-    """The column as a Markdown table, ours beside the paper's."""
+    """The column (:func:`cache_column` rows) as a Markdown table, ours beside the paper's."""
     lines = [
-        "| Table | Model | kept for backward (MiB) | vs plain | paper Cache (MB) | allocator peak (MiB) | how |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| Table | Model | γ | Cache MB (paper) | Kept for backward MB (ours) | vs plain | CUDA peak MB (ours) | How |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
-        peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else "-"
+        model = str(r.get("model", "?"))
+        if r.get("dropit") and "DropIT" not in model:
+            model += " w. DropIT"
         lines.append(
-            f"| {r['table']} | {r['model']} | {r['kept_mb']:.0f} | {r['ratio']:.2f} | {r['paper_mb']} | {peak} | {r['method']} |"
+            f"| {TABLE_TITLES.get(r.get('table'), r.get('table'))} | {model} | {_num(r.get('gamma'), 1)} | "
+            f"{_num(r.get('paper_mb'))} | {_num(r.get('kept_mb'))} | {_num(r.get('ratio'), 2)} | "
+            f"{_num(r.get('peak_mb'))} | {r.get('method', '')} |"
         )
     return "\n".join(lines)
+
+
+def _num(v, digits: int = 0) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
