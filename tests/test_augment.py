@@ -110,3 +110,28 @@ def test_eval_loader_keeps_order_and_every_image_and_shards_like_ddp():
               for r in range(2)]
     seen = [torch.cat([y for _, y in s]) for s in shards]
     assert len(seen[0]) == len(seen[1]) == 24 and not set(seen[0].tolist()) & set(seen[1].tolist())
+
+
+def test_data_on_device_is_refused_for_other_data():
+    import pytest
+
+    from dropit.lab.train.config import ConfigError, RunConfig, validate
+
+    with pytest.raises(ConfigError, match="data_on_device"):
+        validate(RunConfig(dataset="imagenette", data_on_device=True))
+    with pytest.raises(ConfigError, match="data_on_device"):
+        validate(RunConfig(dataset="cifar100", image_size=64, data_on_device=True))
+
+
+def test_the_loop_trains_from_the_tensor_path(tmp_path):
+    from lab_fakes import write_cifar100
+
+    from dropit.lab.train.loop import run
+
+    write_cifar100(tmp_path, n_train=120, n_test=60)
+    kw = dict(model="resnet_mini", dataset="cifar100", data_dir=str(tmp_path), download=False, epochs=2, batch_size=40,
+              threads=1, log_every=1000, cache_batch=8, data_on_device=True, checkpoint=False, lr=0.05)
+    a = run(dict(kw, out_dir=str(tmp_path / "a")))
+    b = run(dict(kw, out_dir=str(tmp_path / "b")))
+    assert a["final"]["steps"] == 6 and a["final"]["val_images"] == 60
+    assert [e["train_loss"] for e in a["epochs"]] == [e["train_loss"] for e in b["epochs"]]

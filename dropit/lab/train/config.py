@@ -19,9 +19,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 import yaml
+
+from dropit.strategies import check_gamma
 
 MODELS = ("resnet18_cifar", "resnet18", "vit_b_16", "resnet_mini", "vit_tiny",
           "deit_tiny", "deit_small", "deit_base", "deit_mini")  # the deit_* are timm's
@@ -56,6 +58,7 @@ class RunConfig:
     patch_size: Optional[int] = None  # ViT patch size (vit_tiny default: image_size // 8)
     mean_std: str = "dataset"  # normalisation: dataset statistics, 0.5/0.5, or ImageNet's
     crop_scale_min: float = 0.08  # RandomResizedCrop's lower scale bound
+    data_on_device: bool = False  # CIFAR-100 at 32x32 only: images as one uint8 tensor on the device, crop/flip/normalise per batch there
     pretrained: Optional[str] = None  # a local state_dict file, or by name: torchvision:<Enum>.<member> | timm:<model>.<tag>
     weights_dir: Optional[str] = None  # cache of named weights; else $DROPIT_WEIGHTS, else $TORCH_HOME/hub/checkpoints
     label: str = ""  # free text saying what ran, shown in the tables
@@ -115,8 +118,19 @@ def field_names() -> list[str]:
 _HINTS = typing.get_type_hints(RunConfig)
 
 
-def _where(key: str, source: str | None) -> str:
-    return f"{key!r}" + (f" (in {source})" if source else "")
+COMMAND_LINE = "the command line"
+
+
+def _where(key: str, source: str | Mapping[str, str] | None) -> str:
+    """``'lr' (in params/smoke.yaml)`` or ``'lr' (from the command line)``: where the key's value came from.
+
+    ``source`` is one origin for every key, or a mapping from key to origin (a file, or :data:`COMMAND_LINE`).
+    """
+    if isinstance(source, Mapping):
+        source = source.get(key.split("[")[0])
+    if not source:
+        return f"{key!r}"
+    return f"{key!r} (from {source})" if source == COMMAND_LINE else f"{key!r} (in {source})"
 
 
 def _coerce(key: str, value: Any, hint: Any, source: str | None) -> Any:
@@ -186,13 +200,15 @@ def _type_name(hint: Any) -> str:
 def _unknown(key: str, source: str | None) -> ConfigError:
     names = field_names()
     close = difflib.get_close_matches(key, names, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    if f"dropit_{key}" in names:  # "gamma=0.5": a DropIT user means dropit_gamma, not lr_gamma
+        close = [f"dropit_{key}"] + [f"or {c!r}" for c in close if c != f"dropit_{key}"]
+    hint = f" Did you mean {close[0]!r}{''.join(f' ({c})' for c in close[1:])}?" if close else ""
     return ConfigError(
         f"unknown parameter {_where(key, source)}.{hint} Valid keys: {', '.join(sorted(names))}"
     )
 
 
-def validate(cfg: RunConfig, source: str | None = None) -> RunConfig:
+def validate(cfg: RunConfig, source: str | Mapping[str, str] | None = None) -> RunConfig:
     """Check choices and ranges; raises ConfigError naming the key."""
     for key, choices in CHOICES.items():
         if getattr(cfg, key) not in choices:
@@ -204,8 +220,10 @@ def validate(cfg: RunConfig, source: str | None = None) -> RunConfig:
         v = getattr(cfg, key)
         if v is not None and v <= 0:
             raise ConfigError(f"parameter {_where(key, source)} must be positive, got {v}")
-    if not 0.0 <= cfg.dropit_gamma < 1.0:
-        raise ConfigError(f"parameter {_where('dropit_gamma', source)} must be in [0, 1), got {cfg.dropit_gamma}")
+    try:
+        check_gamma(cfg.dropit_gamma, where=f"parameter {_where('dropit_gamma', source)}")  # the core's rule
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     from dropit import QUANTIZE_LEVELS
 
     if cfg.dropit_quantize is not None and cfg.dropit_quantize not in QUANTIZE_LEVELS:
@@ -227,6 +245,9 @@ def validate(cfg: RunConfig, source: str | None = None) -> RunConfig:
             raise ConfigError(f"parameter {_where(key, source)} must be >= 0, got {getattr(cfg, key)}")
     if cfg.grad_clip is not None and cfg.grad_clip <= 0:
         raise ConfigError(f"parameter {_where('grad_clip', source)} must be positive or null, got {cfg.grad_clip}")
+    if cfg.data_on_device and (cfg.dataset != "cifar100" or (cfg.image_size or 32) != 32):
+        raise ConfigError(f"parameter {_where('data_on_device', source)}: true needs dataset cifar100 at image_size 32 "
+                          f"(got {cfg.dataset} at {cfg.image_size}); set it to false for other data")
     if not 0.0 < cfg.crop_scale_min <= 1.0:
         raise ConfigError(f"parameter {_where('crop_scale_min', source)} must be in (0, 1], got {cfg.crop_scale_min}")
     if sorted(cfg.milestones) != cfg.milestones:
@@ -246,7 +267,7 @@ def _check_pretrained(spec: str | None, source: str | None) -> None:
             raise ConfigError(f"parameter {_where('pretrained', source)}: {e}") from None
 
 
-def from_dict(values: dict[str, Any], source: str | None = None) -> RunConfig:
+def from_dict(values: dict[str, Any], source: str | Mapping[str, str] | None = None) -> RunConfig:
     """A validated RunConfig from a mapping; unknown keys and bad values raise ConfigError."""
     names = set(field_names())
     kwargs = {}
@@ -266,7 +287,7 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         if key not in _HINTS:
-            raise _unknown(key, "command line")
+            raise _unknown(key, COMMAND_LINE)
         try:
             out[key] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
@@ -302,9 +323,10 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         values.update(loaded)
     over = parse_overrides(overrides)
     for key, value in over.items():  # check each override against its own type first
-        _coerce(key, value, _HINTS[key], "command line")
+        _coerce(key, value, _HINTS[key], COMMAND_LINE)
     values.update(over)
-    return from_dict(values, source)
+    origins = {key: source for key in values if source} | {key: COMMAND_LINE for key in over}
+    return from_dict(values, origins)
 
 
 def as_config(config: RunConfig | dict | str | Path) -> RunConfig:

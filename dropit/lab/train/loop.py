@@ -231,6 +231,8 @@ class Trainer:
         """Datasets, the training sampler (sharded over ranks) and both loaders."""
         cfg, d = self.cfg, self.d
         train_ds, val_ds, num_classes = build_datasets(cfg)
+        if cfg.data_on_device:
+            return self._tensor_data(train_ds, val_ds, num_classes)
         sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed,
                                      drop_last=False)
         generator = torch.Generator()
@@ -244,6 +246,20 @@ class Trainer:
         if len(train_loader) == 0:
             raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {len(train_ds)} training images (subset?)")
         return Data(train_ds, val_ds, num_classes, sampler, generator, train_loader, val_loader)
+
+    def _tensor_data(self, train_ds: Dataset, val_ds: Dataset, num_classes: int) -> Data:
+        """``data_on_device``: both splits as uint8 tensors on the device, batches augmented there (TensorLoader)."""
+        from dropit.lab.data.datasets import mean_std
+        from dropit.lab.data.tensor_loader import TensorLoader, uint8_images_of
+
+        cfg, d = self.cfg, self.d
+        stats = dict(zip(("mean", "std"), mean_std(cfg.dataset, cfg.mean_std)), device=d.device, rank=d.rank, world=d.world)
+        train = TensorLoader(*uint8_images_of(train_ds), batch_size=cfg.batch_size // d.world, seed=cfg.seed, **stats)
+        val = TensorLoader(*uint8_images_of(val_ds), batch_size=(cfg.eval_batch_size or cfg.batch_size) // d.world or 1,
+                           train=False, **stats)
+        if len(train) == 0:
+            raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {len(train_ds)} training images (subset?)")
+        return Data(train_ds, val_ds, num_classes, train, torch.Generator(), train, val)  # the loader is its own sampler
 
     def _setup_model(self, num_classes: int) -> nn.Module:
         """The model, DropIT-converted per the config, on the device in the run's memory format."""
