@@ -144,14 +144,21 @@ in as runs finish. **sweep** runs the plain model (the reference) and then DropI
 each γ and strategy listed, and draws what γ saves and costs; **stop** ends the current
 run cleanly after its step (metrics.json is still written) and skips the rest of a
 sweep; **clear** empties the bench. **compile** trains `torch.compile(model)`,
-**channels last** changes the memory layout. Data comes from `DROPIT_DATA` (or the
-`data_dir` of the parameter file).
+**channels last** changes the memory layout, **seeds** repeats each run with further
+seeds. Data comes from `DROPIT_DATA` (or the `data_dir` of the parameter file).
+
+Every top-1 carries its error: the binomial standard error of the run's test images, or
+the spread over seeds where runs were repeated. A difference from the plain run under two
+combined errors is marked *within noise at n test images*, and a run too short to tell a
+working DropIT from a broken one says so. The default recipe (`params/explore.yaml`,
+150 steps, 2000 test images, a minute or two per run on two cores) is long enough for
+that; `params/smoke.yaml` (10 steps) is not.
 
 {CITE}
 """),
     params("""
 interactive = True                  # False under papermill: run (or sweep) once, then static figures and the table
-params_file = "params/smoke.yaml"   # the base recipe the widgets start from
+params_file = "params/explore.yaml" # the base recipe the widgets start from (smoke.yaml: seconds, but too short to compare)
 overrides = []                      # command-line style overrides of the recipe (see dropit.lab.train.config)
 out_root = "runs/explore"
 sweep_gammas = []                   # e.g. [0, 0.5, 0.9]: the sweep's γ values; headless, a non-empty list runs the sweep

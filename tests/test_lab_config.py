@@ -52,6 +52,42 @@ def test_unknown_override_is_rejected_with_suggestion(tmp_path):
         load_config(None, ["epoch=3"])
 
 
+def test_a_bad_value_names_where_it_came_from(tmp_path):
+    """The file or the command line, whichever gave the value (issue 21: the override was blamed on the file)."""
+    p = _write(tmp_path, "model: resnet_mini\ndropit_gamma: 0.5\n", "smoke.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_config(p, ["dropit_gamma=1.5"])
+    assert str(err.value).startswith("parameter 'dropit_gamma' (from the command line) must be in [0, 1)")
+    assert str(p) not in str(err.value)
+    bad = _write(tmp_path, "model: resnet_mini\ndropit_gamma: 1.5\n", "bad.yaml")
+    with pytest.raises(ConfigError, match=rf"'dropit_gamma' \(in {bad}\) must be in \[0, 1\)"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"'epochs' \(from the command line\) must be positive"):
+        load_config(p, ["epochs=0"])
+    with pytest.raises(ConfigError, match=rf"'epochs' \(in {bad}\) must be an integer"):
+        load_config(_write(tmp_path, "epochs: many\n", "bad.yaml"))
+
+
+def test_the_gamma_range_is_the_cores_rule():
+    from dropit.strategies import check_gamma
+
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError) as core:
+            check_gamma(bad, where="X")
+        with pytest.raises(ConfigError) as lab:
+            load_config(None, [f"dropit_gamma={bad}"])
+        assert str(lab.value).removeprefix("parameter 'dropit_gamma' (from the command line)") == str(core.value).removeprefix("X")
+
+
+@pytest.mark.parametrize("key,means", [("gamma", "dropit_gamma"), ("strategy", "dropit_strategy"), ("exclude", "dropit_exclude")])
+def test_suggestions_prefer_the_dropit_key(key, means):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"{key}=0.5"])
+    assert f"unknown parameter '{key}' (from the command line). Did you mean '{means}'" in str(err.value)
+    with pytest.raises(ConfigError, match=f"Did you mean '{means}'"):
+        load_config(None, [f"--{key}=0.5"])
+
+
 def test_malformed_yaml_names_file(tmp_path):
     p = _write(tmp_path, "epochs: [1, 2\nlr: 0.1\n")
     with pytest.raises(ConfigError, match="not valid YAML") as e:

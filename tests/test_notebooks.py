@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -51,6 +52,28 @@ def test_notebook_is_committed_without_outputs_and_has_parameters(name):
     assert [p.name for p in PythonTranslator.inspect(tagged[0])] == assigned
     # thin cells: no cell grows past a few lines of logic
     assert max(len([l for l in c.source.splitlines() if l.strip() and not l.strip().startswith("#")]) for c in code) <= 12
+
+
+def test_every_tracked_notebook_is_checked_for_outputs():
+    """The outputs check above covers every notebook git tracks (a new one must join NAMES)."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files", "notebooks/*.ipynb"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert sorted(Path(p).stem for p in tracked.stdout.split()) == sorted(NAMES)
+
+
+def test_notebooks_name_the_kernel_that_setup_and_reproduce_register():
+    """JupyterLab falls back silently to another kernel when the named one is missing: name the one we register."""
+    from dropit.lab.reproduce import run as reproduce
+
+    for name in NAMES:
+        spec = nbformat.read(NB_DIR / f"{name}.ipynb", as_version=4).metadata["kernelspec"]
+        assert spec["name"] == reproduce.KERNEL_NAME, name
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"ipykernel install --sys-prefix --name {reproduce.KERNEL_NAME}" in makefile
+    assert re.search(r"^test: .*\$\(KERNEL\)", makefile, re.M) and re.search(r"^test-e2e: .*\$\(KERNEL\)", makefile, re.M)
 
 
 def test_notebooks_match_their_generator(tmp_path):
