@@ -15,7 +15,7 @@ def _metrics(model="resnet_mini", dataset="cifar100", dropit=False, top1=12.5, t
         "status": "stopped" if stopped else "done",
         "epochs": [{"epoch": i + 1, "partial": False} for i in range(epochs)],
         "final": {"top1": top1, "top5": top5, "cache_bytes": cache, "epochs_completed": epochs,
-                  "train_images": images, "stopped": stopped},
+                  "train_images": images, "stopped": stopped, "val_images": 1000},
     }
 
 
@@ -68,9 +68,10 @@ def test_what_ran_comes_from_the_metrics_not_the_label():
 def test_markdown_layout():
     md = tables.to_markdown(tables.build_table("cifar100", [_metrics()]))
     lines = md.splitlines()
-    assert lines[0].startswith("| Model | Top-1 (paper) | Top-1 (ours) | Top-5 (paper) | Top-5 (ours) | Cache MB (paper)")
+    assert lines[0].startswith("| Model | Top-1 (paper) | Top-1 (ours) ± SE | Top-5 (paper) | Top-5 (ours) | Cache MB (paper)")
     assert len(lines) == 2 + 4 and all(l.count("|") == lines[0].count("|") for l in lines)
-    assert "| ResNet-18 (32x32) | 77.96 | 12.50 | 94.05 | 30.25 | 648 | 3.00 |" in md
+    # 12.5% of 1000 test images: ± sqrt(0.125 * 0.875 / 1000) = 1.05 points
+    assert "| ResNet-18 (32x32) | 77.96 | 12.50 ± 1.05 | 94.05 | 30.25 | 648 | 3.00 |" in md
     assert "not run" in lines[-1]
     both = tables.tables_markdown([])
     assert "### CIFAR-100" in both and "### ImageNet-1k" in both
@@ -110,4 +111,12 @@ def test_iclr_table_rows_gammas_and_inference():
     assert rows["iclr_cifar100_deit_small"]["paper_top5"] is None and rows["iclr_cifar100_deit_small"]["paper_top1"] == 89.7
     assert all(r["ran"] == "not run" for r in tables.build_table("imagenet", runs))  # DeiT runs stay in their table
     md = tables.tables_markdown(runs)
-    assert "### ICLR 2023 release: DeiT (timm)" in md and "| DeiT-B, CIFAR-100 fine-tuned w. DropIT γ=0.9 | 91.30 | 40.00 | – |" in md
+    assert "### ICLR 2023 release: DeiT (timm)" in md and "| DeiT-B, CIFAR-100 fine-tuned w. DropIT γ=0.9 | 91.30 | 40.00 ± 1.55 | – |" in md
+
+
+def test_a_run_without_its_test_image_count_shows_no_error():
+    m = _metrics()
+    del m["final"]["val_images"]  # metrics.json written before the count was recorded
+    row = tables.build_table("cifar100", [m])[0]
+    assert row["top1_se"] is None and "| 12.50 |" in tables.to_markdown([row])
+    assert "binomial standard error" in tables.tables_markdown([])

@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+from dropit.lab import stats
 from dropit.lab.reproduce.paper import ICLR_ROWS, TABLE_TITLES, TABLES, table_rows
 
 RunLike = dict | str | Path
@@ -31,7 +32,7 @@ RunLike = dict | str | Path
 COLUMNS = [
     ("model", "Model"),
     ("paper_top1", "Top-1 (paper)"),
-    ("top1", "Top-1 (ours)"),
+    ("top1", "Top-1 (ours) ± SE"),
     ("paper_top5", "Top-5 (paper)"),
     ("top5", "Top-5 (ours)"),
     ("paper_cache_mb", "Cache MB (paper)"),
@@ -134,6 +135,8 @@ def build_table(table: str, runs: Iterable[RunLike] = ()) -> list[dict]:
             "paper_top5": p["top5"],
             "paper_cache_mb": p["cache_mb"],
             "top1": final.get("top1"),
+            "top1_se": _stderr(final.get("top1"), final.get("val_images")),
+            "test_images": final.get("val_images"),
             "top5": final.get("top5"),
             "cache_mb": _mb(final.get("cache_bytes")),
             "cache_peak_cuda_mb": _mb(final.get("cache_peak_cuda_bytes")),  # the paper's protocol, GPU runs only
@@ -149,6 +152,10 @@ def build_tables(runs: Iterable[RunLike] = ()) -> dict[str, list[dict]]:
     return {t: build_table(t, loaded) for t in TABLES}
 
 
+def _stderr(top1: float | None, n: int | None) -> float | None:
+    return stats.top1_stderr(top1, n) if top1 is not None and n else None
+
+
 def _cell(v: Any) -> str:
     if v is None:
         return "–"
@@ -162,7 +169,9 @@ def to_markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |",
              "| " + " | ".join("---" if k in ("model", "ran") else "---:" for k, _ in COLUMNS) + " |"]
     for r in rows:
-        lines.append("| " + " | ".join(_cell(r.get(k)) for k, _ in COLUMNS) + " |")
+        cells = [_cell(r.get(k)) + (f" ± {r['top1_se']:.2f}" if k == "top1" and r.get("top1_se") is not None else "")
+                 for k, _ in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -174,7 +183,9 @@ def tables_markdown(runs: Iterable[RunLike] = ()) -> str:
         parts.append(f"### {TABLE_TITLES[t]}\n\n{to_markdown(tables[t])}")
     parts.append(
         "Paper: DropIT, Chen et al., ICLR 2023: the CIFAR-100 and ImageNet-1k tables of arXiv 2202.13808 v1, and the "
-        "DeiT table of the ICLR 2023 release's README (top-1 only: it gives no top-5 or cache). Cache MB (paper): "
+        "DeiT table of the ICLR 2023 release's README (top-1 only: it gives no top-5 or cache). Top-1 (ours): ± the "
+        "binomial standard error on the run's test images, sqrt(p(1-p)/n); two runs whose top-1s differ by less than "
+        "two combined errors cannot be told apart. Cache MB (paper): "
         "CUDA peak of one training forward of 128 images incl. weights; Cache MB (ours): bytes kept for backward by "
         "the DropIT meter."
     )
