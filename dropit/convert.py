@@ -7,6 +7,8 @@ transposed weight) an instance-level ``forward`` that caches a sparsified input
 in training. Nothing else changes: module classes, parameter names and
 ``state_dict`` keys stay as they were, so checkpoints load with or without
 DropIT, and ``model.eval()`` or ``torch.no_grad()`` runs the untouched forward.
+Which modules are converted, and with which forward, is the one table
+:data:`dropit.kinds.KINDS`; this module walks the model and asks it.
 
 With ``relu_mask=True`` (the default) every ``nn.ReLU`` also keeps a 1-bit mask
 instead of its dense output, so that the dense input of the convolution after
@@ -31,37 +33,37 @@ Example::
 """
 from __future__ import annotations
 
+import copy
 import fnmatch
+import numbers
 import warnings
 from typing import Callable, Iterator, Mapping
 
 import torch
 import torch.nn as nn
 
-from . import attention, pool
-from .activations import function_of
+from . import kinds
 from .checkpoint import CheckpointForward, checkpointed_modules
-from .layers import QUANT_KINDS, get_forward, kind_of
-from .quant import check_quantize, fewbit_tables
+from .kinds import Kind
 from .sparsify import DropSpec
-from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy
+from .strategies import DEFAULT_STRATEGY, STRATEGIES, check_gamma
 
 ModuleFilter = Callable[[nn.Module, str], bool]
-_LAYER_KINDS = ("linear", "hf_conv1d", "conv", "conv_transpose", "mha", *QUANT_KINDS)  # what module_filter_fn chooses among
 
 
 class DropITForward:
     """Installed as ``module.forward``: the DropIT forward in training, the original otherwise.
 
     Holds the layer's :class:`DropSpec`; ``module.forward.spec.gamma`` is the
-    live dropping rate.
+    live dropping rate. ``kind`` is the name of its entry in :data:`dropit.kinds.KINDS`.
     """
 
-    def __init__(self, module: nn.Module, kind: str, spec: DropSpec):
+    def __init__(self, module: nn.Module, kind: Kind, spec: DropSpec):
         self.module = module
-        self.kind = kind
+        self.entry = kind
+        self.kind = kind.name
         self.spec = spec
-        self._train_forward = get_forward(kind)
+        self._train_forward = kind.forward
 
     def __call__(self, *args, **kwargs):
         m = self.module
@@ -70,9 +72,10 @@ class DropITForward:
         return type(m).forward(m, *args, **kwargs)
 
     def __repr__(self) -> str:
-        if self.kind in QUANT_KINDS:
-            return f"DropITForward({self.kind}, quantize={self.spec.quantize!r})"
-        quantized = f", quantize={self.spec.quantize!r}" if self.spec.quantize and self.kind == "mha" else ""
+        quantized = f"quantize={self.spec.quantize!r}"
+        if self.entry.option == "quantize":
+            return f"DropITForward({self.kind}, {quantized})"
+        quantized = f", {quantized}" if self.spec.quantize and self.entry.quantizes else ""
         return f"DropITForward({self.kind}, gamma={self.spec.gamma}, strategy={self.spec.strategy!r}{quantized})"
 
 
@@ -100,7 +103,9 @@ def to_dropit(
     Args:
         strategy: ``"sampled"`` (the default: a linear-time approximation of
             min-k), ``"mink"`` (exact, the paper's) or ``"random"``; see
-            :mod:`dropit.strategies`.
+            :mod:`dropit.strategies`. Second positionally, as in the official
+            code's ``to_dropit(model, strategy, gamma)``; a number here is
+            refused with a hint to write ``gamma=``.
         gamma: dropping rate in [0, 1): the fraction of each cached input dropped.
         module_filter_fn: ``(module, qualified_name) -> bool``; only layers for
             which it returns True are converted (the root's name is ``""``).
@@ -123,48 +128,58 @@ def to_dropit(
             exact, gradients come from the quantized inputs. ``module_filter_fn``
             chooses among these modules too.
 
+    Which modules are converted, and how, is the table :data:`dropit.kinds.KINDS`.
     Modules inside blocks checkpointed with :func:`dropit.checkpoint_blocks`
     are left alone (they keep nothing past their block).
 
-    Raises ValueError, before changing anything, for an unknown strategy, a
-    gamma outside [0, 1) or NaN, an unknown quantize level, or a model that
-    is already converted.
+    Raises, before changing anything, ValueError for an unknown strategy, a
+    gamma outside [0, 1) or NaN, an unknown quantize level or value_dtype, or a
+    model that is already converted; TypeError for a number in ``strategy``'s place.
     """
-    quantize = check_quantize(quantize)
-    get_strategy(strategy)
-    gamma = check_gamma(gamma)
-    gamma_by_name = {p: check_gamma(g, f"gamma_by_name[{p!r}]") for p, g in (gamma_by_name or {}).items()}
-    DropSpec(gamma, strategy, value_dtype)  # validates value_dtype
+    spec = _checked_spec(strategy, gamma, value_dtype, quantize)
+    rates = {p: check_gamma(g, f"gamma_by_name[{p!r}]") for p, g in (gamma_by_name or {}).items()}
     if any(True for _ in converted_modules(model)):
         raise ValueError("model is already converted to DropIT; call dropit.restore(model) first, or set_gamma()")
-
-    plan: list[tuple[nn.Module, str, str]] = []
-    skip_children = {id(m) for _, block in checkpointed_modules(model) for m in block.modules()}  # recomputed anyway
-    for name, module in model.named_modules():
-        if id(module) in skip_children:
-            continue
-        kind = kind_of(module)
-        if kind is None or (kind == "relu" and not relu_mask) or (kind == "maxpool" and not compact_maxpool):
-            continue
-        if kind in QUANT_KINDS and quantize is None:
-            continue
-        if kind == "maxpool" and not pool.supports(module):
-            continue
-        if module_filter_fn is not None and kind in _LAYER_KINDS and not module_filter_fn(module, name):
-            continue
-        if kind == "mha":
-            if not attention.supports(module):
-                warnings.warn(f"{name or 'root'}: MultiheadAttention with bias_k/add_zero_attn is left dense")
-                continue
-            skip_children.add(id(module.out_proj))  # computed by the MHA forward itself
-        plan.append((module, name, kind))
-
-    for module, name, kind in plan:
-        if kind in ("gelu", "silu") and quantize == "int4":  # fit the derivative tables now, not while compiling
-            fewbit_tables(function_of(module))
-        spec = DropSpec(_gamma_for(name, gamma, gamma_by_name), strategy, value_dtype, quantize)
-        module.forward = DropITForward(module, kind, spec)
+    enabled = {"always": True, "relu_mask": relu_mask, "compact_maxpool": compact_maxpool, "quantize": quantize is not None}
+    for module, name, kind in _plan(model, enabled, module_filter_fn):
+        layer_spec = copy.copy(spec)  # already checked: only the rate differs
+        layer_spec.gamma = _gamma_for(name, spec.gamma, rates)
+        if kind.prepare is not None:
+            kind.prepare(module, layer_spec)
+        module.forward = DropITForward(module, kind, layer_spec)
     return model
+
+
+def _checked_spec(strategy, gamma, value_dtype, quantize) -> DropSpec:
+    """The options every layer shares, each checked here, once (:class:`DropSpec` checks them)."""
+    if isinstance(strategy, numbers.Real):
+        raise TypeError(
+            f"to_dropit's second argument is the strategy (one of {sorted(STRATEGIES)}), got the number "
+            f"{strategy!r}: did you mean gamma={strategy!r}? Write to_dropit(model, gamma={strategy!r})."
+        )
+    return DropSpec(gamma, strategy, value_dtype, quantize)
+
+
+def _plan(model: nn.Module, enabled: Mapping[str, bool], module_filter_fn: ModuleFilter | None):
+    """(module, qualified name, kind) for each module to convert, in module order."""
+    skip = {id(m) for _, block in checkpointed_modules(model) for m in block.modules()}  # recomputed anyway
+    plan: list[tuple[nn.Module, str, Kind]] = []
+    for name, module in model.named_modules():
+        if id(module) in skip:
+            continue
+        kind = kinds.entry_of(module)
+        if kind is None or not enabled[kind.option]:
+            continue
+        if kind.filtered and module_filter_fn is not None and not module_filter_fn(module, name):
+            continue
+        if kind.supports is not None and not kind.supports(module):
+            if kind.unsupported is not None:
+                warnings.warn(f"{name or 'root'}: {kind.unsupported} is left dense")
+            continue
+        if kind.computes is not None:
+            skip.update(id(child) for child in kind.computes(module))
+        plan.append((module, name, kind))
+    return plan
 
 
 def converted_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module, DropITForward]]:

@@ -1,10 +1,12 @@
-"""Training-time forwards for converted modules, one per module kind.
+"""Training-time forwards of the layers DropIT sparsifies (and of ReLU and MaxPool2d).
 
 Each function takes the original module and its call arguments and computes the
 same output as the module's own forward, routing the cached input through the
 sparsifying functions. They only run in training mode with grad enabled; the
 :class:`~dropit.convert.DropITForward` wrapper calls the untouched forward
-otherwise.
+otherwise. Which module gets which forward is decided in :mod:`dropit.kinds`;
+the forwards of the lossy companions live in :mod:`dropit.norms`,
+:mod:`dropit.activations` and :mod:`dropit.attention`.
 
 Hugging Face transformers' ``Conv1D`` (GPT-2 and its relatives) is a Linear
 whose weight is stored transposed, (in, out). It is recognised by its
@@ -18,17 +20,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import functional as DF
-from . import hf_modules
-from .activations import activation_forward
-from .attention import mha_forward
-from .norms import TORCH_RMSNORM, batchnorm_forward, is_batchnorm, layernorm_forward, rmsnorm_forward
 from .pool import compact_max_pool2d
 from .relu import masked_relu
 from .sparsify import DropSpec
-
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-QUANT_KINDS = ("batchnorm", "layernorm", "rmsnorm", "gelu", "silu")  # converted only with quantize=
 
 
 def linear_forward(m: nn.Linear, spec: DropSpec, x: torch.Tensor) -> torch.Tensor:
@@ -104,54 +98,3 @@ def relu_forward(m: nn.ReLU, spec: DropSpec, x: torch.Tensor) -> torch.Tensor:
 
 def maxpool_forward(m: nn.MaxPool2d, spec: DropSpec, x: torch.Tensor) -> torch.Tensor:
     return compact_max_pool2d(x, m)
-
-
-def kind_of(module: nn.Module) -> str | None:
-    """The forward kind DropIT can convert this module with, or None."""
-    if isinstance(module, nn.MultiheadAttention):
-        return "mha"
-    if isinstance(module, nn.Linear):
-        return "linear"
-    if is_hf_conv1d(module):
-        return "hf_conv1d"
-    if isinstance(module, _CONV_T):
-        return "conv_transpose"
-    if isinstance(module, _CONV):
-        return "conv"
-    if isinstance(module, nn.ReLU):
-        return "relu"
-    if isinstance(module, nn.MaxPool2d):
-        return "maxpool"
-    if is_batchnorm(module):
-        return "batchnorm"
-    if isinstance(module, nn.LayerNorm):
-        return "layernorm"
-    if TORCH_RMSNORM is not None and isinstance(module, TORCH_RMSNORM):
-        return "rmsnorm"
-    if isinstance(module, nn.GELU):
-        return "gelu"
-    if isinstance(module, nn.SiLU):
-        return "silu"
-    if hf_modules.is_rmsnorm(module):
-        return "rmsnorm"
-    function = hf_modules.activation_function(module)
-    if function is not None:
-        return "silu" if function == "silu" else "gelu"
-    return None
-
-
-def get_forward(kind: str):
-    return {
-        "linear": linear_forward,
-        "hf_conv1d": hf_conv1d_forward,
-        "conv": conv_forward,
-        "conv_transpose": conv_transpose_forward,
-        "relu": relu_forward,
-        "mha": mha_forward,
-        "maxpool": maxpool_forward,
-        "batchnorm": batchnorm_forward,
-        "layernorm": layernorm_forward,
-        "rmsnorm": rmsnorm_forward,
-        "gelu": activation_forward,
-        "silu": activation_forward,
-    }[kind]

@@ -144,6 +144,41 @@ def test_bad_arguments_raise_and_leave_model_unconverted(kwargs, match):
     assert list(dropit.converted_modules(model)) == []
 
 
+@pytest.mark.parametrize("call", [lambda m: dropit.to_dropit(m, 0.9), lambda m: dropit.to_dropit(m, strategy=0.5)])
+def test_a_number_in_strategys_place_asks_whether_gamma_was_meant(call):
+    model = Net()
+    with pytest.raises(TypeError, match=r"did you mean gamma=0\.[95]\?"):
+        call(model)
+    assert list(dropit.converted_modules(model)) == []
+
+
+def test_the_official_codes_positional_call_still_works():
+    model = dropit.to_dropit(Net(), "mink", 0.7)  # to_dropit(model, args.strategy, args.gamma), as in chenjoya/dropit
+    specs = {(fwd.spec.strategy, fwd.spec.gamma) for _, _, fwd in dropit.converted_modules(model)}
+    assert specs == {("mink", 0.7)}
+
+
+def test_gamma_is_checked_once_where_it_enters(monkeypatch):
+    import sys
+
+    from dropit.strategies import check_gamma
+
+    checked = []
+
+    def counting(gamma, where="gamma"):
+        checked.append(where)
+        return check_gamma(gamma, where)
+
+    for module in ("dropit.sparsify", "dropit.convert"):  # the modules, not the functions of those names
+        monkeypatch.setattr(sys.modules[module], "check_gamma", counting)
+    model = dropit.to_dropit(Net(), gamma=0.9, gamma_by_name={"block.*": 0.5})
+    assert len(list(dropit.converted_modules(model))) == 5
+    assert checked == ["gamma", "gamma_by_name['block.*']"]  # not once per layer
+    checked.clear()
+    dropit.set_gamma(model, 0.3)
+    assert checked == ["gamma"]
+
+
 def test_double_conversion_and_bad_set_gamma_are_rejected():
     model = dropit.to_dropit(Net(), gamma=0.9)
     with pytest.raises(ValueError, match="already converted"):

@@ -10,7 +10,7 @@ import torch.nn as nn
 import dropit
 from dropit import hf_modules, quant
 from dropit.kernels import quant_reference as ref
-from dropit.layers import kind_of
+from dropit.kinds import kind_of
 from test_quant_modules import _SECOND_DERIVATIVE_MAX, _check, _init, _input, _run, _steps
 
 transformers = pytest.importorskip("transformers")
