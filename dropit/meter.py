@@ -4,8 +4,9 @@ Every tensor autograd saves passes through a ``saved_tensors_hooks`` pack hook
 (DropIT's own records included, since they are saved with
 ``ctx.save_for_backward``). The meter counts each underlying storage once, the
 whole storage even when only a view is saved (that is what stays alive),
-excludes the model's parameters and buffers, and charges the bytes to the
-innermost module running when the tensor was saved.
+excludes the model's parameters and buffers (the rule of
+:class:`dropit.saved.SavedBytes`), and charges the bytes to the innermost
+module running when the tensor was saved.
 
     report = dropit.measure_cache(model, images)        # one real forward
     print(report.table())
@@ -30,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .record import observe
+from .saved import SavedBytes, storage_key
 
 MiB = 2**20
 
@@ -112,10 +114,6 @@ class CacheReport:
         return self.table()
 
 
-def _storage_key(t: torch.Tensor) -> int:
-    return t.untyped_storage()._cdata
-
-
 class CacheMeter:
     """Context manager recording what is saved for backward inside it.
 
@@ -128,14 +126,11 @@ class CacheMeter:
         self.model = model
         self._names = {id(m): name for name, m in model.named_modules()}
         self._stack: list[nn.Module] = []
-        self._seen: set[int] = set()
         self._dense: dict[int, int] = {}
         self._record_kind: dict[int, str] = {}
         self._layers: dict[str, LayerCache] = {}
-        self._excluded = {_storage_key(t) for t in list(model.parameters()) + list(model.buffers())}
         self._handles: list = []
         self._device = "cpu"
-        self._originals: list[torch.Tensor] = []
 
     def __enter__(self) -> "CacheMeter":
         for m in self.model.modules():
@@ -143,13 +138,12 @@ class CacheMeter:
             self._handles.append(m.register_forward_hook(self._pop, always_call=True))
         self._observe = observe(self._on_sparsify)
         self._observe.__enter__()
-        self._saved = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._saved = SavedBytes(self.model, on_new=self._charge)
         self._saved.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self._saved.__exit__(*exc)
-        self._originals.clear()
         self._observe.__exit__(*exc)
         for h in self._handles:
             h.remove()
@@ -165,35 +159,24 @@ class CacheMeter:
 
     def _on_sparsify(self, dense: torch.Tensor, record) -> None:
         nbytes = dense.numel() * dense.element_size()
-        keys = [_storage_key(t) for t in record.saved]
+        keys = [storage_key(t) for t in record.saved]
         for i, key in enumerate(keys):  # charge the dense size once, to the record's first storage
             self._dense.setdefault(key, nbytes if i == 0 else 0)
             self._record_kind.setdefault(key, record.layout.kind)
 
-    def _pack(self, t: torch.Tensor):
-        # Autograd keeps a detached alias (same storage, same bytes). A saved *output* packed as
-        # itself would make a cycle (tensor -> grad_fn -> packed tensor) that Python's collector
-        # cannot see, so a forward without backward would leak its whole graph. The originals stay
-        # referenced until the meter exits, so DropIT's record sharing (weak references to records
-        # still held) behaves as without the meter.
-        self._originals.append(t)
-        key = _storage_key(t)
-        if key in self._excluded or key in self._seen:
-            return t.detach()
-        self._seen.add(key)
+    def _charge(self, t: torch.Tensor, key: int, nbytes: int) -> None:
+        """A storage saved for the first time: its bytes go to the innermost module running."""
         self._device = t.device.type
         owner = self._stack[-1] if self._stack else None
         name = self._names.get(id(owner), "<outside modules>") if owner is not None else "<outside modules>"
         layer = self._layers.get(name)
         if layer is None:
             layer = self._layers[name] = LayerCache(name, type(owner).__name__ if owner is not None else "-")
-        nbytes = t.untyped_storage().nbytes()
         layer.bytes += nbytes
         layer.dense_bytes += self._dense.get(key, 0)
         layer.tensors += 1
         kind = self._record_kind.get(key, "plain")
         layer.storage[kind] = layer.storage.get(kind, 0) + nbytes
-        return t.detach()
 
     def report(self, peak_cuda_bytes: int | None = None) -> CacheReport:
         return CacheReport(list(self._layers.values()), self._device, peak_cuda_bytes)

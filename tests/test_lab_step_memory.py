@@ -78,3 +78,13 @@ def test_a_forward_without_backward_leaves_nothing_alive():
         assert alive() is None  # freed by reference counting alone: no cycle through the graph
     finally:
         gc.enable()
+
+
+def test_counts_with_the_meters_rule_on_the_meta_device_too():
+    """One hook in the core for both: meta storages (all at address 0) are still told apart."""
+    model = nn.Sequential(nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 8)).to("meta")
+    x = torch.empty(2, 8, device="meta")
+    with StepMemory(model) as counter:
+        model(x)
+    # the first layer's input, the sigmoid's output, the second layer's input (that same output)
+    assert counter.bytes == 2 * (2 * 8 * 4) == dropit.estimate_cache(model, (2, 8)).total_bytes

@@ -6,14 +6,11 @@
     counter.bytes                       # kept for backward by it (None if nothing was saved)
     loss_fn(logits, targets).backward()
 
-Every tensor autograd saves for backward passes through a
-``torch.autograd.graph.saved_tensors_hooks`` pack hook, DropIT's compact
-records included (they are saved with ``ctx.save_for_backward``). The counter
-adds up the bytes of each underlying storage once (the whole storage, since
-that is what a saved view keeps alive), leaving out the model's parameters and
-buffers. It is the total of :class:`dropit.CacheMeter` without the per-module
-bookkeeping, so it is cheap enough to run on every step and adds no module
-hooks (which would break a ``torch.compile`` graph).
+The counting is the core's (:class:`dropit.saved.SavedBytes`): a pack hook that
+adds up each storage saved for backward once, parameters and buffers left out;
+the total of :class:`dropit.CacheMeter` without the per-module bookkeeping, so
+it is cheap enough to run on every step and adds no module hooks (which would
+break a ``torch.compile`` graph).
 
 Under ``torch.compile`` the compiled function saves its tensors through an
 autograd.Function as well, so the counter sees what the compiled graph keeps
@@ -22,8 +19,9 @@ intermediates, or save them in place of inputs).
 """
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
+
+from dropit.saved import SavedBytes
 
 
 class StepMemory:
@@ -35,40 +33,11 @@ class StepMemory:
         self.tensors = 0  # saves seen in the last forward (shared storages counted in bytes once)
 
     def __enter__(self) -> "StepMemory":
-        self._excluded = {_key(t) for t in (*self.model.parameters(), *self.model.buffers())}
-        self._seen: set[tuple] = set()
-        self._total = 0
-        self.tensors = 0
-        # The forward's own tensor objects, alive until the forward ends. Autograd holds the
-        # detached aliases returned below (same storage, so the same bytes). Returning a saved
-        # *output* itself would make a cycle (tensor -> its grad_fn -> the packed tensor) that
-        # Python's collector cannot see, and a forward without backward would leak its graph.
-        # Holding the originals while the forward runs keeps DropIT's record sharing (a weak
-        # reference to a record that layers reuse while it is alive) working as without hooks.
-        self._originals: list[torch.Tensor] = []
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
-        self._hooks.__enter__()
+        self._counter = SavedBytes(self.model)
+        self._counter.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._hooks.__exit__(*exc)
-        self._originals = []
-        self.bytes = self._total if self.tensors else None
-
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
-        self.tensors += 1
-        key = _key(t)
-        if key not in self._excluded and key not in self._seen:
-            self._seen.add(key)
-            self._total += t.untyped_storage().nbytes()
-        self._originals.append(t)
-        return t.detach()
-
-
-def _key(t: torch.Tensor) -> tuple:
-    storage = t.untyped_storage()
-    return (storage.device, storage.data_ptr(), storage.nbytes())
-
-
-def _unpack(t: torch.Tensor) -> torch.Tensor:
-    return t
+        self._counter.__exit__(*exc)
+        self.tensors = self._counter.tensors
+        self.bytes = self._counter.bytes if self.tensors else None
