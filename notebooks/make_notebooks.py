@@ -122,11 +122,13 @@ each storage once), plain and with DropIT (first layer and classifier left dense
 The markers show the dense size of the inputs DropIT stored compactly.
 """),
     code("""
-layers = teach.plain_vs_dropit_layers(resnet_model, gamma=resnet_gamma, batch_size=memory_batch)
+from dropit.lab.measure.cache import per_layer_pair
+
+layers = per_layer_pair(resnet_model, gamma=resnet_gamma, strategy=strategy, batch_size=memory_batch, device="cpu")
 plots.layer_memory_bars(layers, top=top_layers, title=f"{resnet_model}, batch {memory_batch}: kept for backward per layer")
 """),
     code("""
-layers = teach.plain_vs_dropit_layers(vit_model, gamma=vit_gamma, batch_size=memory_batch)
+layers = per_layer_pair(vit_model, gamma=vit_gamma, strategy=strategy, batch_size=memory_batch, device="cpu")
 plots.layer_memory_bars(layers, top=top_layers, title=f"{vit_model}, batch {memory_batch}: kept for backward per layer")
 """),
 ]
@@ -291,7 +293,7 @@ fig
     code("""
 for row in (r for r in PAPER_ROWS if r["dropit"]):
     name = f"{row['table']}_{row['model_name']}"
-    layers = memory.per_layer_pair(row, batch_size=batch_size, device=dev)
+    layers = memory.paper_per_layer_pair(row, batch_size=batch_size, device=dev)
     write_json(out / f"per_layer_{name}.json", layers)
     fig = plots.layer_memory_bars(layers, top=top_layers, title=f"{row['model']} ({row['table']}), batch {batch_size}")
     write_figure(out / f"per_layer_{name}.plotly.json", fig)
@@ -309,15 +311,13 @@ Forward outputs stay exact; gradients come from the quantized inputs, so these a
 and pick the level: both models redraw (meta-device estimates, needs a live kernel).
 """),
     code("""
-from dropit.lab.notebook import teach
-
 explore = dict(gamma=explore_gamma, quantize=explore_quantize, batch_size=batch_size)
 if interactive:
     from dropit.lab.notebook import widgets
     display(widgets.memory_explorer(tuple(explore_models), top=top_layers, **explore))
 else:
     for name in explore_models:
-        layers = teach.plain_vs_dropit_layers(name, strategy="sampled", estimate=True, **explore)
+        layers = memory.per_layer_pair(name, strategy="sampled", **explore)  # estimated on the meta device
         display(plots.layer_memory_bars(layers, top=top_layers, title=f"{name}, batch {batch_size}"))
 """),
     md("""
@@ -351,6 +351,70 @@ Imagenette and CIFAR-100; the paper's recipes need ImageNet and, for the fine-tu
 rows, DeiT weights in a local file (see the parameter files)."""
 
 
+CLAIM = [
+    md("""
+# Does DropIT cost accuracy? The claim study
+
+The paper reports equal or better accuracy with DropIT (CIFAR-100 ResNet-18 77.96 → 78.17,
+ViT-B/16 90.32 → 90.90) and explains it by less gradient noise. This notebook reads a study
+written by `python -m dropit.lab.claim --out DIR` (`make claim`): every arm trained with the same
+seeds (same initial weights, batches and crops), so arm − plain is compared seed by seed. Protocol,
+recipe and commands: `docs/claim.md`.
+
+""" + CITE),
+    params("""
+study_dir = "results/claim"  # the folder python -m dropit.lab.claim --out wrote
+protocols = ["cnn", "vit"]
+mechanism_json = "results/claim/mechanism.json"  # python -m dropit.lab.claim.mechanism --out ...; "" to skip
+"""),
+    code("""
+import json
+from pathlib import Path
+
+from dropit.lab.claim import figures
+from dropit.lab.claim.summary import load_runs
+
+runs = load_runs(study_dir)
+summary = json.loads((Path(study_dir) / "claim.json").read_text())
+print(len(runs), "finished runs:", ", ".join(summary["runs"]))
+"""),
+    md("""
+## Test top-1 and training loss per epoch
+
+Each arm's mean over its seeds, with a band from the lowest to the highest seed.
+"""),
+    code("""
+for protocol in protocols:
+    if protocol in summary["protocols"]:
+        figures.curves_figure(runs, protocol).show()
+"""),
+    md("""
+## The statistics
+
+Per arm: mean ± standard deviation over seeds. Against plain: the difference per seed, its
+mean and Student-t 95% interval (n − 1 degrees of freedom); the verdict is computed from the
+interval: "within noise" when it holds 0.
+"""),
+    code("""
+figures.stats_table_figure(summary).show()
+"""),
+    md("""
+## The mechanism: gradient noise and DropIT's bias
+
+At a few steps of a plain run, against the exact gradient of a reference set of minibatches:
+the minibatch weight gradient's variance (noise) for plain and DropIT (`mink`) at the same weights,
+DropIT's bias (its expected gradient minus the exact one), and each one's mean squared distance to
+the exact gradient, per γ (`dropit.lab.claim.mechanism`).
+"""),
+    code("""
+if mechanism_json and Path(mechanism_json).is_file():
+    figures.mechanism_figure(json.loads(Path(mechanism_json).read_text())["rows"]).show()
+else:
+    print("no mechanism file:", mechanism_json or "(skipped)")
+"""),
+]
+
+
 def notebook(cells: list) -> nbformat.NotebookNode:
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = KERNEL
@@ -365,6 +429,7 @@ NOTEBOOKS = {
     "imagenet": table_notebook("imagenet", "ImageNet-1k"),
     "iclr": table_notebook("iclr", "ICLR 2023 release (DeiT)", ICLR_NOTE),
     "memory": MEMORY,
+    "claim": CLAIM,
 }
 
 

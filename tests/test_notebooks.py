@@ -22,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
-NAMES = ("quickstart", "explore", "cifar100", "imagenet", "iclr", "memory")
+NAMES = ("quickstart", "explore", "cifar100", "imagenet", "iclr", "memory", "claim")
 PLOTLY = "application/vnd.plotly.v1+json"
 TINY = ["subset=200", "val_subset=100", "batch_size=50", "max_steps=2", "cache_batch=4", "checkpoint=false", "threads=2"]
 

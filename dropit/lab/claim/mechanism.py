@@ -125,3 +125,32 @@ def probe_run(cfg: RunConfig, *, at_steps: Sequence[int], gammas: Sequence[float
     probe = MechanismProbe(reference_batches(cfg, batches=batches), at_steps=at_steps, gammas=gammas, strategy=strategy)
     run(cfg, callbacks=[probe])
     return probe.rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dropit.lab.claim.mechanism --out DIR/mechanism.json [--protocol cnn] [--steps 50,500] [--gammas ...]``."""
+    import argparse
+
+    from dropit.lab.claim.protocols import run_config
+    from dropit.lab.io import write_json
+
+    p = argparse.ArgumentParser(description="gradient noise and DropIT's bias at a few steps of a plain run")
+    p.add_argument("--out", required=True, help="the JSON file to write (rows, one per step and gamma)")
+    p.add_argument("--protocol", default="cnn")
+    p.add_argument("--steps", default="50,400,1500", help="optimizer steps at which to measure")
+    p.add_argument("--gammas", default="0.5,0.8,0.9")
+    p.add_argument("--batches", type=int, default=16, help="minibatches in the reference set")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    steps = [int(s) for s in args.steps.split(",")]
+    cfg = run_config(args.protocol, "plain", seed=0, out_dir=f"{args.out}.work", overrides=args.overrides)
+    rows = probe_run(cfg, at_steps=steps, gammas=[float(g) for g in args.gammas.split(",")], batches=args.batches)
+    write_json(args.out, {"protocol": args.protocol, "config": cfg.to_dict(), "rows": rows})
+    for r in rows:
+        print(f"step {r['step']:>6} gamma {r['gamma']:.2f}: noise plain {r['noise_plain']:.4g} dropit {r['noise_dropit']:.4g}"
+              f"  bias {r['bias']:.4g} ({100 * r['bias_rel']:.1f}% of |g|)  mse plain {r['mse_plain']:.4g} dropit {r['mse_dropit']:.4g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

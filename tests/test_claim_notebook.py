@@ -1,0 +1,55 @@
+"""The claim study's figures and notebook on a constructed study (no training)."""
+import json
+
+import pytest
+
+from dropit.lab.claim import figures
+from dropit.lab.claim.summary import write_summary
+from dropit.lab.io import write_json
+
+
+def _record(protocol, arm, seed, top1_last):
+    epochs = [{"epoch": e, "train_loss": 4.0 - e - 0.1 * seed, "val_top1": top1_last - (3 - e) * 10, "val_top5": 50.0,
+               "val_loss": 3.0} for e in (1, 2, 3)]
+    final = {"top1": top1_last, "top5": 70.0 + seed, "train_loss": epochs[-1]["train_loss"], "test_loss": 2.0 + seed / 10}
+    return {"id": f"{protocol}-{arm}-seed{seed}", "protocol": protocol, "arm": arm, "seed": seed,
+            "config": {"model": "resnet_mini", "epochs": 3}, "epochs": epochs, "final": final}
+
+
+@pytest.fixture
+def study(tmp_path):
+    for protocol, arms in (("cnn", ("plain", "mink")), ("vit", ("plain", "default_int8"))):
+        for arm in arms:
+            for seed in range(3):
+                top1 = 50.0 + seed + (-1.0 - 0.1 * seed if arm != "plain" else 0.0)
+                write_json(tmp_path / "runs" / f"{protocol}-{arm}-seed{seed}.json", _record(protocol, arm, seed, top1))
+    rows = [{"step": s, "gamma": g, "noise_plain": 2.0, "noise_dropit": 2.0 - g, "bias": g / 2, "mse_plain": 2.0,
+             "mse_dropit": 2.0 - g + g * g / 4, "bias_rel": g / 4} for s in (10, 100) for g in (0.5, 0.9)]
+    write_json(tmp_path / "mechanism.json", {"rows": rows})
+    return tmp_path, write_summary(tmp_path)
+
+
+def test_summary_bands_and_table_from_a_constructed_study(study):
+    out, summary = study
+    d = summary["protocols"]["cnn"]["arms"]["mink"]["diff_vs_plain"]["top1"]
+    assert d["diffs"] == pytest.approx([-1.0, -1.1, -1.2]) and d["verdict"] == "lower by 1.10"
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*.json"))]
+    band = figures.epoch_bands(runs, "cnn", "val_top1")["plain"]
+    assert band["epoch"] == [1, 2, 3] and band["low"][-1] == 50.0 and band["high"][-1] == 52.0 and band["mean"][-1] == 51.0
+    rows = figures.stats_rows(summary, ["top1"])
+    assert [(r["protocol"], r["arm"], r["verdict"]) for r in rows][:2] == [("cnn", "plain", "(baseline)"), ("cnn", "mink", "lower by 1.10")]
+    assert len(figures.mechanism_figure(json.loads((out / "mechanism.json").read_text())["rows"]).data) == 2 * 5
+
+
+def test_the_notebook_draws_curves_table_and_mechanism(study, kernel, tmp_path_factory):
+    from test_notebooks import PLOTLY, _execute, _outputs
+
+    out, _ = study
+    nb = _execute("claim", tmp_path_factory.mktemp("claim_nb"), kernel, study_dir=str(out),
+                  mechanism_json=str(out / "mechanism.json"))
+    figs = _outputs(nb, PLOTLY)
+    assert len(figs) == 4  # cnn curves, vit curves, the table, the mechanism
+    assert any(t.get("type") == "table" for f in figs for t in f["data"])
+
+
+from test_notebooks import kernel  # noqa: E402,F401  (the session's Jupyter kernel fixture)
