@@ -1,4 +1,5 @@
-"""Small datasets in the official on-disk formats, generated for the lab tests; where the real CIFAR-100 is."""
+"""Small datasets in the official on-disk formats and stand-ins of published weights files, generated for the lab
+tests; where the real CIFAR-100 is."""
 from __future__ import annotations
 
 import os
@@ -67,3 +68,25 @@ def write_image_folder(root: Path, name: str = "imagenette", classes: int = 3, p
                 arr = rng.integers(0, 256, size=(size, size + 8, 3), dtype=np.uint8)
                 Image.fromarray(arr).save(d / f"img_{i}.JPEG")
     return base
+
+
+# what each published file holds: the architecture it was trained as (1000 ImageNet classes) and its format
+PUBLISHED_WEIGHTS = {
+    "torchvision:ViT_B_16_Weights.IMAGENET1K_V1": ("vit_b_16", None),  # a bare state_dict
+    "timm:deit_small_patch16_224.fb_in1k": ("deit_small", "model"),  # the DeiT authors' {"model": state_dict}
+    "timm:deit_base_patch16_224.fb_in1k": ("deit_base", "model"),
+}
+
+
+def fake_published_weights(spec: str, path) -> None:
+    """A file with the published one's keys, shapes (224x224, 1000 classes) and format; values are stand-ins."""
+    import torch
+
+    from dropit.lab.models.catalog import build_model
+
+    arch, wrapper = PUBLISHED_WEIGHTS[spec]
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in build_model(arch, 1000, image_size=224).state_dict().items()}
+    # one small stored row per tensor, broadcast to its shape: the file stays small whatever the model's size
+    state = {k: (torch.randn(s[-1]) * 0.02).expand(s) if len(s) else torch.zeros(()) for k, s in shapes.items()}
+    torch.save({wrapper: state} if wrapper else state, path)

@@ -6,7 +6,7 @@ from dropit.lab.models import weights as W
 from dropit.lab.reproduce import dry_run as D
 from dropit.lab.reproduce import run as R
 from dropit.lab.train.config import RunConfig
-from lab_fakes import write_cifar100, write_image_folder
+from lab_fakes import fake_published_weights, write_cifar100
 
 VIT = "torchvision:ViT_B_16_Weights.IMAGENET1K_V1"
 DEIT_S = "timm:deit_small_patch16_224.fb_in1k"
@@ -19,7 +19,7 @@ def roots(tmp_path, monkeypatch):
     data, cache = tmp_path / "data", tmp_path / "weights"
     write_cifar100(data, n_train=10, n_test=10)
     cache.mkdir()
-    (cache / "vit_b_16-c867db91.pth").write_bytes(b"stand-in")
+    fake_published_weights(VIT, cache / "vit_b_16-c867db91.pth")
     monkeypatch.setenv("DROPIT_DATA", str(data))
     monkeypatch.setenv(W.ENV, str(cache))
     monkeypatch.setattr(W, "_download", lambda *a: pytest.fail("the dry run downloaded"))
@@ -82,3 +82,12 @@ def test_the_real_run_fetches_the_rows_weights_up_front(roots):
     needed = R.weights_needed(jobs, "paper")
     assert [spec for spec, _ in needed] == [VIT, DEIT_S, DEIT_B]
     assert R.prepare_weights(needed, download=False) == [DEIT_S, DEIT_B]  # the ViT-B/16 file is in the cache
+
+
+def test_weights_that_do_not_load_into_the_rows_model_stop_it(roots):
+    (roots[1] / "vit_b_16-c867db91.pth").write_bytes(b"a truncated download")
+    status, text = _run()
+    block = text.split("[3/16] ")[1].split("\n[")[0]
+    assert f"{VIT} at {roots[1] / 'vit_b_16-c867db91.pth'}: present" in block
+    assert "-> CANNOT START: the weights at" in block and "do not load (" in block
+    assert "2 of 16 rows can start here" in text

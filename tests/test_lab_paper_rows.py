@@ -14,34 +14,15 @@ import torch
 
 from dropit.lab.data import download as dl
 from dropit.lab.models import weights as W
-from dropit.lab.models.catalog import build_model
 from dropit.lab.reproduce.paper import TABLES
 from dropit.lab.reproduce.rows import resolve, run_row, table_params
 from dropit.lab.train.config import load_config
-from lab_fakes import write_cifar100, write_image_folder
+from lab_fakes import PUBLISHED_WEIGHTS, fake_published_weights, write_cifar100, write_image_folder
 
 PAPER_FILES = [f for table in TABLES for f in table_params(table, "paper")]
 SIZE_OVERRIDES = ["image_size=32", "batch_size=2", "eval_batch_size=2", "val_subset=2", "cache_batch=2",
                   "max_steps=1", "epochs=1", "num_workers=0", "checkpoint=false", "amp=none", "device=cpu",
                   "log_every=1", "record_every=1"]
-
-# what each published file holds: the architecture it was trained as (1000 ImageNet classes) and its format
-PUBLISHED = {
-    "torchvision:ViT_B_16_Weights.IMAGENET1K_V1": ("vit_b_16", None),  # a bare state_dict
-    "timm:deit_small_patch16_224.fb_in1k": ("deit_small", "model"),  # the DeiT authors' {"model": state_dict}
-    "timm:deit_base_patch16_224.fb_in1k": ("deit_base", "model"),
-}
-
-
-def fake_published_file(spec: str, path) -> None:
-    """A file with the published one's keys, shapes (224x224, 1000 classes) and format; values are stand-ins."""
-    arch, wrapper = PUBLISHED[spec]
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in build_model(arch, 1000, image_size=224).state_dict().items()}
-    # one small stored row per tensor, broadcast to its shape: the file stays small whatever the model's size
-    state = {k: (torch.randn(s[-1]) * 0.02).expand(s) if len(s) else torch.zeros(()) for k, s in shapes.items()}
-    torch.save({wrapper: state} if wrapper else state, path)
-
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
@@ -58,7 +39,7 @@ def fake_transfer(monkeypatch):
 
     def download(r, folder):
         served.append(r.spec)
-        fake_published_file(r.spec, folder / r.file)
+        fake_published_weights(r.spec, folder / r.file)
         return folder / r.file
 
     monkeypatch.setattr(dl, "reachable", lambda url, timeout=dl.PROBE_TIMEOUT_S: True)
@@ -69,7 +50,7 @@ def fake_transfer(monkeypatch):
 def test_the_paper_preset_has_every_row():
     assert len(PAPER_FILES) == 16 and all(resolve(f).is_file() for f in PAPER_FILES)
     named = {load_config(str(resolve(f))).pretrained for f in PAPER_FILES} - {None}
-    assert named == set(PUBLISHED)  # every fine-tuned row names published weights the fake can stand in for
+    assert named == set(PUBLISHED_WEIGHTS)  # every fine-tuned row names published weights the fake can stand in for
 
 
 @pytest.mark.slow

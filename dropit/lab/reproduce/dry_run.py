@@ -8,7 +8,8 @@ For every table row of the preset (``params/<row id>[_quick].yaml``) it prints:
 - the parameter file;
 - the dataset and the pretrained weights the row needs, each present, absent but
   downloadable (its host answers a connection probe), or missing, with where it
-  was looked for and how to supply it;
+  was looked for and how to supply it; weights that are present are loaded into
+  the row's model, so a file that does not fit stops the row here too;
 - the devices the row will use: torchrun over every CUDA device where there are
   several (as :func:`dropit.lab.reproduce.rows.run_rows` does), else one device;
 - a rough time per epoch: training steps of the row's model, DropIT settings,
@@ -120,6 +121,16 @@ def weights_need(cfg: RunConfig, download: bool, hosts: Hosts) -> Need | None:
         return _absent("weights", cfg.pretrained, where, str(e), url, download, hosts)
 
 
+def weights_fit(cfg: RunConfig, path: Path) -> str | None:
+    """Why the weights file does not load into the row's model, or None if it does."""
+    size = cfg.image_size or (32 if cfg.dataset == "cifar100" else 224)
+    try:
+        build_model(cfg.model, CLASSES[cfg.dataset], image_size=size, patch_size=cfg.patch_size, weights=path)
+    except Exception as e:  # a truncated file, another architecture's keys: the row would stop at the same place
+        return f"the weights at {path} do not load ({type(e).__name__}: {str(e).strip()[:300]})"
+    return None
+
+
 def placement(cfg: RunConfig) -> tuple[str, torch.device, int, list[str]]:
     """Where the row runs (text), the device to measure on, the batch per device, and what stops it here.
 
@@ -200,6 +211,9 @@ def plan_row(params: str, *, download: bool, hosts: Hosts, measure: bool, max_st
     cfg = load_config(str(resolve(params)))
     needs = [n for n in (data_need(cfg, download, hosts), weights_need(cfg, download, hosts)) if n]
     devices, device, per_device, problems = placement(cfg)
+    weights = next((n for n in needs if n.kind == "weights" and n.status == "present"), None)
+    if weights and (why := weights_fit(cfg, weights.where)):
+        problems.append(why)
     if problems:
         epoch = "not measured (the row cannot run here)"
     elif measure:
