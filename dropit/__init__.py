@@ -13,6 +13,7 @@ elements, packed compactly, and expands them in backward.
 The core depends on torch alone; the experiment layer lives in ``dropit.lab``.
 """
 from .budget import compile_budgeted
+from .planner import Plan, plan
 from .checkpoint import checkpoint_blocks, checkpointed_modules
 from .convert import DropITForward, converted_modules, restore, set_gamma, to_dropit
 from .meter import CacheMeter, CacheReport, estimate_cache, measure_cache
