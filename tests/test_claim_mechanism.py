@@ -61,3 +61,23 @@ def test_model_is_left_unchanged_and_needs_two_batches():
     assert all(p.grad is None for p in model.parameters())
     with pytest.raises(ValueError, match="two minibatches"):
         noise_and_bias(model, _batches(k=1))
+
+
+def test_the_command_measures_at_the_given_steps_of_a_run(tmp_path):
+    import json
+
+    from lab_fakes import write_cifar100
+
+    from dropit.lab.claim.mechanism import main
+
+    write_cifar100(tmp_path, n_train=120, n_test=40)
+    sets = [f"data_dir={tmp_path}", "download=false", "batch_size=20", "threads=1", "log_every=1000", "cache_batch=4",
+            "epochs=1", "model=resnet_mini"]
+    out = tmp_path / "study" / "mechanism.json"
+    assert main(["--out", str(out), "--steps", "1,3", "--gammas", "0.0,0.9", "--batches", "3",
+                 *[x for s in sets for x in ("--set", s)]]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["step"], r["gamma"]) for r in rows] == [(1, 0.0), (1, 0.9), (3, 0.0), (3, 0.9)]
+    assert all(r["bias"] < 1e-6 * r["exact_norm"] for r in rows if r["gamma"] == 0.0)
+    assert all(r["bias"] > 0 for r in rows if r["gamma"] == 0.9)
+    assert (tmp_path / "study" / "work" / "mechanism-cnn").is_dir()

@@ -53,3 +53,13 @@ def test_the_notebook_draws_curves_table_and_mechanism(study, kernel, tmp_path_f
 
 
 from test_notebooks import kernel  # noqa: E402,F401  (the session's Jupyter kernel fixture)
+
+
+def test_write_figures_leaves_small_plotly_files(study):
+    from dropit.lab.claim.figures import write_figures
+
+    out, _ = study
+    paths = write_figures(out, out / "mechanism.json")
+    assert sorted(p.name for p in paths) == ["curves_cnn.plotly.json", "curves_vit.plotly.json", "mechanism.plotly.json",
+                                             "stats.plotly.json"]
+    assert all(p.stat().st_size < 200_000 for p in paths)

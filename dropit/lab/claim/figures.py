@@ -9,6 +9,8 @@ Only notebooks import this module (it imports plotly).
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import plotly.graph_objects as go
@@ -97,3 +99,27 @@ def mechanism_figure(rows: Sequence[Mapping], *, title: str | None = None) -> go
     fig.update_yaxes(type="log")
     fig.update_layout(title=title or "the paper's mechanism: gradient noise and DropIT's bias", height=420)
     return fig
+
+
+def write_figures(study_dir: str | Path, mechanism_json: str | Path | None = None) -> list[Path]:
+    """The study's figures as ``<study_dir>/figures/*.plotly.json`` (small files to commit); their paths."""
+    from dropit.lab.claim.summary import load_runs
+    from dropit.lab.io import write_figure
+
+    study_dir = Path(study_dir)
+    summary = json.loads((study_dir / "claim.json").read_text())
+    runs = load_runs(study_dir)
+    out = [write_figure(study_dir / "figures" / f"curves_{p}.plotly.json", curves_figure(runs, p))
+           for p in summary["protocols"]]
+    out.append(write_figure(study_dir / "figures" / "stats.plotly.json", stats_table_figure(summary)))
+    if mechanism_json and Path(mechanism_json).is_file():
+        rows = json.loads(Path(mechanism_json).read_text())["rows"]
+        out.append(write_figure(study_dir / "figures" / "mechanism.plotly.json", mechanism_figure(rows)))
+    return out
+
+
+if __name__ == "__main__":  # python -m dropit.lab.claim.figures STUDY_DIR [MECHANISM_JSON]
+    import sys
+
+    for path in write_figures(*sys.argv[1:3]):
+        print("wrote", path)

@@ -130,6 +130,7 @@ def probe_run(cfg: RunConfig, *, at_steps: Sequence[int], gammas: Sequence[float
 def main(argv: list[str] | None = None) -> int:
     """``python -m dropit.lab.claim.mechanism --out DIR/mechanism.json [--protocol cnn] [--steps 50,500] [--gammas ...]``."""
     import argparse
+    from pathlib import Path
 
     from dropit.lab.claim.protocols import run_config
     from dropit.lab.io import write_json
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     steps = [int(s) for s in args.steps.split(",")]
-    cfg = run_config(args.protocol, "plain", seed=0, out_dir=f"{args.out}.work", overrides=args.overrides)
+    work = Path(args.out).parent / "work" / f"mechanism-{args.protocol}"  # the study's ignored work/ folder
+    cfg = run_config(args.protocol, "plain", seed=0, out_dir=work, overrides=args.overrides)
     rows = probe_run(cfg, at_steps=steps, gammas=[float(g) for g in args.gammas.split(",")], batches=args.batches)
     write_json(args.out, {"protocol": args.protocol, "config": cfg.to_dict(), "rows": rows})
     for r in rows:
