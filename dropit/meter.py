@@ -15,7 +15,8 @@ module running when the tensor was saved.
 For DropIT layers the report also gives ``dense_bytes``: the size of the input
 the compact record stands for, so the saving is visible layer by layer, and
 ``storage``: the bytes by how they are stored (a record's kind, "bits",
-"index", "int8", "int4", "fewbit4", ..., or "plain" for every other saved tensor). On CUDA
+"index", "int8", "int4", "fewbit4", ..., a ReLU's "1-bit mask", a max pool's
+"1-byte offsets", or "plain" for every other saved tensor). On CUDA
 ``peak_cuda_bytes`` is the allocator's peak over the forward (weights, input,
 kept tensors and transients: the paper's "Cache (MB)" protocol).
 """
@@ -136,7 +137,7 @@ class CacheMeter:
         for m in self.model.modules():
             self._handles.append(m.register_forward_pre_hook(self._push))
             self._handles.append(m.register_forward_hook(self._pop, always_call=True))
-        self._observe = observe(self._on_sparsify)
+        self._observe = observe(self._on_sparsify, on_stored=self._on_stored)
         self._observe.__enter__()
         self._saved = SavedBytes(self.model, on_new=self._charge)
         self._saved.__enter__()
@@ -164,6 +165,9 @@ class CacheMeter:
             self._dense.setdefault(key, nbytes if i == 0 else 0)
             self._record_kind.setdefault(key, record.layout.kind)
 
+    def _on_stored(self, saved: torch.Tensor, kind: str) -> None:
+        self._record_kind.setdefault(storage_key(saved), kind)
+
     def _charge(self, t: torch.Tensor, key: int, nbytes: int) -> None:
         """A storage saved for the first time: its bytes go to the innermost module running."""
         self._device = t.device.type
@@ -185,16 +189,18 @@ class CacheMeter:
 def measure_cache(model: nn.Module, *inputs, **kwargs) -> CacheReport:
     """One training-mode forward of ``model(*inputs, **kwargs)``; what it keeps for backward.
 
-    The model is put in training mode for the forward and its mode restored
-    afterwards; no backward runs and nothing is kept once this returns.
+    The model is put in training mode for the forward; no backward runs and the
+    model is left as it was found: each module's mode, every buffer (BatchNorm's
+    running statistics and batch counter included) and the random number
+    generators (CPU, and CUDA where it is in use) are restored afterwards.
+    Nothing is kept once this returns.
     """
-    was_training = model.training
-    model.train()
     cuda = any(isinstance(t, torch.Tensor) and t.is_cuda for t in inputs)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    try:
+    with _state_kept(model):
+        model.train()
         with torch.enable_grad(), CacheMeter(model) as meter:
             out = model(*inputs, **kwargs)
         peak = None
@@ -202,10 +208,34 @@ def measure_cache(model: nn.Module, *inputs, **kwargs) -> CacheReport:
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated()
         del out
-    finally:
-        model.train(was_training)
     gc.collect()
     return meter.report(peak)
+
+
+@contextlib.contextmanager
+def _state_kept(model: nn.Module):
+    """Restore, after the block, each module's training flag, every buffer and the RNG states.
+
+    The buffers' values are copied to the CPU (so a CUDA peak measured inside
+    does not count the copies); meta buffers hold no values and are left as they are.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [
+        (m, name, b, None if b.is_meta else b.detach().to("cpu", copy=True))
+        for m in model.modules() for name, b in m._buffers.items() if b is not None
+    ]
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        with torch.no_grad():
+            for m, name, b, values in buffers:
+                m._buffers[name] = b  # the same tensor object, should the forward have replaced it
+                if values is not None:
+                    b.copy_(values)
+        for m, training in modes:
+            m.training = training
 
 
 @contextlib.contextmanager

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .record import stored_as
+
 
 def _origins(out_h: int, out_w: int, stride, padding, device):
     h0 = (torch.arange(out_h, device=device) * stride[0] - padding[0]).view(-1, 1)  # (OH, 1)
@@ -29,7 +31,9 @@ class _CompactMaxPool2d(torch.autograd.Function):
         ih = torch.div(idx, W, rounding_mode="floor")
         local_h = torch.div(ih - h0, dilation[0], rounding_mode="floor")
         local_w = torch.div(idx - ih * W - w0, dilation[1], rounding_mode="floor")
-        ctx.save_for_backward((local_h * kernel[1] + local_w).to(torch.uint8))
+        offsets = (local_h * kernel[1] + local_w).to(torch.uint8)
+        stored_as(offsets, "1-byte offsets")
+        ctx.save_for_backward(offsets)
         ctx.args = (kernel, stride, padding, dilation, ceil_mode)
         ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
         ctx.channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)

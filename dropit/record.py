@@ -26,7 +26,8 @@ values and positions.
 Elements are flattened in memory order, so channels_last inputs are not copied.
 
 Observers (the memory meter) are told of every record made, with the dense
-tensor it stands for: :func:`observe`.
+tensor it stands for, and of the other compact tensors saved for backward
+(a ReLU's 1-bit mask, a max pool's window offsets): :func:`observe`.
 """
 from __future__ import annotations
 
@@ -113,16 +114,24 @@ def position_kind(n: int, capacity: int, value_size: int, element_size: int) -> 
 
 
 _observers: list[Callable[[torch.Tensor, Record], None]] = []
+_stored_observers: list[Callable[[torch.Tensor, str], None]] = []
 
 
 @contextlib.contextmanager
-def observe(callback: Callable[[torch.Tensor, Record], None]) -> Iterator[None]:
-    """Call ``callback(dense_input, record)`` for each record made inside (eager mode only)."""
+def observe(
+    callback: Callable[[torch.Tensor, Record], None], *, on_stored: Callable[[torch.Tensor, str], None] | None = None
+) -> Iterator[None]:
+    """Call ``callback(dense_input, record)`` for each record made inside (eager mode only), and
+    ``on_stored(saved, kind)`` for each other compact tensor announced with :func:`stored_as`."""
     _observers.append(callback)
+    if on_stored is not None:
+        _stored_observers.append(on_stored)
     try:
         yield
     finally:
         _observers.remove(callback)
+        if on_stored is not None:
+            _stored_observers.remove(on_stored)
 
 
 def notify(dense: torch.Tensor, record) -> None:
@@ -130,3 +139,11 @@ def notify(dense: torch.Tensor, record) -> None:
     if _observers and not torch.compiler.is_compiling():
         for callback in list(_observers):
             callback(dense, record)
+
+
+def stored_as(saved: torch.Tensor, kind: str) -> None:
+    """Tell the observers how a tensor saved for backward without a record is stored, e.g. a
+    ReLU's ``"1-bit mask"``: the memory meter shows that instead of "plain"."""
+    if _stored_observers and not torch.compiler.is_compiling():
+        for callback in list(_stored_observers):
+            callback(saved, kind)

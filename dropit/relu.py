@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from . import ops
-from .record import from_memory_order, memory_order
+from .record import from_memory_order, memory_order, stored_as
 
 
 class _MaskedReLU(torch.autograd.Function):
@@ -28,7 +28,9 @@ class _MaskedReLU(torch.autograd.Function):
             out = x.relu()
         flat, ctx.permutation = memory_order(out)
         ctx.shape = out.shape
-        ctx.save_for_backward(ops.call(ops.pack_nonzero_op, flat))
+        bits = ops.call(ops.pack_nonzero_op, flat)
+        stored_as(bits, "1-bit mask")
+        ctx.save_for_backward(bits)
         return out
 
     @staticmethod

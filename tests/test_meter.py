@@ -131,3 +131,75 @@ def test_measuring_leaves_no_tensor_alive():
     before = live_tensors()
     assert [dropit.measure_cache(model, x).total_bytes for _ in range(2)] == [first, first]
     assert live_tensors() == before
+
+
+def _small_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Dropout(0.5), nn.Flatten(), nn.Linear(8 * 4 * 4, 5),
+    )
+
+
+def _state(model):
+    return {name: b.clone() for name, b in model.named_buffers()}
+
+
+@pytest.mark.parametrize("convert", [None, dict(gamma=0.9), dict(gamma=0.9, strategy="random", quantize="int8")])
+def test_measuring_leaves_running_statistics_and_counters_untouched(convert):
+    model = _small_cnn()
+    if convert is not None:
+        dropit.to_dropit(model, **convert)
+    before = _state(model)
+    assert int(before["1.num_batches_tracked"]) == 0
+    dropit.measure_cache(model, torch.randn(4, 3, 8, 8))
+    after = _state(model)
+    assert after.keys() == before.keys()
+    for name in before:
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=0, msg=name)
+    model.train()(torch.randn(4, 3, 8, 8))  # the buffers are still the module's own: a real step moves them
+    assert int(model[1].num_batches_tracked) == 1 and not torch.equal(model[1].running_mean, before["1.running_mean"])
+
+
+@pytest.mark.parametrize("convert", [None, dict(gamma=0.9, strategy="random")])
+def test_measuring_leaves_the_random_number_generator_untouched(convert):
+    model = _small_cnn()  # its Dropout (and the "random" strategy) draw from the global generator
+    if convert is not None:
+        dropit.to_dropit(model, **convert)
+    x = torch.randn(4, 3, 8, 8)
+    state = torch.get_rng_state()
+    dropit.measure_cache(model, x)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_measuring_restores_each_modules_mode():
+    model = _small_cnn().train()
+    model[1].eval()  # a frozen BatchNorm inside a training model
+    dropit.measure_cache(model, torch.randn(4, 3, 8, 8))
+    assert model.training and not model[1].training and model[0].training
+    dropit.measure_cache(model.eval(), torch.randn(4, 3, 8, 8))
+    assert not any(m.training for m in model.modules())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_measuring_leaves_the_cuda_generator_and_buffers_untouched():
+    model = dropit.to_dropit(_small_cnn().cuda(), gamma=0.9, strategy="random")
+    x = torch.randn(4, 3, 8, 8, device="cuda")
+    state, before = torch.cuda.get_rng_state(), _state(model)
+    report = dropit.measure_cache(model, x)
+    assert report.peak_cuda_bytes is not None
+    assert torch.equal(torch.cuda.get_rng_state(), state)
+    for name, b in _state(model).items():
+        torch.testing.assert_close(b, before[name], rtol=0, atol=0, msg=name)
+
+
+def test_relu_and_maxpool_rows_say_what_they_store():
+    model = dropit.to_dropit(_small_cnn(), gamma=0.9)
+    report = dropit.measure_cache(model, torch.randn(4, 3, 8, 8))
+    rows = {row["name"]: row for row in report.to_rows()}
+    n = 4 * 8 * 8 * 8
+    assert rows["2"]["storage"] == "1-bit mask" and rows["2"]["bytes"] == n // 8
+    assert rows["3"]["storage"] == "1-byte offsets" and rows["3"]["bytes"] == n // 4
+    assert "1-bit mask" in report.table() and rows["2"]["dense_bytes"] == 0
+    plain = {row["name"]: row for row in dropit.measure_cache(_small_cnn(), torch.randn(4, 3, 8, 8)).to_rows()}
+    assert plain["2"]["storage"] == "plain"
