@@ -17,7 +17,6 @@ machine they are not a measurement).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from dropit.lab import stats  # noqa: E402
+from dropit.lab.io import write_json  # noqa: E402
 from dropit.lab.train import loop  # noqa: E402
 from dropit.lab.train.config import load_config  # noqa: E402
 
@@ -95,7 +95,7 @@ def main() -> None:
             results[name] = runs
             print("\n".join(report(name, runs)), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -38,34 +38,19 @@ VARIANTS = {
 }
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def build(name: str):
-    import torch.nn as nn
-    import torchvision
-
-    if name == "resnet18_cifar":
-        m = torchvision.models.resnet18(num_classes=100)
-        m.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-        m.maxpool = nn.Identity()
-        return m
-    return getattr(torchvision.models, name)(num_classes=100)
-
-
 def one(config: str, variant: str, gamma: float, strategy: str | None) -> dict:
     """Run in the child process: one forward, memory growth and meter total."""
     import torch
 
     sys.path.insert(0, str(ROOT))
     import dropit
+    from dropit.lab.models.catalog import build_model
+    from dropit.lab.train.runtime import rss_bytes
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
     c = CONFIGS[config]
-    model = build(c["model"]).train()
+    model = build_model(c["model"], 100).train()
     options = VARIANTS[variant]
     if options is not None:
         dropit.to_dropit(model, gamma=gamma, **({"strategy": strategy} if strategy else {}), **options)

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.memory import rss_bytes  # noqa: E402
+from dropit.lab.train.runtime import rss_bytes  # noqa: E402
 
 MiB = 2**20
 

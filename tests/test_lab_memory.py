@@ -1,7 +1,7 @@
 """The paper's Cache (MB) column: eight rows, our kept bytes beside the paper's numbers."""
 import pytest
 
-from dropit.lab.measure.cache import cache_column, markdown, per_layer
+from dropit.lab.measure.cache import cache_column, markdown, paper_per_layer_pair, per_layer_pair
 from dropit.lab.reproduce.paper import PAPER_ROWS
 
 
@@ -28,11 +28,25 @@ def test_kept_bytes_match_the_measured_reference_sizes(column):
 def test_dropit_rows_keep_less_than_their_plain_rows(column):
     for r in column:
         assert (r["ratio"] < 0.85) if r["dropit"] else (r["ratio"] == 1.0)
-    assert "| cifar100 | ResNet-18 (32x32) w. DropIT |" in markdown(column)
+    assert "| CIFAR-100 | ResNet-18 (32x32) w. DropIT | 0.8 | 598 |" in markdown(column)
 
 
-def test_per_layer_report_names_layers():
-    report = per_layer("resnet18_cifar", gamma=0.8, batch_size=8)
-    names = {row["name"] for row in report.to_rows()}
-    assert {"conv1", "layer1.0.conv1", "layer1.0.bn1", "fc"} <= names
-    assert report.dense_bytes > 0
+def test_per_layer_pair_names_layers_and_leaves_the_rules_layers_dense():
+    pair = per_layer_pair("resnet18_cifar", gamma=0.8, strategy="mink", batch_size=8, device="cpu")
+    plain, drop = pair["plain"], pair["DropIT γ=0.8"]
+    assert {"conv1", "bn1", "layer1.0.bn1", "fc"} <= {r["name"] for r in plain}
+    assert all(r["bytes"] or r["dense_bytes"] for r in plain + drop)  # layers keeping nothing left out
+    by_name = {r["name"]: r for r in drop}
+    assert by_name["conv1"]["dense_bytes"] == 0 and by_name["fc"]["dense_bytes"] == 0  # the rule's dense layers
+    assert by_name["layer1.0.conv1"]["dense_bytes"] > 0  # stored compactly
+    assert sum(r["bytes"] for r in drop) < sum(r["bytes"] for r in plain)
+    estimated = per_layer_pair("resnet18_cifar", gamma=0.8, strategy="mink", batch_size=8)  # meta device
+    assert {label: [(r["name"], r["bytes"]) for r in rows] for label, rows in estimated.items()} == \
+        {label: [(r["name"], r["bytes"]) for r in rows] for label, rows in pair.items()}
+
+
+def test_paper_rows_leave_only_the_first_layer_dense():
+    row = next(r for r in PAPER_ROWS if r["dropit"] and r["model_name"] == "resnet18_cifar")
+    drop = paper_per_layer_pair(row, batch_size=2)[f"DropIT γ={row['gamma']:g}"]
+    by_name = {r["name"]: r for r in drop}
+    assert by_name["conv1"]["dense_bytes"] == 0 and by_name["fc"]["dense_bytes"] > 0

@@ -8,14 +8,14 @@ import dropit
 from dropit.lab import plots
 from dropit.lab.io import write_json
 from dropit.lab.reproduce import report
-from dropit.lab.notebook import teach
+from dropit.lab.measure.cache import per_layer_pair
 from dropit.lab.notebook import widgets
 
 
 def test_per_layer_memory_with_quantize_estimated_equals_measured():
     for model in ("resnet_mini", "vit_tiny"):
-        real = teach.plain_vs_dropit_layers(model, gamma=0.9, quantize="int8", batch_size=2)
-        meta = teach.plain_vs_dropit_layers(model, gamma=0.9, quantize="int8", batch_size=2, estimate=True)
+        real = per_layer_pair(model, gamma=0.9, strategy="mink", quantize="int8", batch_size=2, device="cpu")
+        meta = per_layer_pair(model, gamma=0.9, strategy="mink", quantize="int8", batch_size=2)
         assert list(real) == ["plain", "DropIT γ=0.9 + int8"]
         for label in real:
             assert {r["name"]: r["bytes"] for r in meta[label]} == {r["name"]: r["bytes"] for r in real[label]}

@@ -33,6 +33,7 @@ from torch.utils.data import Dataset, Subset
 
 from dropit.lab.data import download as dl
 from dropit.lab.data.download import DatasetMissing
+from dropit.lab.models.catalog import default_image_size
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
@@ -256,7 +257,7 @@ def targets_of(ds) -> list[int]:
 def build_datasets(cfg) -> tuple[Dataset, Dataset, int]:
     """(train, val, num_classes) for a RunConfig, with its transforms and subsets."""
     root = resolve_data_dir(cfg.data_dir)
-    size = cfg.image_size or (32 if cfg.dataset == "cifar100" else 224)
+    size = cfg.image_size or default_image_size(cfg.model, cfg.dataset)
     mean, std = mean_std(cfg.dataset, cfg.mean_std)
     folder = ensure_dataset(cfg.dataset, root, cfg.download)
     if cfg.dataset == "cifar100":

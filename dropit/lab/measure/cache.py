@@ -1,9 +1,9 @@
 """The paper's "Cache (MB)" column, reproduced with the memory meter.
 
-    from dropit.lab.measure.cache import cache_column, markdown, per_layer
-    rows = cache_column()                   # eight rows, our MiB beside the paper's MB
-    markdown(rows)                          # as a table
-    per_layer("resnet18_cifar", gamma=0.8)  # where the bytes are, layer by layer
+    from dropit.lab.measure.cache import cache_column, markdown, per_layer_pair
+    rows = cache_column()                        # eight rows, our MiB beside the paper's MB
+    markdown(rows)                               # as a table
+    per_layer_pair("resnet18_cifar", gamma=0.8)  # where the bytes are, layer by layer, plain and DropIT
 
 Protocol (arXiv 2202.13808 v1): batch 128 of random images, fp32, training-mode
 forward only. The paper reported the CUDA allocator's peak (weights + input +
@@ -22,38 +22,29 @@ import torch.nn as nn
 
 import dropit
 
-from dropit.lab.models.catalog import build_model
+from dropit.lab.models.catalog import build_model, default_dropit_exclude, default_image_size, dropit_filter
 from dropit.lab.reproduce.paper import PAPER_ROWS, TABLE_TITLES
 
 MiB = 2**20
 NUM_CLASSES = {"cifar100": 100, "imagenet": 1000}
 
 
-def _first_layer(model: nn.Module) -> str:
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            return name
-    return ""
-
-
 def _model(row: dict, gamma: float | None, strategy: str | None, relu_mask: bool) -> nn.Module:
     model = build_model(row["model_name"], NUM_CLASSES[row["table"]], image_size=row["image_size"])
     if gamma is not None:
-        first = _first_layer(model)
+        dense = dropit_filter(default_dropit_exclude(model, classifier=False))  # the paper's v1 protocol
         options = {"strategy": strategy} if strategy else {}
-        dropit.to_dropit(
-            model, gamma=gamma, module_filter_fn=lambda m, name: name != first, relu_mask=relu_mask, **options
-        )
+        dropit.to_dropit(model, gamma=gamma, module_filter_fn=dense, relu_mask=relu_mask, **options)
     return model
 
 
-def _measure(model: nn.Module, shape: tuple, device: str | None) -> tuple[dropit.CacheReport, str]:
+def _measure(model: nn.Module, shape: tuple, device: str | None, seed: int = 0) -> tuple[dropit.CacheReport, str]:
     if device is None:
         return dropit.estimate_cache(model, shape), "meta estimate"
     model.to(device)
-    x = torch.randn(shape, device=device)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(device)
     try:
-        return dropit.measure_cache(model, x), f"measured on {device}"
+        return dropit.measure_cache(model.train(), x), f"measured on {device}"
     finally:
         model.to("cpu")
 
@@ -98,24 +89,6 @@ def cache_column(
     return out
 
 
-def per_layer(
-    model_name: str,
-    *,
-    gamma: float | None = None,
-    table: str = "cifar100",
-    batch_size: int = 128,
-    image_size: int | None = None,
-    strategy: str | None = None,
-    device: str | None = None,
-) -> dropit.CacheReport:
-    """The meter's per-layer report for one model (plain when ``gamma`` is None)."""
-    size = image_size or (32 if model_name in ("resnet18_cifar", "resnet_mini") else 224)
-    row = {"model_name": model_name, "table": table, "image_size": size}
-    model = _model(row, gamma, strategy, relu_mask=True)
-    report, _ = _measure(model, (batch_size, 3, size, size), device)
-    return report
-
-
 def memory_device(choice: str | None = "auto") -> str | None:
     """The ``device`` for this module's functions: "auto" is "cuda" where present, else None (meta estimate)."""
     if choice != "auto":
@@ -123,13 +96,51 @@ def memory_device(choice: str | None = "auto") -> str | None:
     return "cuda" if torch.cuda.is_available() else None
 
 
-def per_layer_pair(row: dict, *, batch_size: int = 128, device: str | None = None) -> dict[str, list[dict]]:
-    """Per-layer rows of one paper row's model, plain and at the row's γ: ``{label: meter rows}``."""
-    common = dict(table=row["table"], batch_size=batch_size, device=device)
-    return {
-        "plain": per_layer(row["model_name"], **common).to_rows(),
-        f"DropIT γ={row['gamma']}": per_layer(row["model_name"], gamma=row["gamma"], **common).to_rows(),
-    }
+def per_layer_pair(
+    model_name: str,
+    *,
+    gamma: float = 0.9,
+    strategy: str | None = None,
+    quantize: str | None = None,
+    batch_size: int = 2,
+    image_size: int | None = None,
+    num_classes: int = 100,
+    device: str | None = None,
+    paper_protocol: bool = False,
+    seed: int = 0,
+) -> dict[str, list[dict]]:
+    """Per-layer bytes kept for backward by a lab model, plain and with DropIT: ``{"plain": rows, "DropIT γ=...": rows}``.
+
+    The meter's rows of the layers that keep something, ready for
+    :func:`dropit.lab.plots.layer_memory_bars`. ``device=None`` estimates on the
+    meta device (sizes only, fast at any batch), ``"cpu"``/``"cuda"`` measure one
+    forward of seeded random images. DropIT leaves the lab's dense layers alone
+    (:func:`~dropit.lab.models.catalog.default_dropit_exclude`: the first layer
+    and the classifier; the first only with ``paper_protocol``, as the paper's
+    Cache column); ``strategy=None`` is ``to_dropit``'s default, ``quantize``
+    adds the lossy companions.
+    """
+    size = image_size or default_image_size(model_name)
+    shape = (batch_size, 3, size, size)
+    torch.manual_seed(seed)
+    model = build_model(model_name, num_classes, image_size=size)
+    plain = _kept_rows(model, shape, device, seed)
+    dense = dropit_filter(default_dropit_exclude(model, classifier=not paper_protocol))
+    options = {"strategy": strategy} if strategy else {}
+    dropit.to_dropit(model, gamma=gamma, quantize=quantize, module_filter_fn=dense, **options)
+    label = f"DropIT γ={gamma:g}" + (f" + {quantize}" if quantize else "")
+    return {"plain": plain, label: _kept_rows(model, shape, device, seed)}
+
+
+def paper_per_layer_pair(row: dict, *, batch_size: int = 128, device: str | None = None) -> dict[str, list[dict]]:
+    """:func:`per_layer_pair` of one paper row (:data:`~dropit.lab.reproduce.paper.PAPER_ROWS`) at its protocol."""
+    return per_layer_pair(row["model_name"], gamma=row["gamma"], batch_size=batch_size, image_size=row["image_size"],
+                          num_classes=NUM_CLASSES[row["table"]], device=device, paper_protocol=True)
+
+
+def _kept_rows(model: nn.Module, shape: tuple, device: str | None, seed: int) -> list[dict]:
+    rows = _measure(model, shape, device, seed)[0].to_rows()
+    return [r for r in rows if r["bytes"] or r["dense_bytes"]]
 
 
 def markdown(rows: list[dict]) -> str:

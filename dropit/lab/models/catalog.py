@@ -89,6 +89,22 @@ def _deit(name: str, num_classes: int, size: int, patch_size: int | None) -> nn.
     return timm.create_model(_DEIT.get(name, "deit_tiny_patch16_224"), pretrained=False, **options)
 
 
+_NATIVE_32 = ("resnet18_cifar", "resnet_mini", "vit_tiny", "deit_mini")  # the CIFAR stem and the CPU demo models
+
+
+def default_image_size(model: str, dataset: str | None = None) -> int:
+    """The image size when none is given: the lab's one rule for it.
+
+    On data (``dataset`` given) the data decides: 32 for CIFAR-100, 224 for
+    ImageNet and Imagenette. Without data (memory measured on random images)
+    the model's own resolution: 32 for the CIFAR-stem and demo models, 224 for
+    the others.
+    """
+    if dataset is not None:
+        return 32 if dataset == "cifar100" else 224
+    return 32 if model in _NATIVE_32 else 224
+
+
 def build_model(
     name: str,
     num_classes: int,
@@ -97,7 +113,13 @@ def build_model(
     weights: str | Path | None = None,
     patch_size: int | None = None,
 ) -> nn.Module:
-    """A freshly initialised model, or one loaded from ``weights`` (a local file or a name: :func:`load_weights`)."""
+    """A freshly initialised model, or one loaded from ``weights`` (a local file or a name: :func:`load_weights`).
+
+    ``image_size`` defaults to the model's own (:func:`default_image_size`); only the ViTs depend on it.
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    size = image_size or default_image_size(name)
     if name == "resnet18_cifar":
         model = _resnet18_cifar(num_classes)
     elif name == "resnet18":
@@ -105,9 +127,8 @@ def build_model(
     elif name == "resnet_mini":
         model = MiniResNet(num_classes)
     elif name == "vit_b_16":
-        model = tv_vit_b_16(weights=None, num_classes=num_classes, image_size=image_size or 224)
+        model = tv_vit_b_16(weights=None, num_classes=num_classes, image_size=size)
     elif name == "vit_tiny":
-        size = image_size or 32
         patch = patch_size or max(1, size // 8)
         if size % patch:
             raise ValueError(f"vit_tiny: image_size {size} is not a multiple of patch_size {patch}")
@@ -116,9 +137,7 @@ def build_model(
             num_classes=num_classes,
         )
     elif name in _DEIT or name == "deit_mini":
-        model = _deit(name, num_classes, image_size or (32 if name == "deit_mini" else 224), patch_size)
-    else:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+        model = _deit(name, num_classes, size, patch_size)
     if weights:
         load_weights(model, weights)
     return model
@@ -169,12 +188,13 @@ def _is_layer(m: nn.Module) -> bool:
     return isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
 
 
-def default_dropit_exclude(model: nn.Module) -> list[str]:
-    """Qualified names of the first convolution/linear layer and the classifier (the last Linear)."""
+def default_dropit_exclude(model: nn.Module, *, classifier: bool = True) -> list[str]:
+    """The layers DropIT leaves dense, by the lab's one rule: the first convolution/linear layer, and the
+    classifier (the last Linear) unless ``classifier=False`` (the paper's v1 protocol, its Cache column)."""
     layers = [name for name, m in model.named_modules() if _is_layer(m)]
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     out = layers[:1]
-    if linears and linears[-1] not in out:
+    if classifier and linears and linears[-1] not in out:
         out.append(linears[-1])
     return out
 

@@ -200,58 +200,6 @@ def cache_vs_gamma(
     return rows
 
 
-def layer_cache_rows(model: nn.Module, inputs: Sequence[torch.Tensor], top: int | None = None) -> list[dict]:
-    """The meter's per-layer rows for one forward of ``model`` (largest first if ``top``)."""
-    rows = dropit.measure_cache(model.train(), *inputs).to_rows()
-    rows = [r for r in rows if r["bytes"] or r.get("dense_bytes")]
-    if top is not None:
-        rows = sorted(rows, key=lambda r: r["bytes"], reverse=True)[:top]
-    return rows
-
-
-def _default_size(model_name: str) -> int:
-    return 224 if model_name in ("resnet18", "vit_b_16") else 32
-
-
-def plain_vs_dropit_layers(
-    model_name: str,
-    *,
-    gamma: float = 0.9,
-    strategy: str = "mink",
-    batch_size: int = 2,
-    image_size: int | None = None,
-    num_classes: int = 100,
-    seed: int = 0,
-    quantize: str | None = None,
-    estimate: bool = False,
-) -> dict[str, list[dict]]:
-    """Per-layer bytes kept for backward by a lab model, plain and with DropIT.
-
-    The DropIT copy leaves the first layer and the classifier dense, as the
-    experiment layer does; ``quantize="int8"``/``"int4"`` adds the lossy
-    companions. ``estimate=True`` measures on the meta device (sizes only,
-    fast at any batch). Returns ``{"plain": rows, "DropIT γ=...": rows}`` (the
-    meter's rows), ready for :func:`dropit.lab.plots.layer_memory_bars`.
-    """
-    from dropit.lab.models.catalog import build_model, default_dropit_exclude, dropit_filter
-
-    size = image_size or _default_size(model_name)
-    torch.manual_seed(seed)
-    model = build_model(model_name, num_classes, image_size=size)
-    x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-    def rows():
-        if estimate:
-            return [r for r in dropit.estimate_cache(model, tuple(x.shape)).to_rows() if r["bytes"] or r["dense_bytes"]]
-        return layer_cache_rows(model, [x])
-
-    plain = rows()
-    exclude = default_dropit_exclude(model)
-    dropit.to_dropit(model, strategy, gamma, module_filter_fn=dropit_filter(exclude), quantize=quantize)
-    label = f"DropIT γ={gamma:g}" + (f" + {quantize}" if quantize else "")
-    return {"plain": plain, label: rows()}
-
-
 def model_cache_vs_gamma(
     model_name: str,
     gammas: Iterable[float] = DEFAULT_GAMMAS,
@@ -263,9 +211,9 @@ def model_cache_vs_gamma(
     seed: int = 0,
 ) -> list[dict]:
     """:func:`cache_vs_gamma` for a lab model, first layer and classifier left dense."""
-    from dropit.lab.models.catalog import build_model, default_dropit_exclude, dropit_filter
+    from dropit.lab.models.catalog import build_model, default_dropit_exclude, default_image_size, dropit_filter
 
-    size = image_size or _default_size(model_name)
+    size = image_size or default_image_size(model_name)
     torch.manual_seed(seed)
     model = build_model(model_name, num_classes, image_size=size)
     x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(seed))

@@ -51,6 +51,8 @@ import plotly.graph_objects as go
 
 from dropit.lab.notebook import bench
 from dropit.lab import plots, stats
+from dropit.lab.measure.cache import per_layer_pair
+from dropit.lab.models.catalog import default_image_size
 
 MiB = 2**20
 
@@ -148,10 +150,6 @@ class LiveRunPlot:
         self._flushed = len(h["step"])
 
 
-def _dataset_size(dataset: str) -> int:
-    return 32 if dataset == "cifar100" else 64
-
-
 def _replace_figure(fw: go.FigureWidget, new: go.Figure) -> None:
     """Make ``fw`` show ``new`` (any trace count) in one batched update."""
     with fw.batch_update():
@@ -188,7 +186,7 @@ class BenchPanel:
         self.book = bench.RunBook()
         self.model = W.Dropdown(options=list(MODELS), value=base.model, description="model")
         self.dataset = W.Dropdown(options=list(DATASETS), value=base.dataset, description="dataset")
-        size = base.image_size or _dataset_size(base.dataset)
+        size = base.image_size or default_image_size(base.model, base.dataset)
         self.image_size = W.Dropdown(options=sorted({32, 64, 96, 128, 160, 224, size}), value=size, description="image size")
         self.dropit = W.Checkbox(value=bool(base.dropit), description="DropIT", tooltip="off: the plain model")
         self.gamma = W.FloatSlider(value=base.dropit_gamma, min=0.0, max=0.99, step=0.01, description="γ", continuous_update=False)
@@ -239,7 +237,7 @@ class BenchPanel:
 
     # -- what the widgets describe ------------------------------------------------------
     def _dataset_changed(self, change) -> None:
-        self.image_size.value = _dataset_size(change["new"])
+        self.image_size.value = default_image_size(self.model.value, change["new"])
 
     def _dropit_changed(self, change) -> None:
         """γ and the strategy mean nothing for the plain model: greyed out while DropIT is off."""
@@ -450,11 +448,8 @@ def memory_explorer(
     converted (meta-device estimates: sizes only, so any batch size redraws in about a second)."""
     from dropit.quant import LEVELS
 
-    from dropit.lab.notebook import teach
-
     def figure(name, g, q):
-        layers = teach.plain_vs_dropit_layers(name, gamma=g, strategy=strategy, batch_size=batch_size,
-                                              quantize=q, estimate=True)
+        layers = per_layer_pair(name, gamma=g, strategy=strategy, batch_size=batch_size, quantize=q)  # meta estimate
         total = {label: sum(r["bytes"] for r in rows) / MiB for label, rows in layers.items()}
         summary = ", ".join(f"{label}: {mib:.1f} MiB" for label, mib in total.items())
         return plots.layer_memory_bars(layers, top=top, title=f"{name}, batch {batch_size}: {summary}")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from dropit.lab import stats
+from dropit.lab.models.catalog import default_image_size
 from dropit.lab.reproduce.paper import ICLR_ROWS, TABLE_TITLES, TABLES, table_rows
 
 RunLike = dict | str | Path
@@ -94,7 +95,7 @@ def describe_run(metrics: dict) -> str:
     epochs = metrics.get("epochs") or []
     done = final.get("epochs_completed", sum(1 for e in epochs if not e.get("partial")))
     n_img = final.get("train_images")
-    size = cfg.get("image_size") or (32 if cfg.get("dataset") == "cifar100" else 224)
+    size = cfg.get("image_size") or default_image_size(cfg.get("model", ""), cfg.get("dataset", "cifar100"))
     parts = [cfg.get("model", "?"), f"{done} epoch{'s' if done != 1 else ''}"]
     if epochs and epochs[-1].get("partial"):
         parts[-1] += f" + {epochs[-1].get('steps', '?')} steps"

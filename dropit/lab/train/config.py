@@ -23,10 +23,10 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import yaml
 
-from dropit.strategies import check_gamma
+from dropit.lab.models.catalog import MODEL_NAMES
+from dropit.strategies import STRATEGIES, check_gamma
 
-MODELS = ("resnet18_cifar", "resnet18", "vit_b_16", "resnet_mini", "vit_tiny",
-          "deit_tiny", "deit_small", "deit_base", "deit_mini")  # the deit_* are timm's
+MODELS = MODEL_NAMES  # dropit.lab.models.catalog's; the deit_* are timm's
 DATASETS = ("cifar100", "imagenet", "imagenette")
 CHOICES: dict[str, tuple[str, ...]] = {
     "model": MODELS,
@@ -34,7 +34,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("sgd", "adamw"),
     "schedule": ("multistep", "cosine", "constant"),
     "amp": ("none", "bf16", "fp16"),
-    "dropit_strategy": ("mink", "sampled", "random"),
+    "dropit_strategy": tuple(STRATEGIES),
     "mean_std": ("dataset", "half", "imagenet"),
 }
 

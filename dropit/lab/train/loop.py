@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from dropit.lab.data.datasets import DatasetMissing, build_datasets
 from dropit.lab.io import write_json
-from dropit.lab.models.catalog import apply_dropit, build_model
+from dropit.lab.models.catalog import apply_dropit, build_model, default_image_size
 from dropit.lab.models.weights import WeightsMissing, resolve_weights
 from dropit.lab.train import checkpoint as ckpt
 from dropit.lab.train import results
@@ -264,7 +264,7 @@ class Trainer:
     def _setup_model(self, num_classes: int) -> nn.Module:
         """The model, DropIT-converted per the config, on the device in the run's memory format."""
         cfg = self.cfg
-        image_size = cfg.image_size or (32 if cfg.dataset == "cifar100" else 224)
+        image_size = cfg.image_size or default_image_size(cfg.model, cfg.dataset)
         model = build_model(cfg.model, num_classes, image_size=image_size, weights=self.weights_file,
                             patch_size=cfg.patch_size)
         return apply_dropit(model, cfg).to(self.d.device, memory_format=self.memory_format)

@@ -2,7 +2,8 @@
 
 - :class:`Dist`         rank / world / device; initialises and closes the process group under torchrun
 - :func:`environment`   the ``environment`` block of metrics.json (versions, device, threads, ...)
-- :func:`rss_bytes`, :func:`peak_rss_bytes`  this process's resident memory (the CPU peak metric)
+- :func:`rss_bytes`, :func:`peak_rss_bytes`, :func:`reset_peak_rss`  this process's resident memory, now and
+  at its peak: the lab's one way to measure it (the loop's CPU peak, the frontier, benchmarks/memory.py)
 - :class:`PeakMemory`   the peak of a stretch of training: CUDA allocator's, or the CPU process's growth
 - :func:`compile_counts`  graphs and graph breaks dynamo has counted in this process
 """
@@ -56,6 +57,7 @@ class Dist:
 
 
 def rss_bytes() -> int:
+    """This process's resident size now (Linux /proc; 0 elsewhere)."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -64,8 +66,30 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
+    """This process's peak resident size since it started or since :func:`reset_peak_rss`.
+
+    Linux's VmHWM, which ``reset_peak_rss`` can lower (getrusage's maxrss may
+    keep an older peak); getrusage's maxrss where there is no /proc.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Lower the peak resident size to the current one (Linux /proc/self/clear_refs); False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 class PeakMemory:
@@ -73,8 +97,8 @@ class PeakMemory:
 
     On CUDA the allocator's ``max_memory_allocated`` ("cuda_max_allocated");
     on a CPU the growth of this process's peak resident size over its size when
-    this object was made ("cpu_peak_rss_growth": the kernel's peak cannot be
-    reset from here, so it covers everything since then).
+    this object was made ("cpu_peak_rss_growth"; the peak is reset where Linux
+    allows, else it covers everything since the process started).
     """
 
     def __init__(self, device: torch.device):
@@ -84,6 +108,8 @@ class PeakMemory:
     def reset(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            reset_peak_rss()
 
     def read(self) -> tuple[int, str]:
         if self.device.type == "cuda":
