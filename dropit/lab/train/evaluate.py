@@ -1,7 +1,7 @@
 """What the loop measures on its model between epochs: validation accuracy, and the bytes a forward keeps.
 
 - :func:`evaluate`       loss and top-1/top-5 on this rank's validation shard, summed over ranks
-- :func:`measure_cache`  ``dropit.measure_cache`` of one training-mode forward, leaving no trace
+- :func:`measure_cache`  ``dropit.measure_cache`` of one training-mode forward, as plain numbers
 """
 from __future__ import annotations
 
@@ -38,19 +38,10 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, autocas
 def measure_cache(model: nn.Module, sample: torch.Tensor) -> tuple[int, int | None]:
     """(bytes kept for backward by one training forward of ``sample``, that forward's CUDA peak or None).
 
-    The model's buffers (BatchNorm statistics) and the RNG states are restored
-    afterwards, so measuring does not change the run. The CUDA peak (weights and
-    transients included) is what the paper's "Cache (MB)" reports.
+    ``dropit.measure_cache`` leaves the model as it found it (modes, buffers,
+    RNG states), so measuring does not change the run. The CUDA peak (weights
+    and transients included) is what the paper's "Cache (MB)" reports.
     """
-    was_training = model.training
-    buffers = [b.detach().clone() for b in model.buffers()]
-    devices = [sample.device] if sample.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        model.train()
-        report = dropit.measure_cache(model, sample)
-    with torch.no_grad():
-        for b, saved in zip(model.buffers(), buffers):
-            b.copy_(saved)
-    model.train(was_training)
+    report = dropit.measure_cache(model, sample)
     peak = report.peak_cuda_bytes
     return int(report.total_bytes), (int(peak) if peak is not None else None)
