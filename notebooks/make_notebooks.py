@@ -366,6 +366,21 @@ recipe and commands: `docs/claim.md`.
 study_dir = "results/claim"  # the folder python -m dropit.lab.claim --out wrote
 protocols = ["cnn", "vit"]
 mechanism_json = "results/claim/mechanism.json"  # python -m dropit.lab.claim.mechanism --out ...; "" to skip
+committed_study = "../docs/claim"  # the committed full study, shown at the end; "" to skip
+run_small_study = False  # True (make reproduce): first run a small version of the study into study_dir
+small_protocol = "cnn"
+small_arms = ["plain", "mink"]
+small_seeds = 1
+small_max_steps = 200
+small_val_subset = 2000  # test images scored by the small study
+small_overrides = []  # more changes for its runs, each as --set takes them (python -m dropit.lab.claim)
+"""),
+    code("""
+if run_small_study:  # a pipeline check: a few hundred steps say nothing about the claim
+    from dropit.lab.claim.study import run_study
+
+    sets = [f"max_steps={small_max_steps}", f"val_subset={small_val_subset}", *small_overrides]
+    run_study(study_dir, protocol=small_protocol, arms=small_arms, seeds=small_seeds, overrides=sets)
 """),
     code("""
 import json
@@ -411,6 +426,18 @@ if mechanism_json and Path(mechanism_json).is_file():
     figures.mechanism_figure(json.loads(Path(mechanism_json).read_text())["rows"]).show()
 else:
     print("no mechanism file:", mechanism_json or "(skipped)")
+"""),
+    md("""
+## The committed full study
+
+What `make claim` committed under `docs/claim/` (three seeds per arm, the protocols of `docs/claim.md`).
+"""),
+    code("""
+committed = Path(committed_study or ".") / "claim.json"
+if committed_study and committed.is_file():
+    figures.stats_table_figure(json.loads(committed.read_text())).show()
+else:
+    print("no committed study at", committed_study or "(skipped)", "- the full study has not been run yet (docs/claim.md)")
 """),
 ]
 

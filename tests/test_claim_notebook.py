@@ -63,3 +63,27 @@ def test_write_figures_leaves_small_plotly_files(study):
     assert sorted(p.name for p in paths) == ["curves_cnn.plotly.json", "curves_vit.plotly.json", "mechanism.plotly.json",
                                              "stats.plotly.json"]
     assert all(p.stat().st_size < 200_000 for p in paths)
+
+
+def test_make_reproduce_runs_a_small_two_arm_one_seed_study(tmp_path, kernel, monkeypatch):
+    from lab_fakes import write_cifar100
+    from test_notebooks import PLOTLY, _execute, _outputs
+
+    from dropit.lab.reproduce import run as reproduce
+
+    (job,) = [j for j in reproduce.plan("quick", tmp_path) if j.name == "claim"]
+    p = job.parameters
+    assert p["run_small_study"] and p["small_arms"] == ["plain", "mink"] and p["small_seeds"] == 1
+    assert p["small_max_steps"] == 200 and reproduce.NO_DOWNLOAD in p["small_overrides"]
+    assert not [j for j in reproduce.plan("paper", tmp_path) if j.name == "claim"][0].parameters["run_small_study"]
+    # the same job on a fake CIFAR-100 and fewer steps: the notebook trains both arms and draws the study
+    write_cifar100(tmp_path / "data", n_train=200, n_test=100)
+    monkeypatch.setenv("DROPIT_DATA", str(tmp_path / "data"))
+    small = p["small_overrides"] + ["subset=200", "batch_size=50", "eval_batch_size=50", "threads=1", "cache_batch=8"]
+    (tmp_path / "nb").mkdir()
+    nb = _execute("claim", tmp_path / "nb", kernel, **dict(p, small_overrides=small, small_max_steps=3, small_val_subset=100,
+                                                           study_dir=str(tmp_path / "study"), committed_study=str(tmp_path / "none")))
+    summary = json.loads((tmp_path / "study" / "claim.json").read_text())
+    assert summary["runs"] == ["cnn-mink-seed0", "cnn-plain-seed0"]
+    assert summary["protocols"]["cnn"]["arms"]["mink"]["diff_vs_plain"]["top1"]["verdict"] == "one seed: no interval"
+    assert len(_outputs(nb, PLOTLY)) == 2  # the curves and the table

@@ -11,6 +11,8 @@ this Python on first use, ``python -m ipykernel install --sys-prefix --name drop
 1. ``memory.ipynb``      the Cache (MB) column of all eight rows, per-layer breakdown
 2. ``quickstart.ipynb``  the teaching figures (no widgets)
 3. ``explore.ipynb``     a short γ sweep through the lab bench: plain, then DropIT at γ 0.5 and 0.9 (quick preset only)
+   ``claim.ipynb``       the accuracy claim study: quick runs plain and mink for 200 steps (a pipeline check),
+                         both show the committed full study (docs/claim.md)
 4. ``cifar100.ipynb``    the four CIFAR-100 rows (``params/cifar100_*[_quick].yaml``)
 5. ``imagenet.ipynb``    the four ImageNet rows (Imagenette in the quick preset)
 6. ``iclr.ipynb``        the ICLR release's eight DeiT rows (``params/iclr_*[_quick].yaml``)
@@ -50,7 +52,7 @@ from pathlib import Path
 from dropit.lab.reproduce.rows import project_root
 
 KERNEL_NAME = "dropit"
-ALL = ("memory", "quickstart", "explore", "cifar100", "imagenet", "iclr")
+ALL = ("memory", "quickstart", "explore", "claim", "cifar100", "imagenet", "iclr")
 TABLE_JOBS = ("cifar100", "imagenet", "iclr")
 NO_DOWNLOAD = "download=false"  # rows never download: the data was fetched (or found missing) up front
 
@@ -78,8 +80,19 @@ def plan(preset: str, results: Path) -> list[Job]:
                                 overrides=["subset=500", "val_subset=200", "batch_size=32", "max_steps=8", "cache_batch=16",
                                            "checkpoint=false", NO_DOWNLOAD]))
         )
+    jobs.append(Job("claim", claim_parameters(preset, results)))
     jobs += [Job(t, dict(table=t, **table)) for t in TABLE_JOBS]
     return jobs
+
+
+def claim_parameters(preset: str, results: Path) -> dict:
+    """The claim notebook's parameters: quick runs a two-arm, one-seed, 200-step study to test the pipeline;
+    both presets show the committed full study (``docs/claim``, written by ``make claim``)."""
+    quick = preset == "quick"
+    return dict(study_dir=str(results / "claim"), protocols=["cnn"], mechanism_json="",
+                committed_study=str(project_root() / "docs" / "claim"), run_small_study=quick,
+                small_protocol="cnn", small_arms=["plain", "mink"], small_seeds=1, small_max_steps=200,
+                small_val_subset=2000, small_overrides=[NO_DOWNLOAD])
 
 
 RESERVE_S = 60.0  # kept back for the report, kernel start-ups and slack
