@@ -33,6 +33,7 @@ def test_summary_bands_and_table_from_a_constructed_study(study):
     out, summary = study
     d = summary["protocols"]["cnn"]["arms"]["mink"]["diff_vs_plain"]["top1"]
     assert d["diffs"] == pytest.approx([-1.0, -1.1, -1.2]) and d["verdict"] == "lower by 1.10"
+    assert summary["protocols"]["cnn"]["arms"]["plain"]["top1_last_quarter_gain"] == [10.0, 10.0, 10.0]  # epoch 2 -> 3
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("runs/*.json"))]
     band = figures.epoch_bands(runs, "cnn", "val_top1")["plain"]
     assert band["epoch"] == [1, 2, 3] and band["low"][-1] == 50.0 and band["high"][-1] == 52.0 and band["mean"][-1] == 51.0

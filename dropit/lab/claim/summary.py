@@ -8,7 +8,9 @@ Per protocol and arm: the ``seeds`` and, one value per seed in that order,
 training loss of the last epoch) and ``test_loss``; ``stats`` with each
 metric's mean and standard deviation over seeds; and ``diff_vs_plain`` per
 metric: arm - plain on the seeds both have, with ``mean``, ``ci95_low``,
-``ci95_high`` and the computed ``verdict`` (:mod:`dropit.lab.claim.stats`).
+``ci95_high`` and the computed ``verdict`` (:mod:`dropit.lab.claim.stats`);
+``top1_last_quarter_gain`` per seed: the test top-1 gained over the last quarter of
+the epochs, which says how far from converged the recipe stopped.
 """
 from __future__ import annotations
 
@@ -22,11 +24,22 @@ from dropit.lab.io import write_json
 METRICS = ("top1", "top5", "train_loss", "test_loss")
 
 
+def last_quarter_gain(run: dict) -> float | None:
+    """Test top-1 at the last epoch minus at three quarters of the epochs: how much was still coming at the end."""
+    scored = [(e["epoch"], e["val_top1"]) for e in run["epochs"] if e.get("val_top1") is not None]
+    if len(scored) < 2:
+        return None
+    last_epoch, last = scored[-1]
+    at = max((e, v) for e, v in scored if e <= 0.75 * last_epoch or e == scored[0][0])
+    return last - at[1]
+
+
 def _arm_block(runs: list[dict]) -> dict:
     runs = sorted(runs, key=lambda r: r["seed"])
     block = {"seeds": [r["seed"] for r in runs]}
     for m in METRICS:
         block[m] = [r["final"][m] for r in runs]
+    block["top1_last_quarter_gain"] = [last_quarter_gain(r) for r in runs]
     block["stats"] = {m: {k: v for k, v in describe(block[m]).items() if k != "values"} for m in METRICS}
     return block
 
