@@ -84,3 +84,11 @@ def test_summary_layout_and_the_command_line(tiny, tmp_path, capsys):
     assert run["final"]["steps"] == 3 and run["config"]["dropit_strategy"] == "mink" and run["config"]["dropit_gamma"] == 0.9
     assert "verdict" in capsys.readouterr().out
     assert main(["--out", str(out), "--protocol", "vit", "--arms", "nope"]) == 2
+
+
+def test_the_gpu_protocol_runs_its_pipeline_on_cpu(tiny, tmp_path):
+    # bf16 autocast, channels_last and the data on the device, shrunk to resnet_mini and three steps
+    summary = run_study(tmp_path / "g", protocol="gpu", seeds=1, overrides=tiny + ["model=resnet_mini", "max_steps=3"])
+    assert summary["runs"] == ["gpu-mink-seed0", "gpu-plain-seed0"]
+    run = json.loads((tmp_path / "g" / "runs" / "gpu-mink-seed0.json").read_text())
+    assert run["config"]["amp"] == "bf16" and run["config"]["channels_last"] and run["config"]["dropit_gamma"] == 0.8

@@ -1,6 +1,6 @@
 """The claim study's command line.
 
-    python -m dropit.lab.claim --out results/claim [--protocol cnn|vit|all] [--arms plain,mink] [--seeds 3]
+    python -m dropit.lab.claim --out results/claim [--protocol cnn|vit|gpu|all] [--arms plain,mink] [--seeds 3]
                                [--max-steps N] [--set key=value ...] [--commit]
 
 Trains every missing run of the study into ``OUT/runs/`` (resuming an
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dropit.lab.claim.protocols import PROTOCOLS
+from dropit.lab.claim.protocols import CPU_PROTOCOLS, PROTOCOLS
 from dropit.lab.claim.study import run_study
 from dropit.lab.claim.summary import table_rows
 from dropit.lab.data.download import DatasetMissing
@@ -35,7 +35,8 @@ def print_table(summary: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dropit.lab.claim", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="study folder (runs/, work/, claim.json)")
-    p.add_argument("--protocol", default="all", choices=(*PROTOCOLS, "all"))
+    p.add_argument("--protocol", default="all", choices=(*PROTOCOLS, "all"),
+                   help="all: the CPU protocols cnn and vit; gpu: CIFAR ResNet-18 for one GPU")
     p.add_argument("--arms", default=None, help="comma-separated arms (default: all of the protocol)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per arm (at least 3 for an interval)")
     p.add_argument("--max-steps", type=int, default=None, help="stop each run after N optimizer steps (pipeline checks)")
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = args.arms.split(",") if args.arms else None
     summary = None
     try:
-        for proto in PROTOCOLS if args.protocol == "all" else (args.protocol,):
+        for proto in CPU_PROTOCOLS if args.protocol == "all" else (args.protocol,):
             summary = run_study(args.out, protocol=proto, arms=arms, seeds=args.seeds, overrides=overrides,
                                 commit=args.commit)
     except (ConfigError, DatasetMissing, ValueError) as e:

@@ -18,6 +18,8 @@ cnn        default_int8  the default + ``quantize="int8"``
 vit        plain         none
 vit        mink          ``"mink"``, gamma 0.9 (the paper's ViT-B/16)
 vit        default_int8  ``"sampled"``, gamma 0.9 + ``quantize="int8"``
+gpu        plain         none (CIFAR ResNet-18, bf16, for one GPU)
+gpu        mink          ``"mink"``, gamma 0.8
 =========  ============  ===================================================
 """
 from __future__ import annotations
@@ -41,8 +43,13 @@ ARMS: dict[str, dict[str, dict]] = {
         "mink": {"dropit": True, "dropit_strategy": "mink", "dropit_gamma": 0.9},
         "default_int8": {**_DEFAULT, "dropit_quantize": "int8"},
     },
+    "gpu": {  # the paper's CIFAR ResNet-18 at a short schedule, for one GPU (params/claim_gpu.yaml)
+        "plain": {},
+        "mink": {"dropit": True, "dropit_strategy": "mink", "dropit_gamma": 0.8},
+    },
 }
 PROTOCOLS = tuple(ARMS)
+CPU_PROTOCOLS = ("cnn", "vit")  # what --protocol all (make claim) runs
 
 
 def params_file(protocol: str) -> Path:
