@@ -35,7 +35,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from . import kernels
+from . import quant_ops
 from .record import from_memory_order, memory_order, notify
 
 LEVELS = ("int8", "int4")
@@ -94,7 +94,7 @@ def quantize(x: torch.Tensor, bits: int) -> QRecord:
     """x as per-group integer codes, in its memory order (channels_last is not copied)."""
     flat, perm = memory_order(x)
     group = GROUP_SIZE[bits]
-    codes, scales = kernels.quantize(flat, bits, group)
+    codes, scales = quant_ops.quantize(flat, bits, group)
     record = QRecord(codes, scales, QLayout(f"int{bits}", x.shape, x.dtype, perm, flat.numel(), group))
     notify(x, record)
     return record
@@ -103,7 +103,7 @@ def quantize(x: torch.Tensor, bits: int) -> QRecord:
 def dequantize(record: QRecord) -> torch.Tensor:
     """The dense tensor of the record's shape, dtype and memory format."""
     layout = record.layout
-    flat = kernels.dequantize(record.codes, record.scales, layout.bits, layout.group, layout.numel, layout.dtype)
+    flat = quant_ops.dequantize(record.codes, record.scales, layout.bits, layout.group, layout.numel, layout.dtype)
     return from_memory_order(flat, layout.shape, layout.permutation)
 
 
@@ -111,7 +111,7 @@ def encode_derivative(x: torch.Tensor, function: str) -> QRecord:
     """The 4-bit bin of each element for ``function``'s derivative table (see :func:`fewbit_tables`)."""
     flat, perm = memory_order(x)
     boundaries, _ = fewbit_tables(function, x.device)
-    codes = kernels.fewbit_encode(flat, boundaries)
+    codes = quant_ops.fewbit_encode(flat, boundaries)
     record = QRecord(codes, None, QLayout("fewbit4", x.shape, x.dtype, perm, flat.numel(), 0))
     notify(x, record)
     return record
@@ -123,7 +123,7 @@ def derivative_grad(grad: torch.Tensor, record: QRecord, function: str) -> torch
     _, levels = fewbit_tables(function, grad.device)
     perm = layout.permutation
     g = (grad if perm is None else grad.permute(perm)).contiguous().view(-1)  # the codes' order
-    return from_memory_order(kernels.fewbit_grad(g, record.codes, levels), layout.shape, perm)
+    return from_memory_order(quant_ops.fewbit_grad(g, record.codes, levels), layout.shape, perm)
 
 
 FEWBIT_BINS = 15  # derivative levels; code 15 is the non-finite marker
