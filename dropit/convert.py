@@ -140,7 +140,9 @@ def to_dropit(
     rates = {p: check_gamma(g, f"gamma_by_name[{p!r}]") for p, g in (gamma_by_name or {}).items()}
     if any(True for _ in converted_modules(model)):
         raise ValueError("model is already converted to DropIT; call dropit.restore(model) first, or set_gamma()")
-    enabled = {"always": True, "relu_mask": relu_mask, "compact_maxpool": compact_maxpool, "quantize": quantize is not None}
+    enabled = {  # kinds.OPTIONS: which option turns each kind on
+        "always": True, "relu_mask": relu_mask, "compact_maxpool": compact_maxpool, "quantize": quantize is not None,
+    }
     for module, name, kind in _plan(model, enabled, module_filter_fn):
         layer_spec = copy.copy(spec)  # already checked: only the rate differs
         layer_spec.gamma = _gamma_for(name, spec.gamma, rates)

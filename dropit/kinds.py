@@ -32,12 +32,13 @@ OPTIONS = ("always", "relu_mask", "compact_maxpool", "quantize")
 class Kind:
     """One kind of module DropIT converts.
 
-    ``supports`` says whether this instance can be converted (else it is left
-    dense, with a warning naming ``unsupported`` where that is given). ``computes`` lists the
-    child modules this kind's forward computes itself (they are then not
-    converted on their own). ``prepare`` runs once per module at conversion.
-    ``quantizes``: the forward also keeps something quantized when
-    ``quantize=`` is set (true of every ``"quantize"`` kind).
+    ``supports`` says whether this instance can be converted (else it is
+    left dense, with a warning naming ``unsupported`` where that is given).
+    ``computes`` lists the child modules this kind's forward computes itself
+    (they are then not converted on their own). ``prepare`` runs once per
+    module at conversion. ``quantizes``: the forward also keeps something
+    quantized when ``quantize=`` is set (true of every ``"quantize"`` kind);
+    the converted forward's repr then shows the level.
     """
 
     name: str
