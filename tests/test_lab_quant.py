@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import torch
 
 import dropit
 from dropit.lab import plots

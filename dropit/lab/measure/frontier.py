@@ -26,7 +26,6 @@ so that freed large tensors go back to the system. Linux only (``/proc``).
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import os
