@@ -207,7 +207,7 @@ def test_summary_figure_marks_points_within_noise_instead_of_drawing_a_trend():
     assert kept.mode == "lines+markers" and top1.mode == "markers"  # no line drawn through noise
     assert set(top1.marker.symbol) == {"circle-open"}
     (note,) = fig.layout.annotations[2:]  # after the two panel titles
-    assert note.text == "every γ within noise of plain at 1000 test images: no trend to read"
+    assert note.text == "every γ within noise at 1000 test images: no trend to read"
     # one point clear of the noise: the line comes back and only the noisy points are open
     runs[3].result = _result(6.0, 10 * MiB)
     fig = plots.sweep_summary_figure(book.table())

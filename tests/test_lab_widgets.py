@@ -236,3 +236,14 @@ def test_a_missing_dataset_is_one_escaped_line_with_the_details_folded(tmp_path)
     assert "/&lt;class&gt;/*.JPEG" in line and "<class>" not in status  # the path as written, not eaten as a tag
     assert details.startswith("<summary>details</summary><pre>Traceback") and details.endswith("</pre></details>")
     assert "failed" in panel.table.value
+
+
+def test_fit_width_asks_the_front_end_to_measure_again():
+    fig = widgets.go.FigureWidget(plots.bench_figure())
+    sent = []
+    fig.observe(lambda c: sent.append(c["new"]), names="_py2js_relayout")
+    widgets.fit_width(fig, delays=(0.01, 0.02))
+    _wait_for(lambda: len([m for m in sent if m]) >= 4, timeout=10)
+    edits = [m["relayout_data"] for m in sent if m]
+    assert edits == [{"autosize": False}, {"autosize": True}] * 2  # the relayout plotly.js's resize handler sends
+    assert fig.layout.autosize is True and fig.layout.width is None

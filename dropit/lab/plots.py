@@ -426,7 +426,7 @@ def sweep_summary_figure(rows: Sequence[Mapping], *, title: str | None = None) -
             fig.add_hrect(y0=ref.value - stats.Z_NOISE * ref.error, y1=ref.value + stats.Z_NOISE * ref.error, row=1, col=2,
                           fillcolor=p["color"], opacity=0.08, line_width=0)
     if noisy:
-        words = (f"every γ within noise of plain at {n_test} test images: no trend to read" if noisy == total
+        words = (f"every γ within noise at {n_test} test images: no trend to read" if noisy == total
                  else f"open markers: within noise at {n_test} test images")
         fig.add_annotation(text=words, xref="x2 domain", yref="y2 domain",
                            x=0.02, y=0.02, showarrow=False, xanchor="left", yanchor="bottom", font=dict(size=12))

@@ -339,7 +339,8 @@ def table_html(rows: Sequence[dict]) -> str:
     if not rows:
         return "<i>Finished runs appear here.</i>"
     style = "padding:2px 8px;text-align:"
-    th = "".join(f"<th style='{style}{'left' if k == 'name' else 'right'}'>{t}</th>" for k, t, _ in COLUMNS)
+    th = "".join(f"<th style='{style}{'left' if k == 'name' else 'right'};white-space:nowrap'>{html.escape(t)}</th>"
+                 for k, t, _ in COLUMNS)
     trs = []
     for r in rows:
         tds = []

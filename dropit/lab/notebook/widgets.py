@@ -150,6 +150,28 @@ class LiveRunPlot:
         self._flushed = len(h["step"])
 
 
+def fit_width(fw: go.FigureWidget, delays: Sequence[float] = (0.5, 1.5, 4.0)) -> go.FigureWidget:
+    """Make ``fw`` take its container's width once it is on the page.
+
+    plotly's FigureWidget measures its container when it first draws; in JupyterLab 4 that
+    happens before the output area is laid out, so an empty figure is drawn at plotly's
+    default 700 px (issue 21: about 180 px a panel) until an update makes it measure again,
+    and no resize reaches it. Toggling ``autosize`` sends the relayout plotly.js's own resize
+    handler sends, which measures the container again; it is sent ``delays`` seconds after
+    the call (the front end does not report to the kernel when the figure is on the page).
+    A figure already at its width does not change.
+    """
+    def remeasure() -> None:
+        fw.layout.autosize = False
+        fw.layout.autosize = True
+
+    for delay in delays:
+        timer = threading.Timer(delay, remeasure)
+        timer.daemon = True
+        timer.start()
+    return fw
+
+
 def _replace_figure(fw: go.FigureWidget, new: go.Figure) -> None:
     """Make ``fw`` show ``new`` (any trace count) in one batched update."""
     with fw.batch_update():
@@ -208,9 +230,9 @@ class BenchPanel:
         self.clear_button = W.Button(description="clear", icon="trash", tooltip="remove all runs from the figure and the table")
         self.status = W.HTML("ready")
         self.status.add_class("dropit-status")  # what the browser tests read
-        self.fig = go.FigureWidget(plots.bench_figure())
+        self.fig = fit_width(go.FigureWidget(plots.bench_figure()))
         self.table = W.HTML(bench.table_html([]))
-        self.summary = go.FigureWidget(plots.sweep_summary_figure([]))
+        self.summary = go.FigureWidget(plots.sweep_summary_figure([]))  # fitted when a sweep shows it
         self.thread: threading.Thread | None = None
         self.current: LiveRunPlot | None = None
         self.result: dict | None = None
@@ -313,6 +335,7 @@ class BenchPanel:
             self._sweep_runs = []
             if self.summary not in self.widget.children:
                 self.widget.children = (*self.widget.children, self.summary)
+                fit_width(self.summary)
         for b in (self.run_button, self.sweep_button, self.clear_button):
             b.disabled = True
         self.stop_button.disabled = False
@@ -414,7 +437,7 @@ def gamma_explorer(x, *, gamma: float = 0.9, strategy: str = "mink", index=(0, 0
             plots.magnitude_histogram(d.before, d.threshold, d.kept, title=f"|x| at γ = {g:g} ({s})"),
         )
 
-    heat, hist = (go.FigureWidget(f) for f in figures(gamma, strategy))
+    heat, hist = (fit_width(go.FigureWidget(f)) for f in figures(gamma, strategy))
     slider = W.FloatSlider(value=gamma, min=0.0, max=0.99, step=0.01, description="γ", continuous_update=False)
     dropdown = W.Dropdown(options=list(STRATEGIES), value=strategy, description="strategy")
 
@@ -454,7 +477,7 @@ def memory_explorer(
         summary = ", ".join(f"{label}: {mib:.1f} MiB" for label, mib in total.items())
         return plots.layer_memory_bars(layers, top=top, title=f"{name}, batch {batch_size}: {summary}")
 
-    figs = [go.FigureWidget(figure(name, gamma, quantize)) for name in models]
+    figs = [fit_width(go.FigureWidget(figure(name, gamma, quantize))) for name in models]
     slider = W.FloatSlider(value=gamma, min=0.0, max=0.99, step=0.01, description="γ", continuous_update=False)
     menu = W.Dropdown(options=[("none (exact)", None)] + [(lv + " (lossy)", lv) for lv in LEVELS], value=quantize,
                       description="quantize")
