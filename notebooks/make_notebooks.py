@@ -339,6 +339,27 @@ fig = plots.frontier_figure(frontier_rows)
 write_figure(out / "frontier.plotly.json", fig)
 fig
 """),
+    md("""
+## A memory target, planned
+
+`dropit.plan(model, batch, loss_fn, target=...)` measures the candidates on your model
+(DropIT's γ, the quantize levels, checkpointed blocks, and with `compile=True` the
+compiler's memory budget) and picks the fastest that keeps at most the target. Here on the
+first of `frontier_models` at its time batch; move the target (a fraction of plain's kept
+bytes) and the pick, the star, is re-chosen from the measured table.
+"""),
+    code("""
+from dropit.lab.notebook.planner_widget import plan_figure, plan_model
+
+name, _, _, time_batch = frontier.MODELS[frontier_models.split(",")[0]]
+planned = plan_model(name, batch_size=time_batch, gammas=(0.9,), rounds=frontier_rounds)
+write_json(out / "plan.json", planned.rows)
+if interactive:
+    from dropit.lab.notebook.planner_widget import planner_explorer
+    display(planner_explorer(planned, target=0.3))
+else:
+    display(plan_figure(planned, target=0.3))
+"""),
 ]
 
 

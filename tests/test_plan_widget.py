@@ -1,0 +1,31 @@
+"""The memory notebook's planner widget: moving the target re-picks from the measured table and redraws."""
+import pytest
+
+from dropit.lab.notebook.planner_widget import pick_at, plan_figure, plan_model, planner_explorer
+
+
+@pytest.fixture(scope="module")
+def planned():
+    return plan_model("resnet_mini", batch_size=4, rounds=2, gammas=(0.9,), quantize=(None, "int8"), blocks=[[]])
+
+
+def test_moving_the_target_changes_the_marked_pick(planned):
+    box = planner_explorer(planned, target=1.0)
+    loose = box.pick
+    assert loose is not None
+    star = next(t for t in box.figure.data if t.name == "pick")
+    assert list(star.text) == [loose]
+    low = min(r["kept_ratio"] for r in planned.rows)
+    box.slider.value = round(low + 0.01, 2)  # only the leanest candidates fit
+    assert box.pick != loose and box.pick == pick_at(planned, box.slider.value)
+    star = next(t for t in box.figure.data if t.name == "pick")
+    assert list(star.text) == [box.pick]
+    assert box.figure.layout.shapes[0].y0 == pytest.approx(box.slider.value)  # the target line moved too
+
+
+def test_an_unreachable_target_marks_nothing_and_says_so(planned):
+    low = min(r["kept_ratio"] for r in planned.rows)
+    assert pick_at(planned, low * 0.5) is None
+    fig = plan_figure(planned, target=low * 0.5)
+    assert "no candidate fits" in fig.layout.title.text
+    assert len(next(t for t in fig.data if t.name == "pick").x) == 0
