@@ -42,12 +42,12 @@ bench-frontier: $(STAMP)
 # as it lands (COMMIT=0: not), so `make claim` on a fresh clone continues where the study stopped.
 CLAIM_DIR ?= docs/claim
 COMMIT    ?= 1
-claim: $(STAMP)
+claim: $(STAMP) $(KERNEL)
 	$(PY) -m dropit.lab.claim --out $(CLAIM_DIR) --protocol all --seeds $(or $(SEEDS),3) $(if $(filter 1 true yes,$(COMMIT)),--commit)
 	test -f $(CLAIM_DIR)/mechanism.json || $(PY) -m dropit.lab.claim.mechanism --out $(CLAIM_DIR)/mechanism.json
 	$(PY) -m dropit.lab.claim.figures $(CLAIM_DIR) $(CLAIM_DIR)/mechanism.json
 	$(if $(filter 1 true yes,$(COMMIT)),-git add -f $(CLAIM_DIR)/mechanism.json $(CLAIM_DIR)/figures && git commit -q -m "claim: mechanism and figures" -- $(CLAIM_DIR)/mechanism.json $(CLAIM_DIR)/figures)
-	$(PY) -m papermill notebooks/claim.ipynb results/claim.ipynb -p study_dir $(abspath $(CLAIM_DIR)) -p mechanism_json $(abspath $(CLAIM_DIR))/mechanism.json --cwd notebooks
+	mkdir -p results && $(PY) -m papermill notebooks/claim.ipynb results/claim.ipynb -p study_dir $(abspath $(CLAIM_DIR)) -p mechanism_json $(abspath $(CLAIM_DIR))/mechanism.json --cwd notebooks
 
 reproduce: $(STAMP)
 	$(PY) -m dropit.lab.reproduce $(if $(PRESET),--preset $(PRESET)) $(if $(filter 0 false no,$(DOWNLOAD)),--no-download) \
