@@ -1,25 +1,30 @@
-"""The 4-bit quantization kernels as ``torch.library`` custom ops, so compiled CPU graphs run the C kernels.
+"""The quantization kernels as ``torch.library`` custom ops, so compiled CPU graphs run the fused C kernels.
 
-    codes, scales = quant_ops.quantize(flat, 4, 32)     # what dropit.quant calls; eager or compiled
-    flat = quant_ops.dequantize(codes, scales, 4, 32, n, torch.float32)
+    codes, scales = quant_ops.quantize(flat, 8, 64)     # what dropit.quant calls; eager or compiled
+    flat = quant_ops.dequantize(codes, scales, 8, 64, n, torch.float32)
 
 In eager mode these are :mod:`dropit.kernels`' functions (the C kernels on
 CPU). Under ``torch.compile`` the kernels fall back to the torch reference for
-inductor to compile. On CPU that is a good deal for int8 and a bad one for the
-4-bit codes. Minimum times over 30 calls on 2M fp32 elements, one thread (a
-busy machine, so indicative only; ``benchmarks/profile_compiled.py`` has the
-whole-step view):
+inductor to compile; on CPU, where the C library is loaded, a compiled graph
+calls them instead as opaque custom ops (``torch.ops.dropit.quantize``, ...)
+with fake implementations that give the static output shapes, as
+:mod:`dropit.ops` does for the drop. Measured on a busy two-core machine (so
+indicative; ``benchmarks/profile_compiled.py`` prints the figures for a quiet
+one), one thread:
 
-- int8 quantize 1.6 ms compiled reference, 3.4 ms C; dequantize 1.9 and 2.6 ms;
-- int4 quantize 9.9 and 6.7 ms; dequantize 19 and 2.2 ms (the nibble unpacking);
-- few-bit encode 195 and 2.6 ms (the bucketing); few-bit grad 15 and 1.3 ms.
+- the compiled CIFAR ResNet-18 step (batch 32) with DropIT + int8 spent about
+  2.0 s more than compiled plain outside the convolutions with inductor's code
+  of the reference (1.83 s of it inside inductor's fused kernels: the group
+  absmax fused with BatchNorm's forward), and about 1.1 s more with the C
+  kernels as custom ops (0.34 s in them), in interleaved profiled steps;
+- alone, on 2M elements (min of 30 calls): int8 quantize 1.6 ms compiled
+  reference against 3.4 ms C, dequantize 1.9 / 2.6 ms; but int4 quantize
+  9.9 / 6.7 ms, dequantize 19 / 2.2 ms, few-bit encode 195 / 2.6 ms and
+  few-bit grad 15 / 1.3 ms. So even where inductor's int8 kernel is faster on
+  its own, inside the model it costs more.
 
-So a compiled CPU graph calls the 4-bit and few-bit kernels as opaque custom
-ops (``torch.ops.dropit.quantize``, ...) with fake implementations that give
-the static output shapes, as :mod:`dropit.ops` does for the drop, and leaves
-int8 to inductor, which also fuses it into the neighbouring kernels. On CUDA
-the reference stays (inductor makes Triton kernels of it). The outputs are the
-same bit for bit either way (the C kernels match the reference; tests).
+On CUDA the reference stays (inductor makes Triton kernels of it). The outputs
+are the same bit for bit either way (the C kernels match the reference; tests).
 """
 from __future__ import annotations
 
@@ -86,13 +91,13 @@ def _(grad, codes, levels):
 
 
 def quantize(flat: torch.Tensor, bits: int, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`dropit.kernels.quantize`; the custom op for 4 bits inside a compiled CPU graph."""
-    return quantize_op(flat, bits, group) if bits == 4 and _opaque(flat) else kernels.quantize(flat, bits, group)
+    """:func:`dropit.kernels.quantize`, as the custom op inside a compiled CPU graph."""
+    return quantize_op(flat, bits, group) if _opaque(flat) else kernels.quantize(flat, bits, group)
 
 
 def dequantize(codes, scales, bits: int, group: int, n: int, dtype) -> torch.Tensor:
-    """:func:`dropit.kernels.dequantize`; the custom op for 4 bits inside a compiled CPU graph."""
-    if bits == 4 and _opaque(scales, dtype):
+    """:func:`dropit.kernels.dequantize`, as the custom op inside a compiled CPU graph."""
+    if _opaque(scales, dtype):
         return dequantize_op(codes, scales, bits, group, n, dtype)
     return kernels.dequantize(codes, scales, bits, group, n, dtype)
 
