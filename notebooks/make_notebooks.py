@@ -277,7 +277,7 @@ from dropit.lab.measure import cache as memory
 from dropit.lab import plots
 from dropit.lab.io import write_figure, write_json
 from dropit.lab.reproduce import rows
-from dropit.lab.reproduce.paper import PAPER_ROWS
+from dropit.lab.paper import PAPER_ROWS
 
 out, dev = rows.resolve_out(out_dir), memory.memory_device(device)
 column = memory.cache_column(batch_size=batch_size, device=dev)

@@ -15,7 +15,7 @@ def _seed():
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     """No test downloads: the connection probe finds no network (tests of downloads fake one)."""
-    from dropit.lab.data import download
+    from dropit.lab import download
 
     monkeypatch.setattr(download, "reachable", lambda url, timeout=download.PROBE_TIMEOUT_S: False)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from dropit.lab.train.config import ConfigError, RunConfig, field_names, load_config
-from dropit.lab.reproduce.paper import ALL_ROWS
+from dropit.lab.paper import ALL_ROWS
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
 

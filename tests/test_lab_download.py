@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from dropit.lab.data import datasets as D
-from dropit.lab.data import download as dl
+from dropit.lab import download as dl
 from dropit.lab.train.config import RunConfig
 from lab_fakes import write_cifar100, write_image_folder
 

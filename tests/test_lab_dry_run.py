@@ -1,7 +1,7 @@
 """The preset's dry run: every row with its file, data, weights, devices and time per epoch; nothing trained."""
 import pytest
 
-from dropit.lab.data import download as dl
+from dropit.lab import download as dl
 from dropit.lab.models import weights as W
 from dropit.lab.reproduce import dry_run as D
 from dropit.lab.reproduce import run as R

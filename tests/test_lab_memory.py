@@ -2,7 +2,7 @@
 import pytest
 
 from dropit.lab.measure.cache import cache_column, markdown, paper_per_layer_pair, per_layer_pair
-from dropit.lab.reproduce.paper import PAPER_ROWS
+from dropit.lab.paper import PAPER_ROWS
 
 
 @pytest.fixture(scope="module")

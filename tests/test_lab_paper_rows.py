@@ -12,9 +12,9 @@ would not have.
 import pytest
 import torch
 
-from dropit.lab.data import download as dl
+from dropit.lab import download as dl
 from dropit.lab.models import weights as W
-from dropit.lab.reproduce.paper import TABLES
+from dropit.lab.paper import TABLES
 from dropit.lab.reproduce.rows import resolve, run_row, table_params
 from dropit.lab.train.config import load_config
 from lab_fakes import PUBLISHED_WEIGHTS, fake_published_weights, write_cifar100, write_image_folder

@@ -8,7 +8,7 @@ from dropit.lab.io import write_figure, write_json
 from dropit.lab.reproduce import report
 from dropit.lab.reproduce.markdown_html import markdown_to_html, write_html
 from dropit.lab.reproduce.notebook_outputs import PLOTLY_MIME, notebook_figures
-from dropit.lab.reproduce.paper import PAPER_ROWS
+from dropit.lab.paper import PAPER_ROWS
 
 
 def _run(tmp, name, row, top1, model="resnet_mini", dropit=False):

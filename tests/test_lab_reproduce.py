@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from dropit.lab.data import download as dl
+from dropit.lab import download as dl
 from dropit.lab.reproduce import run as reproduce
 from lab_fakes import write_cifar100, write_image_folder
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from dropit.lab.reproduce import tables
-from dropit.lab.reproduce.paper import PAPER_ROWS
+from dropit.lab.paper import PAPER_ROWS
 
 
 def _metrics(model="resnet_mini", dataset="cifar100", dropit=False, top1=12.5, top5=30.25, cache=3 * 2**20,
@@ -91,7 +91,7 @@ def test_runs_from_files_and_folders(tmp_path):
 
 
 def test_iclr_table_rows_gammas_and_inference():
-    from dropit.lab.reproduce.paper import ICLR_ROWS
+    from dropit.lab.paper import ICLR_ROWS
 
     assert [(r["top1"], r["gamma"]) for r in ICLR_ROWS] == [
         (72.1, None), (72.5, 0.5), (72.4, 0.6), (72.1, 0.7), (89.7, None), (90.1, 0.9), (90.8, None), (91.3, 0.9)]

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.hub
 
-from dropit.lab.data import download as dl
+from dropit.lab import download as dl
 from dropit.lab.models import weights as W
 from dropit.lab.models.catalog import build_model
 from dropit.lab.train.config import ConfigError, RunConfig, load_config

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import nbformat
-from dropit.lab.reproduce.paper import PAPER_ROWS
+from dropit.lab.paper import PAPER_ROWS
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

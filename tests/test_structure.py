@@ -150,3 +150,34 @@ def test_the_core_imports_only_torch_and_the_standard_library_at_module_level():
                 continue
             bad.update({name: t for t in targets if t.split(".")[0] not in allowed})
     assert not bad, f"the core imports more than torch and the standard library at module level: {bad}"
+
+
+# The lab's layers, lowest first: a module may import from its own layer or a lower one, never a higher.
+LAB_LAYERS = [
+    {"io", "paper", "download", "stats"},  # leaves: files, the paper's numbers, fetching, statistics
+    {"models"},
+    {"data"},  # the default image size is a model's and dataset's rule (models.catalog)
+    {"train"},
+    {"measure"},
+    {"plots"},
+    {"claim"},
+    {"reproduce"},
+    {"notebook"},
+]
+
+
+def _lab_layer(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[:2] != ["dropit", "lab"] or len(parts) < 3:
+        return None
+    for rank, names in enumerate(LAB_LAYERS):
+        if parts[2] in names:
+            return rank
+    raise AssertionError(f"{module} is in no layer of LAB_LAYERS: add its group there")
+
+
+def test_the_lab_imports_point_down_its_layers():
+    up = sorted(f"{a} -> {b}" for a, targets in _edges().items() for b in targets
+                if _lab_layer(a) is not None and _lab_layer(b) is not None and _lab_layer(b) > _lab_layer(a))
+    assert not up, "imports pointing up the lab's layers (see LAB_LAYERS): " + "; ".join(up)
+    assert _lab_layer("dropit.lab.train.loop") > _lab_layer("dropit.lab.data.datasets")

@@ -16,7 +16,7 @@ import sys
 from dropit.lab.claim.protocols import CPU_PROTOCOLS, PROTOCOLS
 from dropit.lab.claim.study import run_study
 from dropit.lab.claim.summary import table_rows
-from dropit.lab.data.download import DatasetMissing
+from dropit.lab.download import DatasetMissing
 from dropit.lab.train.config import ConfigError
 
 

@@ -7,7 +7,7 @@ The root is the ``data_dir`` parameter, else ``$DROPIT_DATA``, else ``./data``::
     <root>/imagenette/{train,val}/<wnid>/*.JPEG    the same, 10 classes
 
 CIFAR-100 and Imagenette are downloaded into the root when absent (torchvision's
-downloaders, atomically: see :mod:`dropit.lab.data.download`) unless ``download`` is
+downloaders, atomically: see :mod:`dropit.lab.download`) unless ``download`` is
 false; ImageNet never is.
 
 Augmentation follows the paper: CIFAR at 32x32 reflect-pads 4, crops 32 at
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
-from dropit.lab.data import download as dl
-from dropit.lab.data.download import DatasetMissing
+from dropit.lab import download as dl
+from dropit.lab.download import DatasetMissing
 from dropit.lab.models.catalog import default_image_size
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)

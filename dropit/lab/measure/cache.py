@@ -23,7 +23,7 @@ import torch.nn as nn
 import dropit
 
 from dropit.lab.models.catalog import build_model, default_dropit_exclude, default_image_size, dropit_filter
-from dropit.lab.reproduce.paper import PAPER_ROWS, TABLE_TITLES
+from dropit.lab.paper import PAPER_ROWS, TABLE_TITLES
 
 MiB = 2**20
 NUM_CLASSES = {"cifar100": 100, "imagenet": 1000}
@@ -133,7 +133,7 @@ def per_layer_pair(
 
 
 def paper_per_layer_pair(row: dict, *, batch_size: int = 128, device: str | None = None) -> dict[str, list[dict]]:
-    """:func:`per_layer_pair` of one paper row (:data:`~dropit.lab.reproduce.paper.PAPER_ROWS`) at its protocol."""
+    """:func:`per_layer_pair` of one paper row (:data:`~dropit.lab.paper.PAPER_ROWS`) at its protocol."""
     return per_layer_pair(row["model_name"], gamma=row["gamma"], batch_size=batch_size, image_size=row["image_size"],
                           num_classes=NUM_CLASSES[row["table"]], device=device, paper_protocol=True)
 

@@ -23,7 +23,7 @@ else torch.hub's folder, ``$TORCH_HOME/hub/checkpoints`` (by default
 ``~/.cache/torch/hub/checkpoints``): files torchvision or torch.hub fetched before
 are found there under the same names.
 
-Downloads go through :func:`dropit.lab.data.download.fetch`, as the datasets'
+Downloads go through :func:`dropit.lab.download.fetch`, as the datasets'
 do: a connection probe, a temporary folder in the cache, torch.hub's transfer (a
 tqdm progress bar and the SHA-256 check), one rename into place. Interrupted or
 corrupted, nothing is left behind. Offline, or with ``download=False``,
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from dropit.lab.data import download as dl
+from dropit.lab import download as dl
 
 SCHEMES = ("torchvision:", "timm:", "https://", "http://")
 MIN_HASH_DIGITS = 8
@@ -141,7 +141,7 @@ def _download(r: Remote, folder: Path) -> Path:
 
 
 def source(r: Remote) -> dl.Source:
-    """The download of ``r`` as :func:`dropit.lab.data.download.fetch` takes it."""
+    """The download of ``r`` as :func:`dropit.lab.download.fetch` takes it."""
     return dl.Source(f"pretrained weights {r.spec}", r.file, lambda: r.url, lambda folder: _download(r, folder),
                      (), file=True, error=WeightsMissing)
 

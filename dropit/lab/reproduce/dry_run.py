@@ -34,11 +34,11 @@ from urllib.parse import urlparse
 import torch
 import torch.nn.functional as F
 
-from dropit.lab.data import download as dl
+from dropit.lab import download as dl
 from dropit.lab.data.datasets import DatasetMissing, ensure_dataset, resolve_data_dir
 from dropit.lab.models.catalog import apply_dropit, build_model
 from dropit.lab.models.weights import WeightsMissing, is_remote, remote, resolve_weights, weights_path
-from dropit.lab.reproduce.paper import TABLES
+from dropit.lab.paper import TABLES
 from dropit.lab.reproduce.rows import default_launcher, resolve, table_params
 from dropit.lab.train.config import RunConfig, load_config
 from dropit.lab.train.optim import build_optimizer

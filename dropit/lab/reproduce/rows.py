@@ -221,7 +221,7 @@ def run_rows(
 
 def table_params(table: str, preset: str = "quick") -> list[str]:
     """The parameter files of one table's rows: ``params/<row id>[_quick].yaml``."""
-    from dropit.lab.reproduce.paper import table_rows
+    from dropit.lab.paper import table_rows
 
     if preset not in ("quick", "paper"):
         raise ValueError(f"preset must be 'quick' or 'paper', got {preset!r}")

@@ -24,7 +24,7 @@ reported and the rest still run; the exit status is 1 if any failed.
 
 Data: before the notebooks run, the datasets the rows need are looked for in
 ``$DROPIT_DATA`` (else ``<project>/data``) and CIFAR-100 and Imagenette are
-downloaded there if missing (a progress bar; see :mod:`dropit.lab.data.download`).
+downloaded there if missing (a progress bar; see :mod:`dropit.lab.download`).
 ``--no-download`` turns that off; offline, the missing dataset's message is
 printed at once and the rows that need it fail fast with it. Pretrained weights
 named by the rows' parameter files are fetched the same way, into the weights
@@ -99,7 +99,7 @@ RESERVE_S = 60.0  # kept back for the report, kernel start-ups and slack
 
 
 def _rows_of(job: Job) -> int:
-    from dropit.lab.reproduce.paper import table_rows
+    from dropit.lab.paper import table_rows
 
     return len(table_rows(job.name))
 

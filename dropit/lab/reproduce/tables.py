@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 from dropit.lab import stats
 from dropit.lab.models.catalog import default_image_size
-from dropit.lab.reproduce.paper import ICLR_ROWS, TABLE_TITLES, TABLES, table_rows
+from dropit.lab.paper import ICLR_ROWS, TABLE_TITLES, TABLES, table_rows
 
 RunLike = dict | str | Path
 
