@@ -84,6 +84,9 @@ def test_summary_layout_and_the_command_line(tiny, tmp_path, capsys):
     assert run["final"]["steps"] == 3 and run["config"]["dropit_strategy"] == "mink" and run["config"]["dropit_gamma"] == 0.9
     assert "verdict" in capsys.readouterr().out
     assert main(["--out", str(out), "--protocol", "vit", "--arms", "nope"]) == 2
+    # the same folder with another recipe: refused, naming what differs, nothing retrained
+    assert main(argv[:-2] + ["--max-steps", "4"] + [x for o in tiny for x in ("--set", o)]) == 2
+    assert "max_steps: 3 -> 4" in capsys.readouterr().err
 
 
 def test_the_gpu_protocol_runs_its_pipeline_on_cpu(tiny, tmp_path):

@@ -17,6 +17,7 @@ With ``commit=True`` each finished run's JSON is committed to git at once
 """
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -44,6 +45,16 @@ def plan(protocol: str, arms: Sequence[str] | None, seeds: int | Sequence[int]) 
     return [(protocol, arm, s) for s in seed_list for arm in arms]
 
 
+_NOT_RECIPE = {"out_dir", "label", "resume", "log_every", "threads", "num_workers", "device", "data_dir", "download",
+               "record_every", "weights_dir", "checkpoint", "eval_batch_size", "cache_batch"}
+
+
+def stale_keys(saved: dict, now: dict) -> list[str]:
+    """``"key: saved -> now"`` for every recipe parameter in which a finished run differs from what would run now."""
+    return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in sorted(now)
+            if k not in _NOT_RECIPE and saved.get(k) != now[k]]
+
+
 def run_record(protocol: str, arm: str, seed: int, metrics: dict) -> dict:
     """The small JSON of a finished run from the loop's metrics dict: what the summary and figures read."""
     final = metrics["final"]
@@ -61,9 +72,13 @@ def run_one(out: Path, protocol: str, arm: str, seed: int, *, overrides: Iterabl
     """Train (or resume) one run; its JSON path once finished, None if it ended early (stopped)."""
     rid = run_id(protocol, arm, seed)
     path = out / "runs" / f"{rid}.json"
-    if path.is_file():
-        return path
     cfg = run_config(protocol, arm, seed=seed, out_dir=out / "work" / rid, overrides=overrides)
+    if path.is_file():
+        stale = stale_keys(json.loads(path.read_text())["config"], cfg.to_dict())
+        if stale:
+            raise ValueError(f"{path} was trained with other parameters ({', '.join(stale)}); "
+                             f"give another --out, or delete it to retrain")
+        return path
     metrics = run(cfg, callbacks=callbacks)
     if metrics["status"] != "done":
         return None
