@@ -39,6 +39,13 @@ def test_slugs_are_folder_names():
     assert "/" not in bench.run_slug(_cfg(dropit=True, dropit_exclude=["layer1/*", "fc"]))
 
 
+def test_the_compilers_memory_budget_names_the_run():
+    cfg = _cfg(compile=True, compile_memory_budget=0.2)
+    assert bench.run_name(cfg) == "resnet_mini · plain · compiled (budget 0.2)"
+    assert bench.run_slug(cfg) == "resnet_mini_cifar100_compiled_budget0.2"
+    assert bench.run_slug(_cfg(compile=True)) == "resnet_mini_cifar100_compiled"
+
+
 def test_a_sweep_runs_the_plain_model_first():
     plan = bench.sweep_configs(_cfg(dropit=True, dropit_gamma=0.3), [0, 0.5, 0.9], ["mink", "sampled"])
     assert [(c.dropit, c.dropit_gamma if c.dropit else None, c.dropit_strategy if c.dropit else None) for c in plan] == [

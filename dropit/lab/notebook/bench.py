@@ -76,6 +76,8 @@ def run_name(cfg: RunConfig) -> str:
     else:
         parts.append("plain")
     parts += [flag for flag, on in (("compiled", cfg.compile), ("channels-last", cfg.channels_last)) if on]
+    if cfg.compile_memory_budget is not None:  # the compiler's activation memory budget
+        parts[parts.index("compiled")] = f"compiled (budget {cfg.compile_memory_budget:g})"
     if cfg.amp != "none":
         parts.append(cfg.amp)
     return " · ".join(parts)
@@ -87,6 +89,8 @@ def run_slug(cfg: RunConfig) -> str:
     if cfg.dropit:
         name += "_" + "_".join([f"dropit{cfg.dropit_gamma:g}", cfg.dropit_strategy, *dropit_options(cfg)])
     name += "".join(f"_{flag}" for flag, on in (("compiled", cfg.compile), ("channelslast", cfg.channels_last)) if on)
+    if cfg.compile_memory_budget is not None:
+        name += f"_budget{cfg.compile_memory_budget:g}"
     return re.sub(r"[^A-Za-z0-9._=-]+", "-", name)
 
 
