@@ -11,7 +11,6 @@ from dropit.lab.models.catalog import MODEL_NAMES, build_model, default_dropit_e
 from dropit.lab.train import config, runtime
 
 LAB = Path(__file__).resolve().parents[1] / "dropit" / "lab"
-PENDING = {"reproduce/dry_run.py"}  # weights_fit and step_seconds: to call default_image_size once its author is done
 
 
 def _lab_sources():
@@ -31,10 +30,7 @@ def test_no_other_image_size_rule_in_the_lab():
     # the shapes of the five rules that disagreed before: a size decided from a dataset or model name inline
     pattern = re.compile(r"(32|64|224) if [^\n]*(dataset|model_name|name) (==|in)|\"cifar100\" else (64|224)")
     found = {f for f, text in _lab_sources().items() if f != "models/catalog.py" and pattern.search(text)}
-    pending = found & PENDING
-    assert not found - pending, f"decide the image size with models.catalog.default_image_size in {sorted(found - pending)}"
-    if pending:
-        pytest.skip(f"{sorted(pending)} still decide the image size inline (another helper's file, edited meanwhile)")
+    assert not found, f"decide the image size with models.catalog.default_image_size in {sorted(found)}"
 
 
 def test_dense_layers_one_rule_for_runs_frontier_and_paper_column():

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from dropit.lab import download as dl
 from dropit.lab.data.datasets import DatasetMissing, ensure_dataset, resolve_data_dir
-from dropit.lab.models.catalog import apply_dropit, build_model
+from dropit.lab.models.catalog import apply_dropit, build_model, default_image_size
 from dropit.lab.models.weights import WeightsMissing, is_remote, remote, resolve_weights, weights_path
 from dropit.lab.paper import TABLES
 from dropit.lab.reproduce.rows import default_launcher, resolve, table_params
@@ -123,7 +123,7 @@ def weights_need(cfg: RunConfig, download: bool, hosts: Hosts) -> Need | None:
 
 def weights_fit(cfg: RunConfig, path: Path) -> str | None:
     """Why the weights file does not load into the row's model, or None if it does."""
-    size = cfg.image_size or (32 if cfg.dataset == "cifar100" else 224)
+    size = cfg.image_size or default_image_size(cfg.model, cfg.dataset)
     try:
         build_model(cfg.model, CLASSES[cfg.dataset], image_size=size, patch_size=cfg.patch_size, weights=path)
     except Exception as e:  # a truncated file, another architecture's keys: the row would stop at the same place
@@ -159,7 +159,7 @@ def placement(cfg: RunConfig) -> tuple[str, torch.device, int, list[str]]:
 
 def step_seconds(cfg: RunConfig, device: torch.device, batch: int, *, steps: int = 2) -> float:
     """Median seconds of ``steps`` training steps after a warm-up one, on random images (data loading excluded)."""
-    size = cfg.image_size or (32 if cfg.dataset == "cifar100" else 224)
+    size = cfg.image_size or default_image_size(cfg.model, cfg.dataset)
     classes = CLASSES[cfg.dataset]
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = build_model(cfg.model, classes, image_size=size, patch_size=cfg.patch_size)
