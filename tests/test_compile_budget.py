@@ -78,3 +78,24 @@ def test_the_train_loop_compiles_with_the_configured_budget():
         model = Trainer._compile(SimpleNamespace(cfg=cfg), tiny_cnn())  # the loop's own compile call
         counts[budget] = forward_convolutions_per_step(model, x)
     assert counts == {1.0: 3, 0.0: 6}
+
+
+def test_compiled_frontier_rows_name_known_configurations_and_give_each_model_its_own_class():
+    from dropit.lab.measure import compiled, frontier
+
+    assert all(eager in frontier.CONFIGS for eager, _ in compiled.CONFIGS.values())
+    assert {b for _, b in compiled.CONFIGS.values()} >= {1.0, 0.5, 0.2, 0.0}
+    a, b = compiled.own_class(tiny_cnn()), compiled.own_class(tiny_cnn())
+    assert type(a) is not type(b) and isinstance(a, nn.Sequential) and type(a).__name__ == "Sequential"
+    assert a.state_dict().keys() == tiny_cnn().state_dict().keys()
+    with pytest.raises(ValueError, match="unknown compiled configurations"):
+        compiled.run(["tiny"], configs=["plain", "budget 0.3"])
+
+
+@pytest.mark.slow
+def test_compiled_frontier_memory_rows_prove_the_budget():
+    from dropit.lab.measure import compiled
+
+    keep, recompute = (compiled.measure_memory("tiny", c) for c in ("plain", "budget 0.0"))
+    assert recompute["forward_ops"] > keep["forward_ops"]  # budget 0.0 reran forward convolutions in backward
+    assert recompute["kept_bytes"] < keep["kept_bytes"] and recompute["budget"] == 0.0
