@@ -428,8 +428,8 @@ def sweep_summary_figure(rows: Sequence[Mapping], *, title: str | None = None) -
     if noisy:
         words = (f"every γ within noise at {n_test} test images: no trend to read" if noisy == total
                  else f"open markers: within noise at {n_test} test images")
-        fig.add_annotation(text=words, xref="x2 domain", yref="y2 domain",
-                           x=0.02, y=0.02, showarrow=False, xanchor="left", yanchor="bottom", font=dict(size=12))
+        fig.add_annotation(text=words, xref="x2 domain", yref="y2 domain", x=0.99, y=0.99, showarrow=False,
+                           xanchor="right", yanchor="top", font=dict(size=12), bgcolor="rgba(255,255,255,0.85)")
     ticks = dict(tickvals=[PLAIN_X, 0, 0.2, 0.4, 0.6, 0.8, 1.0], ticktext=["plain", "0", "0.2", "0.4", "0.6", "0.8", "1"])
     fig.update_xaxes(title_text="dropping rate γ", range=[PLAIN_X - 0.08, 1.0], **ticks)
     fig.update_yaxes(rangemode="tozero")  # savings drawn to scale

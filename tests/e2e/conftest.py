@@ -4,12 +4,16 @@
                      PATH, or /usr/bin/chromium); the test is skipped without it or
                      without Playwright's Python package.
 - ``start_lab``      a factory: copies ``notebooks/`` to a temp folder, injects
-                     papermill-style parameters, registers a ``dropit`` kernelspec for
-                     this interpreter in a private JUPYTER_PATH, and starts
-                     ``jupyter lab`` (this environment's) on a free loopback port with
+                     papermill-style parameters, and starts ``jupyter lab`` (this
+                     environment's, with private settings) on a free loopback port with
                      a random token. Every server is stopped when the test ends, however
                      it ends: its kernels are shut down, then the server's process group
                      and any process it left behind are terminated and, if need be, killed.
+                     The kernel the notebooks name ("dropit") is NOT registered here: it is
+                     the one ``make test`` / ``make test-e2e`` register in this environment
+                     (``python -m ipykernel install --sys-prefix --name dropit``), so the
+                     tests see what a user sees, and fail if JupyterLab has to fall back.
+                     ``kernelspec={...}`` rewrites the copies' kernelspec (the negative control).
 - ``browser``        a Chromium context driven by Playwright (``executable_path``, never
                      Playwright's own browser download), with a fresh profile folder.
 - ``screenshots``    the folder screenshots go to: ``$DROPIT_E2E_SCREENSHOTS`` or
@@ -124,7 +128,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _prepare_root(root: Path, parameters: dict[str, dict]) -> None:
+def _prepare_root(root: Path, parameters: dict[str, dict], kernelspec: dict | None = None) -> None:
     """Copy notebooks/ to ``root`` and inject each notebook's parameters as papermill does."""
     import nbformat
     from papermill.iorw import load_notebook_node
@@ -134,18 +138,15 @@ def _prepare_root(root: Path, parameters: dict[str, dict]) -> None:
     for name, params in parameters.items():
         path = root / f"{name}.ipynb"
         nb = parameterize_notebook(load_notebook_node(str(path)), params)
+        if kernelspec is not None:
+            nb.metadata["kernelspec"] = kernelspec
         nbformat.write(nb, path)
 
 
 def _jupyter_dirs(base: Path) -> dict[str, str]:
-    """A private Jupyter environment: a ``dropit`` kernel on this interpreter, quiet settings."""
+    """A private Jupyter environment with quiet settings; kernels come from this environment (sys.prefix)."""
     data, settings = base / "data", base / "settings"
-    spec = data / "kernels" / "dropit"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python (dropit)", "language": "python",
-    }))
+    data.mkdir(parents=True)
     for rel, value in LAB_SETTINGS.items():
         f = settings / rel
         f.parent.mkdir(parents=True, exist_ok=True)
@@ -208,10 +209,10 @@ def start_lab(tmp_path):
     started: list[Lab] = []
 
     def start(parameters: dict[str, dict] | None = None, env: dict[str, str] | None = None,
-              timeout: float = 120) -> Lab:
+              timeout: float = 120, kernelspec: dict | None = None) -> Lab:
         base = tmp_path / f"lab{len(started)}"
         root = base / "notebooks"
-        _prepare_root(root, parameters or {})
+        _prepare_root(root, parameters or {}, kernelspec)
         dirs = _jupyter_dirs(base)
         token, port = secrets.token_hex(16), _free_port()
         jupyter = Path(sys.executable).parent / "jupyter"

@@ -15,13 +15,25 @@ presses run twice (the second run's traces join the first's, which stay as they 
 and the runs table fills), clears the bench, and runs a γ sweep, which draws its
 summary figure; its mid-sweep screenshot is the README's ``docs/explore.png``.
 
+Before any run the empty bench must fill its output area with all three panels
+(``empty_bench_problem``); the overlay test also checks that γ and the strategy are
+disabled with DropIT off, that a missing dataset is one escaped line with its
+traceback folded in ``<details>``, that two short runs whose top-1s differ by less
+than their noise are marked "within noise", and that the sweep summary shows the plain
+run apart from γ = 0. Every notebook must open on the kernel it names
+(``kernel_fallback``): JupyterLab would otherwise fall back to another one silently.
+
 Each check is shown to fail when the behaviour it checks is switched off:
 ``test_live_figure_check_fails_without_live_updates`` runs explore with
 ``DROPIT_LIVE_PLOTS=0`` (the live callback then draws only once, at the end) and
 asserts that the growth check reports no growth;
 ``test_overlay_check_fails_when_runs_replace_each_other`` runs explore with the
 notebook parameter ``overlay=False`` (each run clears the figure first) and asserts
-that the overlay check reports no overlay.
+that the overlay check reports no overlay;
+``test_a_notebook_naming_a_missing_kernel_is_caught`` opens a notebook naming an
+unregistered kernel and asserts that the kernel check reports it;
+``test_empty_bench_check_on_recorded_layouts`` feeds the empty-bench check the issue's
+broken layout.
 """
 from __future__ import annotations
 
@@ -43,18 +55,38 @@ ROOT = Path(__file__).resolve().parents[2]
 MAX_STEPS = 40  # explore's run: 40 steps of a tiny ResNet, figure flushed every 5 steps
 TRACES_JS = """() => ({
     traces: Array.from(document.querySelectorAll('.js-plotly-plot'))
-                 .map(gd => (gd.data || []).map(t => (t.x || []).length)),
+                 .map(gd => (gd.data || []).filter(t => !(t.meta && t.meta.placeholder)).map(t => (t.x || []).length)),
     status: (document.querySelector('.dropit-status') || {innerText: ''}).innerText,
     table_rows: document.querySelectorAll('table.dropit-runs tr.dropit-run').length,
 })"""
 WIDTH_JS = """() => {
     const gd = document.querySelector('.js-plotly-plot');
-    return [gd.getBoundingClientRect().width, gd.closest('.jp-OutputArea-output').getBoundingClientRect().width];
+    return {figure: gd.querySelector('.main-svg').getBoundingClientRect().width,  // what plotly drew
+            area: gd.closest('.jp-OutputArea-output').getBoundingClientRect().width,
+            panels: Array.from(gd.querySelectorAll('.draglayer .nsewdrag')).map(el => el.getBoundingClientRect().width),
+            titles: Array.from(gd.querySelectorAll('.annotation-text')).map(el => {
+                const r = el.getBoundingClientRect(); return [r.left, r.right]; })};
+}"""
+STATUS_JS = """() => {
+    const s = document.querySelector('.dropit-status');
+    const d = s.querySelector('details');
+    return {text: s.innerText, html: s.innerHTML, line: (s.querySelector('.dropit-error') || {innerText: ''}).innerText,
+            details: d ? {open: d.open, visible: d.querySelector('pre').checkVisibility()} : null};
+}"""
+NOISE_JS = """() => Array.from(document.querySelectorAll('table.dropit-runs td.dropit-noise')).map(td => td.innerText)"""
+CONTROLS_JS = """() => {
+    const box = label => Array.from(document.querySelectorAll('.widget-inline-hbox'))
+        .find(el => (el.querySelector('.widget-label') || {}).innerText === label);
+    return {gamma: box('γ').querySelector('.widget-readout').contentEditable === 'false'
+                   && box('γ').querySelector('.noUi-target').hasAttribute('disabled'),
+            strategy: box('strategy').querySelector('select').disabled};
 }"""
 SHAPES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
     .map(gd => ((gd.layout || {}).shapes || []).length)"""
 TITLES_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
     .map(gd => ((gd.layout || {}).title || {}).text || '')"""
+ANNOTATIONS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .map(gd => ((gd.layout || {}).annotations || []).map(a => a.text || ''))"""
 
 
 def _data_root() -> str:
@@ -78,13 +110,17 @@ QUICKSTART = {"interactive": True, "gammas": [0.0, 0.5, 0.9], "strategies": ["mi
 # ------------------------------------------------------------------ page helpers
 
 
-def open_and_run_all(context, lab, name: str, timeout: float = 150):
-    """Open ``name``.ipynb, Run All from the Run menu, wait until every code cell ran."""
+def open_and_run_all(context, lab, name: str, timeout: float = 150, *, hide_files: bool = False):
+    """Open ``name``.ipynb (``hide_files``: close the file browser first), Run All, wait until every code cell ran."""
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(lab.page_url(f"{name}.ipynb"))
     page.locator(".jp-NotebookPanel .jp-CodeCell").first.wait_for()
+    if hide_files:  # a wider notebook for the screenshots, before the figures are drawn
+        page.keyboard.press("Control+b")
     _wait_kernel_idle(lab, timeout=60)
+    fell_back = kernel_fallback(lab, name)
+    assert fell_back is None, fell_back
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
     page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
     prompts = page.locator(".jp-NotebookPanel .jp-CodeCell .jp-InputArea-prompt")
@@ -103,11 +139,30 @@ def open_and_run_all(context, lab, name: str, timeout: float = 150):
     return page
 
 
-def _wait_kernel_idle(lab, timeout: float) -> None:
+def kernel_fallback(lab, name: str) -> str | None:
+    """None when ``name``.ipynb runs on the kernel it names; else what JupyterLab did instead."""
+    import nbformat
+
+    want = nbformat.read(lab.root / f"{name}.ipynb", as_version=4).metadata["kernelspec"]["name"]
+    sessions = [x for x in lab.api("sessions") if x.get("path", "").endswith(f"{name}.ipynb")]
+    got = sessions[0]["kernel"]["name"] if sessions and sessions[0].get("kernel") else None
+    if got == want:
+        return None
+    return (f"{name}.ipynb names the kernel {want!r} but JupyterLab started {got!r}: register it in this environment "
+            f"(make test does: python -m ipykernel install --sys-prefix --name {want})")
+
+
+def _wait_kernel_idle(lab, timeout: float, *, dialog=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        kernels = lab.api("kernels")
+        try:
+            kernels = lab.api("kernels")
+        except OSError:  # the server may answer 500 while a kernel is still starting
+            time.sleep(0.5)
+            continue
         if kernels and all(k["execution_state"] == "idle" for k in kernels):
+            return
+        if dialog is not None and dialog.locator(".jp-Dialog").count():  # "Select Kernel": no silent start
             return
         time.sleep(0.5)
     pytest.fail(f"no idle kernel within {timeout:.0f} s: {lab.api('kernels')}\n{lab.log_tail()}")
@@ -150,7 +205,7 @@ class Sample:
 
     @property
     def finished(self) -> bool:
-        return self.status.startswith(("done", "stopped")) or "Traceback" in self.status
+        return self.status.startswith(("done", "stopped", "failed"))
 
 
 def grew_while_training(samples: list[Sample], figure: int = 0, trace: int = 0) -> bool:
@@ -198,14 +253,30 @@ def press_and_watch(page, label: str, timeout: float = 150, on_sample=None) -> l
 
 def open_explore(browser, lab, screenshots: Path, tag: str):
     """Run All in explore, check the empty bench figure, hide the file browser; the page."""
-    page = open_and_run_all(browser, lab, "explore")
+    page = open_and_run_all(browser, lab, "explore", hide_files=True)
     assert page.locator(".js-plotly-plot").count() == 1, "the live FigureWidget did not render"
     assert page.locator(".js-plotly-plot .main-svg").first.is_visible()
     assert page.evaluate(TRACES_JS)["traces"] == [[]]  # no run yet: no traces
-    page.keyboard.press("Control+b")  # hide the file browser: a wider notebook in the screenshots
     page.locator(".jp-OutputArea-output", has=button(page, "run")).evaluate("el => el.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(5000)  # BenchPanel asks plotly to measure its width again up to 4 s after it is shown
+    layout = page.evaluate(WIDTH_JS)
+    problem = empty_bench_problem(layout)
     page.screenshot(path=str(screenshots / f"explore_{tag}_before_run.png"))
+    assert problem is None, problem
     return page
+
+
+def empty_bench_problem(layout: dict) -> str | None:
+    """None when the bench figure fills its output area with three panels of a fair share each, titles apart."""
+    fig, area, panels = layout["figure"], layout["area"], layout["panels"]
+    if fig < 0.9 * area:
+        return f"the figure is {fig:.0f} px wide in an output area of {area:.0f} px"
+    if len(panels) != 3 or min(panels) < 0.2 * fig:
+        return f"panels {[round(p) for p in panels]} px wide in a figure of {fig:.0f} px (want 3, each >= 20%)"
+    titles = sorted(layout["titles"])
+    if any(right > left for (_, right), (left, _) in zip(titles, titles[1:])):
+        return f"panel titles overlap: {titles}"
+    return None
 
 
 def run_explore(browser, lab, screenshots: Path, tag: str):
@@ -278,12 +349,50 @@ def test_live_figure_check_fails_without_live_updates(browser, start_lab, screen
     assert not grew_while_training(samples), _summary(samples)  # ... but nothing grew while training ran
 
 
+def select(page, label: str, value: str) -> None:
+    """Pick ``value`` in the ipywidgets dropdown described ``label``."""
+    box = page.locator(".widget-dropdown", has=page.locator(".widget-label", has_text=re.compile(rf"^{label}$")))
+    box.locator("select").select_option(value)
+
+
+def missing_dataset_shows_one_escaped_line(page) -> dict:
+    """Run on a dataset that is not there; the status once it failed (see STATUS_JS)."""
+    select(page, "dataset", "imagenet")
+    button(page, "run").click()
+    page.wait_for_function("() => (document.querySelector('.dropit-status') || {innerText: ''})"
+                           ".innerText.startsWith('failed')", timeout=60_000)
+    wait_until_idle(page)
+    return page.evaluate(STATUS_JS)
+
+
+def wait_until_idle(page) -> None:
+    """Until the training thread has ended: the run button is enabled again."""
+    page.wait_for_function("() => Array.from(document.querySelectorAll('button.widget-button'))"
+                           ".some(b => b.innerText.trim() === 'run' && !b.disabled)", timeout=60_000)
+
+
 @browser_test
 def test_runs_overlay_fill_the_table_and_a_sweep_draws_its_summary(browser, start_lab, screenshots, tmp_path):
     lab = start_lab(parameters={"explore": _explore_parameters(tmp_path / "runs")})
-    page = open_explore(browser, lab, screenshots, "bench")
-    width, area = page.evaluate(WIDTH_JS)
-    assert width >= 0.9 * area, f"the figure is {width:.0f} px wide in an output area of {area:.0f} px"
+    page = open_explore(browser, lab, screenshots, "bench")  # checks the empty bench's panels and their widths
+
+    # γ and the strategy mean nothing without DropIT
+    assert page.evaluate(CONTROLS_JS) == {"gamma": False, "strategy": False}
+    page.get_by_role("checkbox", name="DropIT").uncheck()
+    page.wait_for_function(f"() => ({CONTROLS_JS})().strategy")
+    assert page.evaluate(CONTROLS_JS) == {"gamma": True, "strategy": True}
+    page.get_by_role("checkbox", name="DropIT").check()
+    page.wait_for_function(f"() => !({CONTROLS_JS})().strategy")
+
+    # a dataset that is not there: one escaped sentence, the traceback folded away
+    status = missing_dataset_shows_one_escaped_line(page)
+    page.locator(".dropit-status").screenshot(path=str(screenshots / "explore_bench_missing_dataset.png"))
+    assert status["line"].startswith("failed: ") and "\n" not in status["line"].strip(), status
+    assert "/<class>/*.JPEG" in status["line"], status["line"]  # shown as written, not eaten as a tag
+    assert status["details"] == {"open": False, "visible": False}, status
+    assert "Traceback" not in status["line"] and status["text"].count("\n") <= 2, status["text"]
+    select(page, "dataset", "cifar100")
+    button(page, "clear").click()  # the failed run goes, and the numbers start again
 
     first = press_and_watch(page, "run")[-1]  # DropIT at the recipe's γ
     assert first.status.startswith("done: #1 "), first.status
@@ -292,6 +401,11 @@ def test_runs_overlay_fill_the_table_and_a_sweep_draws_its_summary(browser, star
     assert second.status.startswith("done: #2 resnet_mini · plain"), second.status
     assert overlaid(first, second), f"runs did not overlay: {first.traces} then {second.traces}"
     assert first.table_rows == 1 and second.table_rows == 2
+    # 40 steps, 100 test images: the two top-1s are a few points apart at most, under their noise
+    noise = page.evaluate(NOISE_JS)
+    assert noise and noise[0].endswith("within noise at 100 test images"), noise
+    diff, err = map(float, re.match(r"([-+]\d+\.\d+) ± (\d+\.\d+)", noise[0]).groups())
+    assert abs(diff) <= 2 * err  # the mark agrees with the numbers it shows
     page.screenshot(path=str(screenshots / "explore_bench_two_runs.png"))
 
     button(page, "clear").click()
@@ -304,19 +418,36 @@ def test_runs_overlay_fill_the_table_and_a_sweep_draws_its_summary(browser, star
     sweep_box.press("Enter")
     shot = {"taken": False}
 
-    def mid_sweep_screenshot(s: Sample):  # plain and DropIT γ=0.5 done, γ=0.9 half-way: the README's picture
+    def mid_sweep_screenshot(s: Sample):  # plain and DropIT γ=0.5 done, γ=0.9 half-way
         if not shot["taken"] and "(sweep run 3 of 3)" in s.status and s.points(0, 8) >= MAX_STEPS // 2:
             page.screenshot(path=str(screenshots / "explore_sweep_mid.png"))
             shot["taken"] = True
 
     done = press_and_watch(page, "sweep", timeout=300, on_sample=mid_sweep_screenshot)[-1]
-    assert done.status.startswith("done: sweep of 3 of 3 runs"), done.status
+    assert done.status.startswith("done: sweep of 3 of 3 runs"), done.status  # clear started the numbers again
+    assert "within noise of plain at 100 test images" in done.status, done.status
     assert done.table_rows == 3 and len(done.traces[0]) == 12
-    assert done.traces[1] == [2, 2], done.traces  # the summary: kept MiB and top-1 at γ 0.5 and 0.9
-    assert page.evaluate(SHAPES_JS)[1] == 2  # the plain run as a line in both panels
+    # the summary: kept MiB and top-1 at γ 0.5 and 0.9, then the plain run's square in each panel
+    assert done.traces[1] == [2, 2, 1, 1], done.traces
+    assert page.evaluate(SHAPES_JS)[1] == 3  # the plain run's dashed line in both panels and its noise band
+    notes = page.evaluate(ANNOTATIONS_JS)
+    assert any("within noise at 100 test images" in t for t in notes[1]), (notes, page.evaluate(NOISE_JS))
     assert shot["taken"], "never saw the third run of the sweep half-way"
     page.locator(".js-plotly-plot").nth(1).scroll_into_view_if_needed()
     page.screenshot(path=str(screenshots / "explore_sweep_summary.png"))
+
+
+@browser_test
+def test_a_notebook_naming_a_missing_kernel_is_caught(browser, start_lab):
+    """The negative control of the kernel check: a kernelspec nobody registered must not pass unnoticed."""
+    lab = start_lab(parameters={"quickstart": QUICKSTART},
+                    kernelspec={"name": "no-such-kernel", "display_name": "gone", "language": "python"})
+    page = browser.new_page()
+    page.goto(lab.page_url("quickstart.ipynb"))
+    page.locator(".jp-NotebookPanel .jp-CodeCell").first.wait_for()
+    _wait_kernel_idle(lab, timeout=60, dialog=page)
+    found = kernel_fallback(lab, "quickstart")
+    assert found is not None and "names the kernel 'no-such-kernel'" in found, found
 
 
 @browser_test
@@ -349,3 +480,12 @@ def test_overlay_check_on_recorded_samples():
     assert not overlaid(one, Sample(1, [[40, 40, 1, 40]], "done"))                  # replaced
     assert not overlaid(one, Sample(1, [[0, 0, 0, 0, 40, 40, 1, 40]], "done"))       # first run's points gone
     assert not overlaid(Sample(0, [[]], "done"), Sample(1, [[40, 40, 1, 40]], "done"))  # nothing to keep
+
+
+def test_empty_bench_check_on_recorded_layouts():
+    """The empty-bench check itself, no browser: issue 21's narrow figure, lone panel and run-together titles fail."""
+    good = {"figure": 1000, "area": 1010, "panels": [300, 300, 300], "titles": [[100, 300], [400, 700], [750, 950]]}
+    assert empty_bench_problem(good) is None
+    assert "180 px wide" in empty_bench_problem({**good, "figure": 180})
+    assert "want 3" in empty_bench_problem({**good, "panels": [300]})  # only the loss panel laid out
+    assert "overlap" in empty_bench_problem({**good, "titles": [[100, 300], [400, 760], [750, 950]]})

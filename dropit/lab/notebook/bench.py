@@ -352,7 +352,7 @@ def table_html(rows: Sequence[dict]) -> str:
             text = html.escape(_cell(r, k, f))
             if k == "name":
                 text = f"<span style='color:{r['color']}'>&#9632;</span> {text}"
-            wrap = "normal;max-width:16em" if k == "top1_vs_plain" else "nowrap"
+            wrap = "normal;min-width:14em;max-width:24em" if k == "top1_vs_plain" else "nowrap"
             noise = " class='dropit-noise'" if k == "top1_vs_plain" and r.get("within_noise") else ""
             tds.append(f"<td{noise} style='{style}{'left' if k == 'name' else 'right'};white-space:{wrap}'>{text}</td>")
         trs.append(f"<tr class='dropit-run'>{''.join(tds)}</tr>")
