@@ -411,8 +411,9 @@ from dropit.lab.claim import figures
 from dropit.lab.claim.summary import load_runs
 
 runs = load_runs(study_dir)
-summary = json.loads((Path(study_dir) / "claim.json").read_text())
-print(len(runs), "finished runs:", ", ".join(summary["runs"]))
+summary_file = Path(study_dir) / "claim.json"
+summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {"runs": [], "protocols": {}}
+print(len(runs), "finished runs in", study_dir + ":", ", ".join(summary["runs"]) or "none yet")
 """),
     md("""
 ## Test top-1 and training loss per epoch
@@ -432,7 +433,8 @@ mean and Student-t 95% interval (n − 1 degrees of freedom); the verdict is com
 interval: "within noise" when it holds 0.
 """),
     code("""
-figures.stats_table_figure(summary).show()
+if summary["protocols"]:
+    figures.stats_table_figure(summary).show()
 """),
     md("""
 ## The mechanism: gradient noise and DropIT's bias

@@ -76,7 +76,13 @@ def test_make_reproduce_runs_a_small_two_arm_one_seed_study(tmp_path, kernel, mo
     p = job.parameters
     assert p["run_small_study"] and p["small_arms"] == ["plain", "mink"] and p["small_seeds"] == 1
     assert p["small_max_steps"] == 200 and reproduce.NO_DOWNLOAD in p["small_overrides"]
-    assert not [j for j in reproduce.plan("paper", tmp_path) if j.name == "claim"][0].parameters["run_small_study"]
+    (paper,) = [j for j in reproduce.plan("paper", tmp_path) if j.name == "claim"]
+    assert not paper.parameters["run_small_study"] and paper.parameters["study_dir"].endswith("docs/claim")
+    # the paper preset on a folder with no study yet: the notebook says so instead of failing
+    (tmp_path / "nb0").mkdir()
+    nb0 = _execute("claim", tmp_path / "nb0", kernel, **dict(paper.parameters, study_dir=str(tmp_path / "empty"),
+                                                             committed_study=str(tmp_path / "empty")))
+    assert "none yet" in "".join(o.get("text", "") for c in nb0.cells for o in c.get("outputs", []))
     # the same job on a fake CIFAR-100 and fewer steps: the notebook trains both arms and draws the study
     write_cifar100(tmp_path / "data", n_train=200, n_test=100)
     monkeypatch.setenv("DROPIT_DATA", str(tmp_path / "data"))

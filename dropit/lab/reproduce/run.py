@@ -88,9 +88,10 @@ def plan(preset: str, results: Path) -> list[Job]:
 def claim_parameters(preset: str, results: Path) -> dict:
     """The claim notebook's parameters: quick runs a two-arm, one-seed, 200-step study to test the pipeline;
     both presets show the committed full study (``docs/claim``, written by ``make claim``)."""
-    quick = preset == "quick"
-    return dict(study_dir=str(results / "claim"), protocols=["cnn"], mechanism_json="",
-                committed_study=str(project_root() / "docs" / "claim"), run_small_study=quick,
+    quick, committed = preset == "quick", str(project_root() / "docs" / "claim")
+    return dict(study_dir=str(results / "claim") if quick else committed, protocols=["cnn"] if quick else ["cnn", "vit"],
+                mechanism_json="" if quick else f"{committed}/mechanism.json", committed_study=committed,
+                run_small_study=quick,
                 small_protocol="cnn", small_arms=["plain", "mink"], small_seeds=1, small_max_steps=200,
                 small_val_subset=2000, small_overrides=[NO_DOWNLOAD])
 
