@@ -40,6 +40,7 @@ def planned(batch):
                        quantize=(None, "int8"), rounds=3, time_all=True)
 
 
+@pytest.mark.slow
 def test_the_pick_fits_when_measured_afresh_and_is_the_fastest_that_fits(planned, batch):
     x, _ = batch
     model = planned.apply(small_resnet())
@@ -53,6 +54,7 @@ def test_the_pick_fits_when_measured_afresh_and_is_the_fastest_that_fits(planned
     assert "<- pick" in planned.table()
 
 
+@pytest.mark.slow
 def test_apply_converts_the_model(planned):
     model = small_resnet()
     out = planned.apply(model)
@@ -64,6 +66,7 @@ def test_apply_converts_the_model(planned):
     assert len(list(dropit.checkpointed_modules(model))) == len(pick.blocks)
 
 
+@pytest.mark.slow
 def test_an_unreachable_target_names_the_smallest_reachable_figure(planned, batch):
     smallest = min(r["kept_bytes"] for r in planned.rows)
     with pytest.raises(ValueError, match=r"smallest reached is .* MiB \(0\.\d+ of plain's\) by DropIT"):
@@ -74,6 +77,7 @@ def test_an_unreachable_target_names_the_smallest_reachable_figure(planned, batc
                     quantize=(None,), blocks=[[]], rounds=1)
 
 
+@pytest.mark.slow
 def test_pick_for_moves_with_the_target(planned):
     loose, tight = planned.pick_for(1.0), planned.pick_for(0.2)
     rows = {r["name"]: r for r in planned.rows}

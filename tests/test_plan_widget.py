@@ -3,6 +3,8 @@ import pytest
 
 from dropit.lab.notebook.planner_widget import pick_at, plan_figure, plan_model, planner_explorer
 
+pytestmark = pytest.mark.slow  # measures and times a dozen candidates of a small ResNet (about a minute on two busy cores)
+
 
 @pytest.fixture(scope="module")
 def planned():
