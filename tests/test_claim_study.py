@@ -95,3 +95,23 @@ def test_the_gpu_protocol_runs_its_pipeline_on_cpu(tiny, tmp_path):
     assert summary["runs"] == ["gpu-mink-seed0", "gpu-plain-seed0"]
     run = json.loads((tmp_path / "g" / "runs" / "gpu-mink-seed0.json").read_text())
     assert run["config"]["amp"] == "bf16" and run["config"]["channels_last"] and run["config"]["dropit_gamma"] == 0.8
+
+
+def test_commit_adds_only_the_run_files_and_skips_when_nothing_changed(tiny, tmp_path, monkeypatch):
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    monkeypatch.chdir(repo)
+    for _ in range(2):  # the second time: every run skipped, nothing new to commit, no error
+        run_study("study", protocol="cnn", arms=["plain"], seeds=1, overrides=tiny + ["max_steps=2"], commit=True)
+    files = sorted(git("ls-files").split())
+    assert files == ["study/.gitignore", "study/claim.json", "study/runs/cnn-plain-seed0.json"]  # no checkpoint
+    assert len(git("log", "--oneline").splitlines()) == 2  # the run, then the summary

@@ -88,11 +88,14 @@ def run_one(out: Path, protocol: str, arm: str, seed: int, *, overrides: Iterabl
     return path
 
 
-def commit_files(paths: Sequence[Path], message: str) -> None:
-    """``git add -f`` these files and commit only them (results/ is ignored; checkpoints never go in)."""
+def commit_files(paths: Sequence[Path], message: str) -> bool:
+    """``git add -f`` these files and commit only them, if any changed (checkpoints never go in); whether it committed."""
     names = [str(p) for p in paths]
     subprocess.run(["git", "add", "-f", "--", *names], check=True)
+    if subprocess.run(["git", "diff", "--cached", "--quiet", "--", *names]).returncode == 0:
+        return False  # nothing new (a rerun of a finished study)
     subprocess.run(["git", "commit", "-q", "-m", message, "--", *names], check=True)
+    return True
 
 
 def run_study(out: str | Path, *, protocol: str = "cnn", arms: Sequence[str] | None = None,
@@ -110,6 +113,6 @@ def run_study(out: str | Path, *, protocol: str = "cnn", arms: Sequence[str] | N
             break  # stopped from outside: leave the rest for the next invocation
     summary = write_summary(out)
     if commit:
-        commit_files([out / "claim.json"], f"claim: summary of {len(summary['runs'])} runs")
+        commit_files([ignore, out / "claim.json"], f"claim: summary of {len(summary['runs'])} runs")
     return summary
 
