@@ -25,11 +25,13 @@ def _fmt(x, digits=2) -> str:
 
 
 def print_table(summary: dict) -> None:
-    print(f"{'protocol':<9}{'arm':<14}{'seeds':>6}{'top-1':>8}{'± sd':>7}{'vs plain':>10}{'95% CI':>18}  verdict")
+    print("top-1 (%) per arm; 'last 1/4': top-1 gained over the last quarter of the epochs (mean over seeds)")
+    print(f"{'protocol':<9}{'arm':<14}{'seeds':>6}{'top-1':>8}{'± sd':>7}{'last 1/4':>9}{'vs plain':>10}{'95% CI':>18}  verdict")
     for r in table_rows(summary):
         ci = "" if r["ci95_low"] is None else f"[{r['ci95_low']:+.2f}, {r['ci95_high']:+.2f}]"
         diff = "" if r["diff"] is None else f"{r['diff']:+.2f}"
-        print(f"{r['protocol']:<9}{r['arm']:<14}{r['seeds']:>6}{_fmt(r['mean']):>8}{_fmt(r['std']):>7}{diff:>10}{ci:>18}  {r['verdict']}")
+        print(f"{r['protocol']:<9}{r['arm']:<14}{r['seeds']:>6}{_fmt(r['mean']):>8}{_fmt(r['std']):>7}"
+              f"{_fmt(r['last_quarter_gain']):>9}{diff:>10}{ci:>18}  {r['verdict']}")
 
 
 def main(argv: list[str] | None = None) -> int:

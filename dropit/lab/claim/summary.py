@@ -90,7 +90,9 @@ def table_rows(summary: dict, metric: str = "top1") -> list[dict]:
     for proto, p in summary["protocols"].items():
         for arm, b in p["arms"].items():
             s, d = b["stats"][metric], (b.get("diff_vs_plain") or {}).get(metric)
+            gains = [g for g in b.get("top1_last_quarter_gain", []) if g is not None]
             rows.append({"protocol": proto, "arm": arm, "seeds": len(b["seeds"]), "mean": s["mean"], "std": s["std"],
+                         "last_quarter_gain": sum(gains) / len(gains) if gains else None,
                          "diff": d["mean"] if d else None, "ci95_low": d["ci95_low"] if d else None,
                          "ci95_high": d["ci95_high"] if d else None, "verdict": d["verdict"] if d else "(baseline)"})
     return rows
