@@ -156,6 +156,11 @@ def _outputs(nb, mime: str) -> list:
     return [o["data"][mime] for c in nb.cells for o in c.get("outputs", []) if mime in o.get("data", {})]
 
 
+def _runs_traces(fig: dict) -> list:
+    """The bench figure's run traces (its empty per-panel placeholders left out)."""
+    return [t for t in fig["data"] if not (t.get("meta") or {}).get("placeholder")]
+
+
 def _text(nb) -> str:
     return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.output_type == "stream")
 
@@ -182,9 +187,11 @@ def test_explore_runs_one_training_through_the_panel(kernel, results):
     m = json.loads(run.read_text())
     assert m["status"] == "done" and m["final"]["top1"] is not None
     (fig,) = _outputs(nb, PLOTLY)  # the bench figure, kept as a static copy
-    assert fig["data"][0]["x"] == [1, 2] and fig["data"][0]["name"] == "#1 resnet_mini · DropIT γ=0.9 mink"
+    traces = _runs_traces(fig)
+    assert traces[0]["x"] == [1, 2] and traces[0]["name"] == "#1 resnet_mini · DropIT γ=0.9 mink"
     (table,) = _outputs(nb, "text/markdown")
-    assert table.count("\n") == 2 and "| #1 resnet_mini · DropIT γ=0.9 mink |" in table
+    assert table.count("\n") == 4 and "| #1 resnet_mini · DropIT γ=0.9 mink |" in table
+    assert " ± " in table  # the top-1 with its standard error
 
 
 @pytest.mark.slow
@@ -195,10 +202,13 @@ def test_explore_sweeps_headless_from_a_parameter(kernel, tmp_path):
     assert sorted(p.parent.name for p in out_root.glob("*/metrics.json")) == [
         "01_resnet_mini_cifar100", "02_resnet_mini_cifar100_dropit0_mink", "03_resnet_mini_cifar100_dropit0.9_mink"]
     runs, summary = _outputs(nb, PLOTLY)
-    assert len(runs["data"]) == 12  # three runs side by side, four traces each
-    assert [t["x"] for t in summary["data"]] == [[0, 0.9], [0, 0.9]] and len(summary["layout"]["shapes"]) == 2
+    assert len(_runs_traces(runs)) == 12  # three runs side by side, four traces each
+    # DropIT's kept MiB and top-1 at γ 0 and 0.9, then the plain run beside the γ axis in each panel
+    assert [t["x"] for t in summary["data"]] == [[0, 0.9], [0, 0.9], [-0.1], [-0.1]]
+    assert len(summary["layout"]["shapes"]) == 3  # plain's dashed lines and its noise band
     (table,) = _outputs(nb, "text/markdown")
-    assert table.count("\n") == 4 and "#1 resnet_mini · plain" in table and "| 1.000 |" in table
+    assert table.count("\n") == 6 and "#1 resnet_mini · plain" in table and "| 1.000 |" in table
+    assert "top-1 − plain" in table and "kept vs plain" in table
 
 
 @pytest.mark.slow
