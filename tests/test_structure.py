@@ -107,10 +107,6 @@ def _functions(root: Path):
                 yield f"{path.relative_to(ROOT)}:{node.lineno} {node.name}", node.end_lineno - node.lineno + 1
 
 
-# Longer than the lab's limit, in files other helpers were still changing when this test was written:
-LAB_PENDING = {"dropit/lab/reproduce/run.py main"}
-
-
 def test_no_function_in_dropit_longer_than_80_lines():
     long = {f: n for f, n in _functions(PKG) if n > 80}
     assert not long, long
@@ -118,10 +114,7 @@ def test_no_function_in_dropit_longer_than_80_lines():
 
 def test_no_function_in_the_lab_longer_than_60_lines():
     long = {f: n for f, n in _functions(LAB) if n > 60}
-    pending = {f for f in long if f"{f.split(':')[0]} {f.split()[-1]}" in LAB_PENDING}
-    assert not set(long) - pending, {f: long[f] for f in set(long) - pending}
-    if pending:
-        pytest.skip(f"over 60 lines, in another helper's file: {sorted(pending)}")
+    assert not long, long
 
 
 def _module_level(body: list[ast.stmt]):

@@ -230,7 +230,7 @@ def run_notebook(job: Job, results: Path, *, kernel: str, root: Path, log_output
     return dst
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m dropit.lab.reproduce", description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=("quick", "paper"), default="quick",
                     help="quick: CPU-sized rows in minutes (default); paper: the paper's recipes")
@@ -247,8 +247,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-measure", action="store_true", help="with --dry-run: do not time training steps")
     ap.add_argument("--budget-min", type=float, default=None,
                     help="wall-time budget in minutes (default: 18 for quick, none for paper; 0: none)")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def _run_jobs(jobs: list[Job], results: Path, *, kernel: str, root: Path, budget_min: float,
+              quiet: bool) -> tuple[list[str], list[str], float]:
+    """Each notebook in turn, each within its share of the budget; a failure is recorded, not raised."""
+    t_all = time.perf_counter()
+    failed, timings = [], []
+    for i, job in enumerate(jobs, 1):
+        elapsed = time.perf_counter() - t_all
+        if budget_min:
+            share = table_budget(job, jobs[i - 1:], budget_min * 60, elapsed)
+            if share is not None:
+                job.parameters["time_budget_s"] = round(share)
+        extra = f", rows within {job.parameters['time_budget_s']} s" if "time_budget_s" in job.parameters else ""
+        print(f"\n[{i}/{len(jobs)}] {job.name}.ipynb ... ({elapsed:.0f} s elapsed{extra})", flush=True)
+        t0 = time.perf_counter()
+        try:
+            run_notebook(job, results, kernel=kernel, root=root, log_output=not quiet)
+            status = "ok"
+        except Exception as e:  # keep going: the report shows what is missing
+            lines = str(e).strip().splitlines()
+            status = f"FAILED: {type(e).__name__}: {lines[-1] if lines else ''}"
+            failed.append(job.name)
+        dt = time.perf_counter() - t0
+        timings.append(f"{job.name} {dt:.0f} s ({status.split(':')[0]})")
+        print(f"[{i}/{len(jobs)}] {job.name}.ipynb {status} in {dt:.0f} s", flush=True)
+    return failed, timings, time.perf_counter() - t_all
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _arguments()
+    args = ap.parse_args(argv)
     root = project_root()
     results = Path(args.results)
     results = (results if results.is_absolute() else root / results).resolve()
@@ -264,37 +295,15 @@ def main(argv: list[str] | None = None) -> int:
         return dry_run(args.preset, download=not args.no_download, measure=not args.no_measure)
     kernel = ensure_kernel(args.kernel)
     jobs = [j for j in plan(args.preset, results) if j.name in only]
-
-    t_all = time.perf_counter()
     print(f"reproduce: preset {args.preset}, {len(jobs)} notebooks -> {results} (kernel {kernel!r}, "
           f"DROPIT_DATA={os.environ.get('DROPIT_DATA', '(unset)')})", flush=True)
     prepare_data(data_needed(jobs, args.preset), download=not args.no_download)
     prepare_weights(weights_needed(jobs, args.preset), download=not args.no_download)
     budget_min = args.budget_min if args.budget_min is not None else (18.0 if args.preset == "quick" else 0.0)
-    failed, timings = [], []
-    for i, job in enumerate(jobs, 1):
-        elapsed = time.perf_counter() - t_all
-        if budget_min:
-            share = table_budget(job, jobs[i - 1:], budget_min * 60, elapsed)
-            if share is not None:
-                job.parameters["time_budget_s"] = round(share)
-        extra = f", rows within {job.parameters['time_budget_s']} s" if "time_budget_s" in job.parameters else ""
-        print(f"\n[{i}/{len(jobs)}] {job.name}.ipynb ... ({elapsed:.0f} s elapsed{extra})", flush=True)
-        t0 = time.perf_counter()
-        try:
-            run_notebook(job, results, kernel=kernel, root=root, log_output=not args.quiet)
-            status = "ok"
-        except Exception as e:  # keep going: the report shows what is missing
-            lines = str(e).strip().splitlines()
-            status = f"FAILED: {type(e).__name__}: {lines[-1] if lines else ''}"
-            failed.append(job.name)
-        dt = time.perf_counter() - t0
-        timings.append(f"{job.name} {dt:.0f} s ({status.split(':')[0]})")
-        print(f"[{i}/{len(jobs)}] {job.name}.ipynb {status} in {dt:.0f} s", flush=True)
+    failed, timings, wall = _run_jobs(jobs, results, kernel=kernel, root=root, budget_min=budget_min, quiet=args.quiet)
 
     from dropit.lab.reproduce import report
 
-    wall = time.perf_counter() - t_all
     notes = f"Preset `{args.preset}`; wall time {wall / 60:.1f} min: " + "; ".join(timings) + "."
     tables_path, html_path = report.build(results, preset=args.preset, notes=notes)
     print(f"\nwrote {tables_path}\nwrote {html_path}\nexecuted notebooks in {results}")
