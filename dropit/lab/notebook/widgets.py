@@ -1,9 +1,12 @@
 """Widgets and live plots for the notebooks: the only module that imports ipywidgets.
 
 - :class:`BenchPanel`    the explore notebook's lab bench: model / dataset / γ /
-  strategy / compile / channels-last pickers, run, sweep, stop and clear
-  buttons, a status line, the runs side by side (per-step figure), the runs
-  table, and the sweep's summary figure;
+  strategy / seeds / compile / channels-last pickers (γ and strategy greyed out
+  while DropIT is off), run, sweep, stop and clear buttons, a status line (a
+  failed run: one escaped sentence, its traceback folded in ``<details>``), the
+  runs side by side (per-step figure, every panel laid out before the first run),
+  the runs table (every top-1 ± its error, "within noise" where so), and the
+  sweep's summary figure;
 - :class:`LiveRunPlot`   a training callback (``on_step`` / ``on_epoch`` /
   ``on_end``) drawing one run's loss, running top-1, validation top-1 and kept
   bytes into the bench figure in batches, and asking the loop to stop when told;
