@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from dropit.lab.claim.stats import describe, paired_difference, t_quantile, t_two_sided_mass, verdict
+from dropit.lab.stats import describe, paired_difference, t_quantile, t_two_sided_mass, verdict
 
 # Student t 0.975 quantiles from any printed table (e.g. NIST/SEMATECH e-Handbook, table 1.3.6.7.2)
 TABLE = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 9: 2.262, 10: 2.228, 19: 2.093, 30: 2.042}

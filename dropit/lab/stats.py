@@ -1,4 +1,5 @@
-"""How sure a top-1 is: its standard error, the spread over seeds, and when a difference is noise.
+"""How sure a result is: a top-1's standard error, the spread over seeds, when a difference is
+noise, and the claim study's paired differences with their Student-t intervals.
 
 Pure arithmetic on percentages, no torch and no imports from the rest of the kit, so the
 bench, the plots and the reproduce tables all draw on one rule::
@@ -20,6 +21,26 @@ training's run-to-run variation, and is never taken smaller than the binomial er
 Two estimates are "within noise" when they differ by less than ``Z_NOISE`` times their
 combined error sqrt(ea² + eb²): about a 95% band, so a difference inside it is not
 evidence of a change.
+
+Paired runs (the claim study)::
+
+    s = describe([52.1, 51.4, 52.9])            # {"n": 3, "mean": 52.13, "std": 0.75, "values": [...]}
+    d = paired_difference([51.0, 50.2, 52.0], [52.1, 51.4, 52.9])
+    d["mean"], d["ci95_low"], d["ci95_high"], d["verdict"]   # -1.07, -1.86, -0.27, "lower by 1.07"
+
+The arms of the study are paired by seed: seed k of every arm starts from the
+same weights and sees the same batches, so the difference ``arm - plain`` per
+seed removes most of the seed-to-seed spread that an unpaired comparison
+(``within_noise`` above, two standard errors) has to carry. Its mean gets a
+Student-t interval with n - 1 degrees of freedom::
+
+    mean ± t(0.975, n - 1) · sd / sqrt(n)
+
+The t quantile comes from the exact closed form of Student's t distribution
+function for integer degrees of freedom (Abramowitz & Stegun 26.7.3 and
+26.7.4), inverted by bisection: no scipy, and ``torch.distributions.StudentT``
+has no ``icdf``. The verdict is computed, not written: "within noise" when the
+interval holds 0, else "lower by X" or "higher by X" (X the mean difference).
 """
 from __future__ import annotations
 
@@ -60,15 +81,13 @@ class Estimate:
 
 def estimate(values: Sequence[float], *, n_images: int) -> Estimate:
     """The mean top-1 of runs of one configuration, with the spread over seeds (or the SE of one run)."""
-    values = [float(v) for v in values]
-    if not values:
+    if not len(values):
         raise ValueError("an estimate needs at least one top-1")
-    mean = sum(values) / len(values)
-    error = top1_stderr(mean, n_images)
-    if len(values) > 1:
-        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-        error = max(sd, error)
-    return Estimate(mean, error, int(n_images), len(values))
+    d = describe(values)
+    error = top1_stderr(d["mean"], n_images)
+    if d["std"] is not None:
+        error = max(d["std"], error)
+    return Estimate(d["mean"], error, int(n_images), d["n"])
 
 
 def combined_error(a: Estimate, b: Estimate) -> float:
@@ -89,3 +108,78 @@ def compare(a: Estimate, b: Estimate, *, z: float = Z_NOISE) -> str:
     """``a − b`` in points with its combined error, and the words "within noise at n test images" if so."""
     text = f"{a.value - b.value:+.2f} ± {combined_error(a, b):.2f} points"
     return f"{text}, {noise_words(a, b)}" if within_noise(a, b, z=z) else text
+
+
+def t_two_sided_mass(t: float, dof: int) -> float:
+    """P(|T| <= t) for Student's t with integer ``dof`` >= 1 (A&S 26.7.3/26.7.4)."""
+    if dof < 1 or int(dof) != dof:
+        raise ValueError(f"degrees of freedom must be a positive integer, got {dof}")
+    theta = math.atan(abs(t) / math.sqrt(dof))
+    c2, s = math.cos(theta) ** 2, math.sin(theta)
+    if dof % 2 == 0:  # sin θ (1 + 1/2 c² + 1·3/(2·4) c⁴ + ... up to c^(dof-2))
+        term, total = 1.0, 1.0
+        for k in range(1, dof // 2):
+            term *= c2 * (2 * k - 1) / (2 * k)
+            total += term
+        return s * total
+    if dof == 1:
+        return 2 * theta / math.pi
+    # odd: 2/π (θ + sin θ cos θ (1 + 2/3 c² + 2·4/(3·5) c⁴ + ... up to c^(dof-3)))
+    term, total = 1.0, 1.0
+    for k in range(1, (dof - 1) // 2):
+        term *= c2 * (2 * k) / (2 * k + 1)
+        total += term
+    return 2 / math.pi * (theta + s * math.cos(theta) * total)
+
+
+def t_quantile(p: float, dof: int) -> float:
+    """The ``p`` quantile (0.5 < p < 1) of Student's t with integer ``dof``: t(0.975, 4) = 2.776."""
+    if not 0.5 < p < 1:
+        raise ValueError(f"t_quantile takes 0.5 < p < 1, got {p}")
+    mass = 2 * p - 1
+    lo, hi = 0.0, 1.0
+    while t_two_sided_mass(hi, dof) < mass:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if t_two_sided_mass(mid, dof) < mass:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return (lo + hi) / 2
+
+
+def describe(values: Sequence[float]) -> dict:
+    """``{"n", "mean", "std", "values"}``: the sample standard deviation (n - 1), None for one value."""
+    vals = [float(v) for v in values]
+    if not vals:
+        raise ValueError("describe needs at least one value")
+    n = len(vals)
+    mean = sum(vals) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else None
+    return {"n": n, "mean": mean, "std": std, "values": vals}
+
+
+def verdict(mean: float, low: float | None, high: float | None, *, digits: int = 2) -> str:
+    """"within noise" when [low, high] holds 0, else "lower by X" / "higher by X"; "one seed: no interval" without one."""
+    if low is None or high is None:
+        return "one seed: no interval"
+    if low <= 0.0 <= high:
+        return "within noise"
+    return f"{'lower' if mean < 0 else 'higher'} by {abs(mean):.{digits}f}"
+
+
+def paired_difference(arm: Sequence[float], base: Sequence[float], *, level: float = 0.95) -> dict:
+    """``arm - base`` seed by seed: the differences, their mean, the Student-t interval at ``level`` and the verdict."""
+    if len(arm) != len(base):
+        raise ValueError(f"paired values need one per seed on both sides, got {len(arm)} and {len(base)}")
+    diffs = [float(a) - float(b) for a, b in zip(arm, base)]
+    d = describe(diffs)
+    low = high = None
+    if d["n"] > 1:
+        half = t_quantile(0.5 + level / 2, d["n"] - 1) * d["std"] / math.sqrt(d["n"])
+        low, high = d["mean"] - half, d["mean"] + half
+    return {"diffs": diffs, "n": d["n"], "mean": d["mean"], "std": d["std"],
+            "ci95_low": low, "ci95_high": high, "verdict": verdict(d["mean"], low, high)}

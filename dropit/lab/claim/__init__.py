@@ -4,7 +4,8 @@
 
 Modules: :mod:`~dropit.lab.claim.protocols` (the recipes and the arms),
 :mod:`~dropit.lab.claim.study` (runs, resume, the summary ``claim.json``),
-:mod:`~dropit.lab.claim.stats` (paired differences, Student-t intervals, verdicts),
+:mod:`~dropit.lab.claim.summary` (claim.json: per-arm statistics and the paired differences of
+:mod:`dropit.lab.stats`),
 :mod:`~dropit.lab.claim.mechanism` (gradient noise and DropIT's bias against an exact gradient),
 :mod:`~dropit.lab.claim.figures` (plotly figures for the notebook). See docs/claim.md.
 """

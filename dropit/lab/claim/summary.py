@@ -8,7 +8,7 @@ Per protocol and arm: the ``seeds`` and, one value per seed in that order,
 training loss of the last epoch) and ``test_loss``; ``stats`` with each
 metric's mean and standard deviation over seeds; and ``diff_vs_plain`` per
 metric: arm - plain on the seeds both have, with ``mean``, ``ci95_low``,
-``ci95_high`` and the computed ``verdict`` (:mod:`dropit.lab.claim.stats`);
+``ci95_high`` and the computed ``verdict`` (:mod:`dropit.lab.stats`);
 ``top1_last_quarter_gain`` per seed: the test top-1 gained over the last quarter of
 the epochs, which says how far from converged the recipe stopped.
 """
@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from dropit.lab.claim.protocols import ARMS
-from dropit.lab.claim.stats import describe, paired_difference
+from dropit.lab.stats import describe, paired_difference
 from dropit.lab.io import write_json
 
 METRICS = ("top1", "top5", "train_loss", "test_loss")
