@@ -154,13 +154,16 @@ the spread over seeds where runs were repeated. A difference from the plain run 
 combined errors is marked *within noise at n test images*, and a run too short to tell a
 working DropIT from a broken one says so. The default recipe (`params/explore.yaml`,
 150 steps, 2000 test images, a minute or two per run on two cores) is long enough for
-that; `params/smoke.yaml` (10 steps) is not.
+that; `params/smoke.yaml` (10 steps) is not. For a difference of a point or less, start from
+the accuracy study's recipe, `params_file = "params/claim_cnn.yaml"` (full CIFAR-100, about
+20 minutes a run on two cores; see `docs/claim.md`), and repeat with seeds.
 
 {CITE}
 """),
     params("""
 interactive = True                  # False under papermill: run (or sweep) once, then static figures and the table
-params_file = "params/explore.yaml" # the base recipe the widgets start from (smoke.yaml: seconds, but too short to compare)
+params_file = "params/explore.yaml" # the base recipe the widgets start from; presets: smoke.yaml (seconds, too short
+                                    # to compare), explore.yaml (minutes), claim_cnn.yaml (the accuracy study's recipe)
 overrides = []                      # command-line style overrides of the recipe (see dropit.lab.train.config)
 out_root = "runs/explore"
 sweep_gammas = []                   # e.g. [0, 0.5, 0.9]: the sweep's γ values; headless, a non-empty list runs the sweep
