@@ -14,12 +14,18 @@ backend of its own that sets it only while it compiles.
 A backend of its own also defeats dynamo's reuse of one instance's graph for
 another instance of the same class (with a default backend the second model
 would run the first one's graph, and with it the first one's budget): dynamo
-keeps a compiled graph only for the backend that compiled it.
+keeps a compiled graph only for the backend that compiled it. Every such model
+is one more graph of the same top frame, so the model's calls raise dynamo's
+recompile limit (8 graphs per code object, past which a new model silently runs
+eager) to :data:`RECOMPILE_LIMIT`: a notebook or benchmark may compile dozens.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+
+RECOMPILE_LIMIT = 256  # graphs per code object while a budgeted model runs (dynamo's own default: 8)
 
 
 def check_budget(budget, where: str = "budget") -> float | None:
@@ -73,5 +79,15 @@ def compile_budgeted(model: nn.Module, *, budget: float | None = None, **compile
         def backend(gm, example_inputs):  # noqa: F811  inductor's options around the budgeted compile
             with torch._inductor.config.patch(options):
                 return inner(gm, example_inputs)
-    return torch.compile(model, backend=backend, **compile_options)
+    compiled = torch.compile(model, backend=backend, **compile_options)
+    run = compiled.forward  # dynamo's entry point for this model
+
+    def forward(*args, **kwargs):
+        # Dynamo keeps its graphs per code object, and all compiled modules share the top frame's code:
+        # past recompile_limit graphs (8) in one process, a new model would silently run eager.
+        with torch._dynamo.config.patch(recompile_limit=max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)):
+            return run(*args, **kwargs)
+
+    compiled.forward = forward
+    return compiled
 

@@ -99,3 +99,11 @@ def test_compiled_frontier_memory_rows_prove_the_budget():
     keep, recompute = (compiled.measure_memory("tiny", c) for c in ("plain", "budget 0.0"))
     assert recompute["forward_ops"] > keep["forward_ops"]  # budget 0.0 reran forward convolutions in backward
     assert recompute["kept_bytes"] < keep["kept_bytes"] and recompute["budget"] == 0.0
+
+
+@pytest.mark.slow
+def test_the_tenth_budgeted_model_in_a_process_is_still_compiled_with_its_budget():
+    x = torch.randn(4, 3, 8, 8)
+    models = [dropit.compile_budgeted(tiny_cnn(), budget=0.0) for _ in range(10)]  # past dynamo's limit of 8
+    counts = [forward_convolutions_per_step(m, x) for m in models]
+    assert counts == [6] * 10  # each recomputes: none fell back to eager
