@@ -96,7 +96,7 @@ def test_compiled_frontier_rows_name_known_configurations_and_give_each_model_it
 def test_compiled_frontier_memory_rows_prove_the_budget():
     from dropit.lab.measure import compiled
 
-    keep, recompute = (compiled.measure_memory("tiny", c) for c in ("plain", "budget 0.0"))
+    keep, recompute = (compiled.memory_row("tiny", c) for c in ("plain", "budget 0.0"))  # each a fresh process
     assert recompute["forward_ops"] > keep["forward_ops"]  # budget 0.0 reran forward convolutions in backward
     assert recompute["kept_bytes"] < keep["kept_bytes"] and recompute["budget"] == 0.0
 
