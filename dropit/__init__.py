@@ -27,6 +27,7 @@ from .strategies import DEFAULT_STRATEGY, STRATEGIES, Strategy
 
 __all__ = [
     "to_dropit",
+    "compile_budgeted", "plan", "Plan",
     "set_gamma",
     "restore",
     "converted_modules",
