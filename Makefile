@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: test test-e2e claim reproduce bench-memory bench-models bench-speed bench-frontier clean
+.PHONY: test test-e2e claim docs reproduce bench-memory bench-models bench-speed bench-frontier clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,7 +37,6 @@ bench-speed: $(STAMP)
 bench-frontier: $(STAMP)
 	$(PY) benchmarks/frontier.py --json results/memory/frontier.json
 
-# PRESET=paper: the paper's recipes; DOWNLOAD=0: never download; DRY_RUN=1: what each row needs, trains nothing
 # The accuracy claim study (docs/claim.md): hours on two cores. Each finished run's JSON is committed
 # as it lands (COMMIT=0: not), so `make claim` on a fresh clone continues where the study stopped.
 CLAIM_DIR ?= docs/claim
@@ -49,9 +48,14 @@ claim: $(STAMP) $(KERNEL)
 	$(if $(filter 1 true yes,$(COMMIT)),-git add -f $(CLAIM_DIR)/mechanism.json $(CLAIM_DIR)/figures && git commit -q -m "claim: mechanism and figures" -- $(CLAIM_DIR)/mechanism.json $(CLAIM_DIR)/figures)
 	mkdir -p results && $(PY) -m papermill notebooks/claim.ipynb results/claim.ipynb -p study_dir $(abspath $(CLAIM_DIR)) -p mechanism_json $(abspath $(CLAIM_DIR))/mechanism.json --cwd notebooks
 
+# PRESET=paper: the paper's recipes; DOWNLOAD=0: never download; DRY_RUN=1: what each row needs, trains nothing
 reproduce: $(STAMP)
 	$(PY) -m dropit.lab.reproduce $(if $(PRESET),--preset $(PRESET)) $(if $(filter 0 false no,$(DOWNLOAD)),--no-download) \
 		$(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
+
+# The docs pages' tables, rendered again from docs/data/*.json
+docs: $(STAMP)
+	$(PY) docs/make_pages.py
 
 clean:
 	rm -rf results runs .pytest_cache
