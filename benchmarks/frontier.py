@@ -4,7 +4,8 @@
     python benchmarks/frontier.py --models tiny --rounds 2  # a narrow ResNet, a minute (the test)
     python benchmarks/frontier.py --json results/memory/frontier.json   # for the memory notebook and the report
     python benchmarks/frontier.py --compiled --json results/memory/frontier_compiled.json  # torch.compile'd rows,
-                                                           # against the compiler's memory budget (dropit.lab.measure.compiled)
+                                                           # against the compiler's memory budget
+    python benchmarks/frontier.py --models tiny --rounds 1 --configs "compiled plain,compiled budget 0.0,DropIT"
 
 What is measured and how: :mod:`dropit.lab.measure.frontier`.
 """
@@ -15,9 +16,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dropit.lab.measure.frontier import main  # noqa: E402
 
 if __name__ == "__main__":
-    if "--compiled" in sys.argv[1:]:  # the compiled rows: dropit.lab.measure.compiled
-        from dropit.lab.measure.compiled import main as compiled_main
-
-        compiled_main([a for a in sys.argv[1:] if a != "--compiled"])
-    else:
-        main()
+    main()

@@ -120,12 +120,12 @@ def render_frontier(doc: dict) -> str:
     rows, new = doc["rows"], first_of_group(doc["rows"], "model")
     out = []
     for r, n in zip(rows, new):
-        model = ""
+        model, baseline = "", r.get("baseline", "plain")  # compiled rows: "compiled plain"
         if n:
-            plain = next(p for p in rows if p["model"] == r["model"] and p["config"] == "plain")
+            plain = next(p for p in rows if p["model"] == r["model"] and p["config"] == baseline)
             model = (f"{doc['labels'][r['model']]}, memory b{r['batch']}, time b{r['time_batch']}"
                      + (f" (plain {step(plain['step_s'])})" if "step_s" in plain else ""))
-        quartiles = () if r["config"] == "plain" or "time_q1" not in r else (r["time_q1"], r["time_q3"])
+        quartiles = () if r["config"] == baseline or "time_q1" not in r else (r["time_q1"], r["time_q3"])
         vs_dropit = f"{r['time_vs_dropit']:.3f}x" if "time_vs_dropit" in r else "-"
         out.append([model, r["config"], mib(r["kept_bytes"]), ratio(r["kept_ratio"]), mib(r["peak_bytes"]),
                     ratio(r["peak_ratio"]), times(r["time_ratio"], *quartiles), vs_dropit])
@@ -164,9 +164,9 @@ def render_speed_compiled(doc: dict) -> str:
 
 
 def _compiled_time(row: dict, frontier: dict, compiled: dict) -> str:
-    """The compiled step over the compiled plain step: the frontier's own ``"<config>, compiled"`` row where it
+    """The compiled step over the compiled plain step: the frontier's own ``"compiled <config>"`` row where it
     has one, else (DropIT only) benchmarks/speed.py --compile's first run on the same model."""
-    own = [c for c in frontier["rows"] if c["model"] == row["model"] and c["config"] == f"{row['config']}, compiled"]
+    own = [c for c in frontier["rows"] if c["model"] == row["model"] and c["config"] == f"compiled {row['config']}"]
     if own:
         c = own[0]
         return "1.000x" if row["config"] == "plain" else times(c["time_ratio"], c.get("time_q1"), c.get("time_q3"))

@@ -271,7 +271,7 @@ explore_gamma = 0.9
 explore_quantize = "int8"   # None, "int8" or "int4" (lossy)
 frontier_models = "tiny"    # "resnet18-cifar,vit_b_16" for the README's frontier (about 20 minutes)
 frontier_rounds = 3
-frontier_configs = None     # None: all of dropit.lab.measure.frontier.CONFIGS
+frontier_configs = None     # None: the eager rows, dropit.lab.measure.frontier.EAGER
 frontier_json = None        # a frontier.json written by benchmarks/frontier.py: shown instead of measuring
 """),
     code("""

@@ -74,5 +74,17 @@ def test_frontier_script_on_a_small_model(tmp_path):
     by = {r["config"]: r for r in rows}
     assert by["plain"]["kept_ratio"] == 1.0 and by["plain"]["time_ratio"] == 1.0
     assert by["checkpoint every other block + DropIT + int8"]["kept_ratio"] < 0.5  # measured 0.24
+    assert by["checkpoint every other block + DropIT + int8"]["forward_ops"] > by["plain"]["forward_ops"]  # recomputed
     for r in rows:
         assert r["kept_bytes"] > 0 and r["peak_bytes"] >= r["kept_bytes"] * 0.5 and r["time_ratio"] > 0
+        assert r["baseline"] == "plain" and not r["compiled"] and r["budget"] is None
+    assert "| forward convs+matmuls per step |" in frontier.markdown(rows)
+
+
+def test_frontier_rows_are_eager_by_default_and_unknown_names_are_refused():
+    assert frontier.EAGER == [c for c in frontier.CONFIGS if not c.startswith("compiled ")]
+    assert frontier.with_baselines(["DropIT"]) == ["plain", "DropIT"]
+    assert "--compiled" in subprocess.run([sys.executable, str(ROOT / "benchmarks" / "frontier.py"), "--help"],
+                                          check=True, capture_output=True, text=True).stdout
+    with pytest.raises(ValueError, match="unknown frontier configurations"):
+        frontier.run(["tiny"], configs=["DropIT, compiled"])

@@ -80,25 +80,30 @@ def test_the_train_loop_compiles_with_the_configured_budget():
     assert counts == {1.0: 3, 0.0: 6}
 
 
-def test_compiled_frontier_rows_name_known_configurations_and_give_each_model_its_own_class():
-    from dropit.lab.measure import compiled, frontier
+def test_frontier_configurations_eager_and_compiled_and_each_compiled_model_its_own_class():
+    from dropit.lab.measure import frontier
 
-    assert all(eager in frontier.CONFIGS for eager, _ in compiled.CONFIGS.values())
-    assert {b for _, b in compiled.CONFIGS.values()} >= {1.0, 0.5, 0.2, 0.0}
-    a, b = compiled.own_class(tiny_cnn()), compiled.own_class(tiny_cnn())
+    assert frontier.EAGER[0] == "plain" and frontier.COMPILED[0] == "compiled plain"
+    assert all(not frontier.CONFIGS[c].compiled and frontier.CONFIGS[c].baseline == "plain" for c in frontier.EAGER)
+    assert all(c.startswith("compiled ") and frontier.CONFIGS[c].baseline == "compiled plain"
+               for c in frontier.COMPILED)
+    assert {frontier.CONFIGS[c].budget for c in frontier.COMPILED} >= {None, 1.0, 0.5, 0.2, 0.0}
+    assert frontier.with_baselines(["compiled budget 0.0", "DropIT"]) == [
+        "compiled plain", "plain", "compiled budget 0.0", "DropIT"]
+    a, b = frontier.own_class(tiny_cnn()), frontier.own_class(tiny_cnn())
     assert type(a) is not type(b) and isinstance(a, nn.Sequential) and type(a).__name__ == "Sequential"
     assert a.state_dict().keys() == tiny_cnn().state_dict().keys()
-    with pytest.raises(ValueError, match="unknown compiled configurations"):
-        compiled.run(["tiny"], configs=["plain", "budget 0.3"])
+    with pytest.raises(ValueError, match="unknown frontier configurations"):
+        frontier.run(["tiny"], configs=["plain", "compiled budget 0.3"])
 
 
 @pytest.mark.slow
 def test_compiled_frontier_memory_rows_prove_the_budget():
-    from dropit.lab.measure import compiled
+    from dropit.lab.measure import frontier
 
-    keep, recompute = (compiled.memory_row("tiny", c) for c in ("plain", "budget 0.0"))  # each a fresh process
+    keep, recompute = (frontier.memory_row("tiny", c) for c in ("compiled plain", "compiled budget 0.0"))
     assert recompute["forward_ops"] > keep["forward_ops"]  # budget 0.0 reran forward convolutions in backward
-    assert recompute["kept_bytes"] < keep["kept_bytes"] and recompute["budget"] == 0.0
+    assert recompute["kept_bytes"] < keep["kept_bytes"] and recompute["budget"] == 0.0 and recompute["compiled"]
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ def test_dense_layers_one_rule_for_runs_frontier_and_paper_column():
     assert default_dropit_exclude(model) == ["conv1", "fc"]
     assert default_dropit_exclude(model, classifier=False) == ["conv1"]  # the paper's v1 Cache column
     model = build_model("resnet_mini", 100)
-    frontier.CONFIGS["DropIT"](model)
+    frontier.CONFIGS["DropIT"].convert(model)
     converted = {name for name, _, f in dropit.converted_modules(model) if f.kind != "relu"}
     first, classifier = default_dropit_exclude(model)
     assert converted and first not in converted and classifier not in converted

@@ -12,7 +12,7 @@
   ``results`` (metrics.json), ``evaluate``, ``optim``, ``metrics``, ``checkpoint``, ``runtime``,
   ``step_memory``
 - :mod:`dropit.lab.measure`    the paper's Cache column (``cache``) and the memory/time
-  ``frontier`` (eager and ``compiled``)
+  ``frontier`` (eager and compiled rows)
 - :mod:`dropit.lab.plots`      plotly figures, shared by the report and the notebooks (imports plotly)
 - :mod:`dropit.lab.claim`      the accuracy study: does DropIT cost accuracy?
 - :mod:`dropit.lab.reproduce`  run rows (``rows``), ``tables``, ``report``, ``dry_run``, and

@@ -1,24 +1,38 @@
-"""The memory/speed frontier: DropIT, its lossy companions and activation checkpointing, each against plain.
+"""The memory/speed frontier: DropIT, its lossy companions, activation checkpointing and the compiler's
+activation memory budget, each against plain.
 
     from dropit.lab.measure import frontier
-    rows = frontier.run(["resnet18-cifar", "vit_b_16"])     # about 15 minutes on two CPU cores
+    rows = frontier.run(["resnet18-cifar", "vit_b_16"])     # the eager rows, about 15 minutes on two CPU cores
     rows = frontier.run(["tiny"], rounds=2)                 # seconds: a narrow ResNet
+    rows = frontier.run(["tiny"], configs=frontier.COMPILED)  # the compiled rows (each compiles: minutes)
 
-For each model and configuration (:data:`CONFIGS`; DropIT at γ = 0.9 leaves the
-lab's dense layers alone, the first layer and the classifier:
-:func:`dropit.lab.models.catalog.default_dropit_exclude`):
+A configuration (:data:`CONFIGS`, a :class:`Config`) is a conversion of the model
+(DropIT at γ = 0.9 leaves the lab's dense layers alone, the first layer and the
+classifier: :func:`dropit.lab.models.catalog.default_dropit_exclude`; checkpointed
+blocks) and, for the rows named ``"compiled ..."``, ``torch.compile`` (``fullgraph``)
+through :func:`dropit.compile_budgeted` with a memory budget (``None``: the
+compiler's default). :data:`EAGER` are the default rows, :data:`COMPILED` the
+compiled ones; each row is measured against its ``baseline``, ``"plain"`` for the
+eager rows and ``"compiled plain"`` for the compiled ones:
 
 - ``kept``: the growth of the process's resident memory over one
   training-mode forward, the graph alive (what ``benchmarks/memory.py``
   measures), at the model's memory batch;
 - ``peak``: the growth of the process's peak resident memory over one whole
   step (zero_grad, forward, loss, backward, SGD step with momentum), from just
-  before it; the peak is reset through ``/proc/self/clear_refs`` first, and a
-  warm-up step has already created the optimizer's state, so this is what the
-  step itself adds: kept tensors, weight gradients and backward transients;
-- ``time``: the median over rounds of the step time over the plain step of the
-  same round (and over the DropIT step: ``time_vs_dropit``), all
-  configurations interleaved in one process, at the model's time batch.
+  before it; the peak is reset through ``/proc/self/clear_refs`` first, and two
+  warm-up steps have already compiled and created the optimizer's state, so this
+  is what the step itself adds: kept tensors, weight gradients and backward transients;
+- ``forward_ops``: the forward convolutions and matmuls one step runs (profiler
+  counts of :data:`FORWARD_OPS`, backward kernels not included): the proof that a
+  budget took effect, since what the compiled graph does not keep it recomputes in backward;
+- ``time``: the median over rounds of the step time over the baseline step of the
+  same round (and over the DropIT step, eager or compiled: ``time_vs_dropit``), all
+  configurations interleaved in one process, at the model's time batch. Each
+  compiled model is an instance of its own subclass (:func:`own_class`) with a
+  backend of its own, so dynamo cannot run one model's graph (and budget) for
+  another; dynamo's recompile limit is raised for the rounds, since every model is
+  one more graph of the same ``forward``.
 
 Each memory row runs in a fresh Python process with ``MALLOC_MMAP_THRESHOLD_=65536``
 so that freed large tensors go back to the system. Linux only (``/proc``).
@@ -26,6 +40,7 @@ so that freed large tensors go back to the system. Linux only (``/proc``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -33,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import KW_ONLY, dataclass
 from typing import Callable
 
 import torch
@@ -46,6 +62,9 @@ from dropit.lab.train.runtime import peak_rss_bytes, reset_peak_rss, rss_bytes
 
 MiB = 2**20
 GAMMA = 0.9
+FORWARD_OPS = ("aten::convolution", "aten::mm", "aten::addmm", "aten::bmm",
+               "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_efficient_attention",
+               "aten::_scaled_dot_product_flash_attention", "aten::_scaled_dot_product_cudnn_attention")
 
 # name: (lab model, image size, memory batch, time batch)
 MODELS = {
@@ -53,6 +72,22 @@ MODELS = {
     "vit_b_16": ("vit_b_16", 224, 8, 8),
     "tiny": ("resnet_mini", 32, 32, 16),
 }
+
+
+@dataclass(frozen=True)
+class Config:
+    """A frontier row's model: ``convert`` applied in place, then compiled with ``budget`` if ``compiled``
+    (``None``: the compiler's default budget)."""
+
+    convert: Callable[[nn.Module], None]
+    _: KW_ONLY
+    compiled: bool = False
+    budget: float | None = None
+
+    @property
+    def baseline(self) -> str:
+        """The configuration this one's ratios are taken against."""
+        return "compiled plain" if self.compiled else "plain"
 
 
 def blocks_of(model: nn.Module) -> list[str]:
@@ -72,26 +107,54 @@ def _dropit(quantize: str | None = None, every_other_checkpointed: bool = False)
     return apply
 
 
-CONFIGS: dict[str, Callable[[nn.Module], None]] = {
-    "plain": lambda model: None,
-    "DropIT": _dropit(),
-    "DropIT + int8": _dropit("int8"),
-    "DropIT + int4": _dropit("int4"),
-    "checkpoint every block": lambda model: dropit.checkpoint_blocks(model, blocks_of(model)),
-    "checkpoint every other block + DropIT": _dropit(None, True),
-    "checkpoint every other block + DropIT + int8": _dropit("int8", True),
+def _plain(model: nn.Module) -> None:
+    return None
+
+
+CONFIGS: dict[str, Config] = {
+    "plain": Config(_plain),
+    "DropIT": Config(_dropit()),
+    "DropIT + int8": Config(_dropit("int8")),
+    "DropIT + int4": Config(_dropit("int4")),
+    "checkpoint every block": Config(lambda model: dropit.checkpoint_blocks(model, blocks_of(model))),
+    "checkpoint every other block + DropIT": Config(_dropit(None, True)),
+    "checkpoint every other block + DropIT + int8": Config(_dropit("int8", True)),
+    "compiled plain": Config(_plain, compiled=True, budget=1.0),  # the default budget, named
+    "compiled budget 0.5": Config(_plain, compiled=True, budget=0.5),
+    "compiled budget 0.2": Config(_plain, compiled=True, budget=0.2),
+    "compiled budget 0.0": Config(_plain, compiled=True, budget=0.0),
+    "compiled DropIT": Config(_dropit(), compiled=True),
+    "compiled DropIT + int8": Config(_dropit("int8"), compiled=True),
+    "compiled DropIT + int4": Config(_dropit("int4"), compiled=True),
+    "compiled DropIT + budget 0.5": Config(_dropit(), compiled=True, budget=0.5),
+    "compiled DropIT + budget 0.2": Config(_dropit(), compiled=True, budget=0.2),
+    "compiled DropIT + int8 + budget 0.5": Config(_dropit("int8"), compiled=True, budget=0.5),
 }
+EAGER = [name for name, c in CONFIGS.items() if not c.compiled]  # run()'s and the command line's default
+COMPILED = [name for name, c in CONFIGS.items() if c.compiled]  # benchmarks/frontier.py --compiled
 
 
-def build(model_key: str, config: str) -> tuple[nn.Module, int, int, int]:
+def own_class(model: nn.Module) -> nn.Module:
+    """``model`` as the only instance of a subclass of its class (same name): a graph dynamo keys on the
+    class cannot be another instance's."""
+    cls = type(model)
+    model.__class__ = type(cls.__name__, (cls,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    return model
+
+
+def build(model_key: str, config: str) -> tuple[nn.Module, nn.Module, int, int, int]:
+    """(the model, what a step calls: the model or its compiled form, image size, memory batch, time batch)."""
     name, size, memory_batch, time_batch = MODELS[model_key]
     torch.manual_seed(0)
     model = build_model(name, 100, image_size=size if name.startswith("vit") else None)
-    CONFIGS[config](model)
-    return model.train(), size, memory_batch, time_batch
+    c = CONFIGS[config]
+    c.convert(model)
+    model.train()
+    stepped = dropit.compile_budgeted(own_class(model), budget=c.budget, fullgraph=True) if c.compiled else model
+    return model, stepped, size, memory_batch, time_batch
 
 
-def _step(model, opt, x, y, keep=None):
+def _step(model, opt, x, y, keep=None) -> None:
     opt.zero_grad(set_to_none=True)
     out = model(x)
     if keep is not None:
@@ -100,22 +163,33 @@ def _step(model, opt, x, y, keep=None):
     opt.step()
 
 
+def forward_ops(model: nn.Module, opt, x, y) -> int:
+    """Forward convolutions and matmuls one step runs (recomputed ones included)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        _step(model, opt, x, y)
+    return sum(1 for e in prof.events() if e.name in FORWARD_OPS)
+
+
 def measure_memory(model_key: str, config: str) -> dict:
-    """In this process: forward-kept and whole-step peak growth of one step (see the module docstring)."""
+    """In this process: forward-kept and whole-step peak growth of one step, then its forward ops
+    (see the module docstring)."""
     torch.set_num_threads(2)
-    model, size, batch, _ = build(model_key, config)
+    model, stepped, size, batch, _ = build(model_key, config)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 100, (batch,))
-    _step(model, opt, x, y)  # warm-up: optimizer state, kernel and allocator paths
+    for _ in range(2):  # warm-up: compiles (compiled rows), then optimizer state, kernel and allocator paths
+        _step(stepped, opt, x, y)
     opt.zero_grad(set_to_none=True)
     gc.collect()
     if not reset_peak_rss():
         raise RuntimeError("the frontier's peak needs Linux's /proc/self/clear_refs to reset the peak resident size")
     before = rss_bytes()
     kept: dict[str, int] = {}
-    _step(model, opt, x, y, keep=lambda: kept.setdefault("bytes", rss_bytes() - before))
-    return {"model": model_key, "config": config, "batch": batch,
-            "kept_bytes": kept["bytes"], "peak_bytes": peak_rss_bytes() - before}
+    _step(stepped, opt, x, y, keep=lambda: kept.setdefault("bytes", rss_bytes() - before))
+    peak = peak_rss_bytes() - before
+    c = CONFIGS[config]
+    return {"model": model_key, "config": config, "compiled": c.compiled, "budget": c.budget, "batch": batch,
+            "kept_bytes": kept["bytes"], "peak_bytes": peak, "forward_ops": forward_ops(stepped, opt, x, y)}
 
 
 def memory_row(model_key: str, config: str) -> dict:
@@ -127,54 +201,67 @@ def memory_row(model_key: str, config: str) -> dict:
 
 
 def measure_times(model_key: str, configs: list[str], rounds: int) -> dict[str, dict]:
-    """Step time of each configuration over plain's in the same round: median and quartiles."""
+    """Step time of each configuration over its baseline's in the same round: median and quartiles.
+    ``configs`` holds every baseline it needs."""
     torch.set_num_threads(2)
-    models = {c: build(model_key, c)[0] for c in configs}
-    _, size, _, batch = build(model_key, "plain")
-    opts = {c: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for c, m in models.items()}
+    built = {c: build(model_key, c) for c in configs}
+    _, _, size, _, batch = built[configs[0]]
+    opts = {c: torch.optim.SGD(b[0].parameters(), lr=1e-3, momentum=0.9) for c, b in built.items()}
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 100, (batch,))
     times: dict[str, list[float]] = {c: [] for c in configs}
-    for r in range(rounds + 1):  # the first round warms up
-        for c in configs:
-            t0 = time.perf_counter()
-            _step(models[c], opts[c], x, y)
-            if r:
-                times[c].append(time.perf_counter() - t0)
+    limit = contextlib.nullcontext()  # eager rows leave dynamo's settings alone
+    if any(CONFIGS[c].compiled for c in configs):  # every compiled model is one more graph of the same forward
+        limit = torch._dynamo.config.patch(recompile_limit=max(8, 2 * len(configs)))
+    with limit:
+        for r in range(rounds + 2):  # two warm-up rounds: the first compiles
+            for c in configs:
+                t0 = time.perf_counter()
+                _step(built[c][1], opts[c], x, y)
+                if r >= 2:
+                    times[c].append(time.perf_counter() - t0)
     out = {}
     for c in configs:
-        q1, med, q3 = _median_ratio(times[c], times["plain"])
+        q1, med, q3 = _ratio_quartiles(times[c], times[CONFIGS[c].baseline])
         out[c] = {"step_s": statistics.median(times[c]), "time_ratio": med, "time_q1": q1, "time_q3": q3,
                   "time_batch": batch}
-        if "DropIT" in times:  # what the companions or checkpointing add to DropIT's own step
-            out[c]["time_vs_dropit"] = _median_ratio(times[c], times["DropIT"])[1]
+        dropit_row = "compiled DropIT" if CONFIGS[c].compiled else "DropIT"
+        if dropit_row in times:  # what the companions, checkpointing or a budget add to DropIT's own step
+            out[c]["time_vs_dropit"] = _ratio_quartiles(times[c], times[dropit_row])[1]
     return out
 
 
-def _median_ratio(times, base) -> tuple[float, float, float]:
+def _ratio_quartiles(times: list[float], base: list[float]) -> tuple[float, float, float]:
     """Quartiles of the per-round ratios: drifts of machine speed between rounds cancel."""
     ratios = sorted(t / b for t, b in zip(times, base))
     return tuple(statistics.quantiles(ratios, n=4)) if len(ratios) > 1 else (ratios[0],) * 3
 
 
+def with_baselines(configs: list[str]) -> list[str]:
+    """``configs`` with the baselines they need, each baseline first; unknown names refused."""
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        raise ValueError(f"unknown frontier configurations {unknown}; choose among {', '.join(CONFIGS)}")
+    return list(dict.fromkeys([*(CONFIGS[c].baseline for c in configs), *configs]))
+
+
 def run(models: list[str], *, configs: list[str] | None = None, rounds: int = 8, log=print) -> list[dict]:
-    """Rows of (model, config, kept/peak bytes and ratios to plain, time ratio); plain first per model."""
-    configs = configs or list(CONFIGS)
-    if configs[0] != "plain":
-        configs = ["plain"] + [c for c in configs if c != "plain"]
+    """Rows of (model, config, compiled, budget, kept/peak bytes and ratios to the baseline, forward ops,
+    time ratio); the baselines first per model. ``configs``: names in :data:`CONFIGS`, default :data:`EAGER`."""
+    configs = with_baselines(list(configs or EAGER))
     rows = []
     for model_key in models:
         memory = {c: memory_row(model_key, c) for c in configs}
         timing = measure_times(model_key, configs, rounds)
-        plain = memory["plain"]
         for c in configs:
-            row = {**memory[c], **timing[c],
-                   "kept_ratio": memory[c]["kept_bytes"] / plain["kept_bytes"],
-                   "peak_ratio": memory[c]["peak_bytes"] / plain["peak_bytes"]}
+            base = memory[CONFIGS[c].baseline]
+            row = {**memory[c], **timing[c], "baseline": CONFIGS[c].baseline,
+                   "kept_ratio": memory[c]["kept_bytes"] / base["kept_bytes"],
+                   "peak_ratio": memory[c]["peak_bytes"] / base["peak_bytes"]}
             rows.append(row)
             if log:
                 log(f"{model_key:<16}{c:<46}{row['kept_bytes'] / MiB:9.1f}{row['kept_ratio']:7.3f}"
-                    f"{row['peak_bytes'] / MiB:9.1f}{row['peak_ratio']:7.3f}{row['time_ratio']:8.3f}x"
-                    f"{row.get('time_vs_dropit', float('nan')):8.3f}x")
+                    f"{row['peak_bytes'] / MiB:9.1f}{row['peak_ratio']:7.3f}{row['forward_ops']:6d}"
+                    f"{row['time_ratio']:8.3f}x{row.get('time_vs_dropit', float('nan')):8.3f}x")
     return rows
 
 
@@ -187,14 +274,16 @@ def load_or_run(path, models: str, configs: str | None = None, rounds: int = 8) 
 
 
 def markdown(rows: list[dict]) -> str:
-    """The frontier as a Markdown table."""
-    lines = ["| model | configuration | forward-kept MiB | vs plain | step peak MiB | vs plain | step time vs plain "
-             "| vs DropIT |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    """The frontier as a Markdown table; a compiled row's ratios are against compiled plain."""
+    lines = ["| model | configuration | forward-kept MiB | vs plain | step peak MiB | vs plain "
+             "| forward convs+matmuls per step | step time vs plain | vs DropIT |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         vs = f"{r['time_vs_dropit']:.3f}x" if "time_vs_dropit" in r else "-"
         lines.append(
             f"| {r['model']} (b{r['batch']}, time b{r['time_batch']}) | {r['config']} | {r['kept_bytes'] / MiB:.1f} | "
             f"{r['kept_ratio']:.3f} | {r['peak_bytes'] / MiB:.1f} | {r['peak_ratio']:.3f} | "
+            f"{r.get('forward_ops', '-')} | "
             f"{r['time_ratio']:.3f}x ({r['time_q1']:.2f}-{r['time_q3']:.2f}) | {vs} |"
         )
     return "\n".join(lines)
@@ -205,16 +294,20 @@ def main(argv=None):
     p.add_argument("--child", nargs=2, metavar=("MODEL", "CONFIG"))
     p.add_argument("--models", default="resnet18-cifar,vit_b_16", help=f"any of {', '.join(MODELS)}")
     p.add_argument("--rounds", type=int, default=8)
-    p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, plain first")
+    p.add_argument("--compiled", action="store_true", help="the compiled rows (default: the eager ones)")
+    p.add_argument("--configs", default=None, help=f"comma-separated, any of: {', '.join(CONFIGS)}; "
+                                                   "each row's baseline is always measured")
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(measure_memory(*args.child)))
         return None
-    print(f"CPU, fp32, gamma={GAMMA}, 2 threads; memory rows each a fresh process")
-    print(f"{'model':<16}{'configuration':<46}{'kept MiB':>9}{'ratio':>7}{'peak MiB':>9}{'ratio':>7}{'time':>9}"
-          f"{'/DropIT':>9}")
-    rows = run(args.models.split(","), configs=args.configs.split(","), rounds=args.rounds)
+    configs = args.configs.split(",") if args.configs else (COMPILED if args.compiled else EAGER)
+    print(f"CPU, fp32, gamma={GAMMA}, 2 threads; memory rows each a fresh process; compiled rows fullgraph, "
+          "against compiled plain")
+    print(f"{'model':<16}{'configuration':<46}{'kept MiB':>9}{'ratio':>7}{'peak MiB':>9}{'ratio':>7}{'ops':>6}"
+          f"{'time':>9}{'/DropIT':>9}")
+    rows = run(args.models.split(","), configs=configs, rounds=args.rounds)
     if args.json:
         write_json(args.json, rows)
     print()
