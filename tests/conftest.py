@@ -1,5 +1,6 @@
 """Shared test settings: deterministic, few threads (CI has two cores), never online."""
 import os
+import sys
 
 import pytest
 import torch
@@ -10,6 +11,15 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_compiler():
+    """Each test compiles from scratch: dynamo keeps up to 8 graphs per code object across tests
+    (every compiled module shares the same wrapper frame), and fullgraph=True fails past that."""
+    yield
+    if "torch._dynamo" in sys.modules:
+        torch._dynamo.reset()
 
 
 @pytest.fixture(autouse=True)
