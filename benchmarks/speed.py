@@ -6,6 +6,7 @@
     python benchmarks/speed.py --device cuda --batch 128 --models resnet18 --autocast bf16 --compile --sync-check
     python benchmarks/speed.py --device cuda --batch 32 --models vit_b_16 --autocast bf16 --compile --sync-check
     python benchmarks/speed.py --quantize         # the default against default + int8 and + int4
+    python benchmarks/speed.py --quantize --compile --strategies ''   # the same, eager and compiled
 
 Each round runs one step of every configuration in turn (plain, the default
 ``to_dropit(model, gamma=...)``, each other strategy, and an exact global top-k
@@ -70,16 +71,18 @@ def configurations(base: nn.Module, gamma: float, strategies, compiled: bool, qu
     yield "plain", base
     default = dropit.to_dropit(copy.deepcopy(base), gamma=gamma)
     yield f"default ({DEFAULT_STRATEGY})", default
-    if quantize:  # the lossy companions on top of the default
-        for level in dropit.QUANTIZE_LEVELS:
-            yield f"default + {level}", dropit.to_dropit(copy.deepcopy(base), gamma=gamma, quantize=level)
-        strategies = ()
-    for strategy in strategies:
+    levels = dropit.QUANTIZE_LEVELS if quantize else ()
+    for level in levels:  # the lossy companions on top of the default
+        yield f"default + {level}", dropit.to_dropit(copy.deepcopy(base), gamma=gamma, quantize=level)
+    for strategy in () if quantize else strategies:
         if strategy != DEFAULT_STRATEGY:
             yield strategy, dropit.to_dropit(copy.deepcopy(base), strategy=strategy, gamma=gamma)
-    if compiled:
-        yield "plain, compiled", torch.compile(copy.deepcopy(base))
-        yield f"default, compiled", torch.compile(default, fullgraph=True)
+    if compiled:  # each model with a backend of its own: dynamo cannot run one instance's graph for another
+        yield "plain, compiled", dropit.compile_budgeted(copy.deepcopy(base))
+        yield "default, compiled", dropit.compile_budgeted(default, fullgraph=True)
+        for level in levels:
+            model = dropit.to_dropit(copy.deepcopy(base), gamma=gamma, quantize=level)
+            yield f"+ {level}, compiled", dropit.compile_budgeted(model, fullgraph=True)
 
 
 def sync(device):
@@ -137,8 +140,8 @@ def bench_model(name, base, x, y, gamma, rounds, device, strategies=("mink", "ra
         q1, median, q3 = _quartiles(t / p for t, p in zip(ts, times[reference]))
         ratios[key] = median
         label = f"{median:15.3f}x" if key != reference else f"{'1.000x':>16}"
-        extra = (f"{statistics.median(t / d for t, d in zip(ts, times[default])):17.3f}x"
-                 if quantize and reference == "plain" else "")
+        base_key = default if reference == "plain" else "default, compiled"
+        extra = f"{statistics.median(t / d for t, d in zip(ts, times[base_key])):17.3f}x" if quantize else ""
         print(f"{key:<22}{statistics.median(ts) * 1e3:18.1f}{label}{f'{q1:.3f}-{q3:.3f}':>18}{extra}"
               + (f"  (vs {reference})" if reference != "plain" and key != reference else ""))
     return ratios
