@@ -1,4 +1,5 @@
 """Each of the lab's rules has one home, and every caller asks it: image size, dense layers, strategies, memory."""
+import mmap
 import re
 from pathlib import Path
 
@@ -49,16 +50,23 @@ def test_strategies_and_models_come_from_their_homes():
     assert config.MODELS == MODEL_NAMES
 
 
+def _touched_pages(nbytes: int) -> mmap.mmap:
+    """Fresh anonymous memory, every page written: resident whatever the allocator has cached before
+    (a torch tensor may reuse pages freed by an earlier test and so grow nothing)."""
+    block = mmap.mmap(-1, nbytes)
+    block.write(b"\1" * nbytes)
+    return block
+
+
 def test_peak_resident_memory_resets_and_grows():
     if not runtime.reset_peak_rss():
         pytest.skip("no /proc/self/clear_refs here")
-    big = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
-    del big
+    _touched_pages(64 * 2**20).close()
     runtime.reset_peak_rss()
     assert runtime.peak_rss_bytes() < runtime.rss_bytes() + 32 * 2**20  # the freed 64 MiB no longer count
     peak = runtime.PeakMemory(torch.device("cpu"))
     peak.reset()
-    again = torch.ones(64 * 2**20 // 4)
+    again = _touched_pages(64 * 2**20)
     grown, kind = peak.read()
-    del again
+    again.close()
     assert kind == "cpu_peak_rss_growth" and grown >= 48 * 2**20

@@ -14,12 +14,18 @@ N = 1 << 20
 
 def _distributions():
     g = torch.Generator().manual_seed(1)
+    # torch.distributions draw from the global RNG, whose state at collection time depends on which test
+    # files were imported first: seed it here, and leave it as it was
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        heavy = {"laplace": torch.distributions.Laplace(0.0, 1.0).sample((N,)),
+                 "student-t2": torch.distributions.StudentT(2.0).sample((N,))}
     rows = torch.randn(512, N // 512, generator=g) * torch.logspace(-2, 2, 512).unsqueeze(1)
     return {
         "gaussian": torch.randn(N, generator=g),
         "post-relu": torch.randn(N, generator=g).clamp_min(0),
-        "laplace": torch.distributions.Laplace(0.0, 1.0).sample((N,)),
-        "student-t2": torch.distributions.StudentT(2.0).sample((N,)),
+        "laplace": heavy["laplace"],
+        "student-t2": heavy["student-t2"],
         "per-row-scaled": rows.reshape(-1),
         "nchw-post-relu": (torch.randn(8, 64, 32, 32, generator=g) * torch.linspace(0.1, 3, 32)).relu().reshape(-1),
     }
@@ -51,7 +57,9 @@ def test_sampled_keeps_97_percent_of_exact_energy_and_count_within_5_percent(nam
 def test_sampled_kept_count_tracks_gamma(gamma):
     x = DISTRIBUTIONS["laplace"]
     count = int(sampled(x, gamma).sum()) / num_kept(x.numel(), gamma)
-    assert abs(count - 1) <= 0.05
+    # the threshold is a quantile of a sample of SAMPLE_SIZE: the kept count's relative spread is about
+    # sqrt(gamma / ((1 - gamma) * SAMPLE_SIZE)) (2.4% at gamma 0.95); allow four of those
+    assert abs(count - 1) <= 4 * (gamma / ((1 - gamma) * SAMPLE_SIZE)) ** 0.5
 
 
 def test_sampled_is_exact_min_k_below_its_sample_size():
