@@ -64,7 +64,9 @@ def global_top_k(x: torch.Tensor, gamma: float) -> torch.Tensor:
 
 
 # in this process only, so to_dropit can name it
-STRATEGIES.setdefault("global-topk", Strategy("global-topk", lambda x, g: Selection(mask=global_top_k(x, g)), exact_capacity))
+def register_global_topk() -> None:
+    """Make the published selection a strategy of this process (by main, not at import: tests import this file)."""
+    STRATEGIES.setdefault("global-topk", Strategy("global-topk", lambda x, g: Selection(mask=global_top_k(x, g)), exact_capacity))
 
 
 def configurations(base: nn.Module, gamma: float, strategies, compiled: bool, quantize: bool = False):
@@ -206,6 +208,7 @@ def main(argv=None):
     p.add_argument("--sync-check", action="store_true", help="CUDA: fail on any host sync in a DropIT step")
     p.add_argument("--quantize", action="store_true", help="rows: default, + int8, + int4 (instead of the strategies)")
     args = p.parse_args(argv)
+    register_global_topk()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)

@@ -21,3 +21,7 @@ def test_quantize_rows_replace_the_strategies_eager_and_compiled():
 
 def test_strategy_rows_without_quantize():
     assert list(_names(compiled=False)) == ["plain", "default (sampled)", "mink"]
+
+
+def test_importing_the_benchmark_leaves_the_strategies_alone():
+    assert "global-topk" not in dropit.STRATEGIES
