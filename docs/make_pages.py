@@ -16,18 +16,18 @@ repository root. Each data file is ``{"source": ..., "rows": [...], ...}``:
 ``rows`` in the shape the benchmark writes or prints (see each renderer's
 docstring), ``source`` saying when, where and by what the figures were
 measured. Renderers read only the rows and the file's ``labels``; nothing here
-measures anything or imports the kit, so the check runs in a second.
+measures anything; files are written through the kit's one atomic writer (dropit.lab.io).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
+
+from dropit.lab.io import write_text  # the kit's one atomic writer
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
@@ -293,19 +293,6 @@ def rendered(text: str, root: Path, name: str = "page") -> str:
                       text)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def stale_pages(root: Path) -> list[Path]:
     """The pages whose tables differ from what their JSON renders to."""
     return [p for p in pages(root) if p.is_file() and rendered(p.read_text(), root, p.name) != p.read_text()]
@@ -315,7 +302,7 @@ def update(root: Path) -> list[Path]:
     """Rewrite the stale pages; returns them."""
     stale = stale_pages(root)
     for p in stale:
-        write_atomic(p, rendered(p.read_text(), root, p.name))
+        write_text(p, rendered(p.read_text(), root, p.name))
     return stale
 
 
@@ -327,7 +314,7 @@ def wrap(name: str, raw: Path, source: str, root: Path) -> Path:
     target = root / "docs" / "data" / f"{name}.json"
     old = json.loads(target.read_text()) if target.is_file() else {}
     doc = {**old, "source": source, "rows": rows}
-    write_atomic(target, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    write_text(target, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
     return target
 
 
