@@ -153,7 +153,7 @@ Every top-1 carries its error: the binomial standard error of the run's test ima
 the spread over seeds where runs were repeated. A difference from the plain run under two
 combined errors is marked *within noise at n test images*, and a run too short to tell a
 working DropIT from a broken one says so. The default recipe (`params/explore.yaml`,
-150 steps, 2000 test images, a minute or two per run on two cores) is long enough for
+150 steps, 2000 test images, about 30 s a DropIT run on two idle cores) is long enough for
 that; `params/smoke.yaml` (10 steps) is not. For a difference of a point or less, start from
 the accuracy study's recipe, `params_file = "params/claim_cnn.yaml"` (full CIFAR-100, about
 20 minutes a run on two cores; see `docs/claim.md`), and repeat with seeds.
