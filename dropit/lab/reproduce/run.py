@@ -132,18 +132,25 @@ def data_needed(jobs: list[Job], preset: str) -> list[tuple[str, Path]]:
     return needed
 
 
-def prepare_data(needed: list[tuple[str, Path]], download: bool = True) -> list[str]:
-    """Find (and, where allowed, download) each dataset; prints one line each; returns the missing ones."""
-    from dropit.lab.data.datasets import DatasetMissing, ensure_dataset
+def _find_each(what: str, needed: list[tuple[str, object]], find) -> list[str]:
+    """``find(name, where)`` for each needed item; prints one line each; returns the names that are missing."""
+    from dropit.lab.download import Missing
 
     missing = []
-    for dataset, root in needed:
+    for name, where in needed:
         try:
-            print(f"data: {dataset} in {ensure_dataset(dataset, root, download)}", flush=True)
-        except DatasetMissing as e:
-            print(f"data: {dataset} missing: {e}", flush=True)
-            missing.append(dataset)
+            print(f"{what}: {name} in {find(name, where)}", flush=True)
+        except Missing as e:
+            print(f"{what}: {name} missing: {e}", flush=True)
+            missing.append(name)
     return missing
+
+
+def prepare_data(needed: list[tuple[str, Path]], download: bool = True) -> list[str]:
+    """Find (and, where allowed, download) each dataset; prints one line each; returns the missing ones."""
+    from dropit.lab.data.datasets import ensure_dataset
+
+    return _find_each("data", needed, lambda dataset, root: ensure_dataset(dataset, root, download))
 
 
 def weights_needed(jobs: list[Job], preset: str) -> list[tuple[str, str | None]]:
@@ -158,16 +165,9 @@ def weights_needed(jobs: list[Job], preset: str) -> list[tuple[str, str | None]]
 
 def prepare_weights(needed: list[tuple[str, str | None]], download: bool = True) -> list[str]:
     """Find (and, where allowed, download) each named weights file; one line each; returns the missing ones."""
-    from dropit.lab.models.weights import WeightsMissing, resolve_weights
+    from dropit.lab.models.weights import resolve_weights
 
-    missing = []
-    for spec, cache in needed:
-        try:
-            print(f"weights: {spec} in {resolve_weights(spec, cache_dir=cache, download=download)}", flush=True)
-        except WeightsMissing as e:
-            print(f"weights: {spec} missing: {e}", flush=True)
-            missing.append(spec)
-    return missing
+    return _find_each("weights", needed, lambda spec, cache: resolve_weights(spec, cache_dir=cache, download=download))
 
 
 def ensure_kernel(name: str = KERNEL_NAME) -> str:
