@@ -44,6 +44,7 @@ from .budget import check_budget, compile_budgeted
 from .checkpoint import checkpoint_blocks
 from .convert import to_dropit
 from .quant import check_quantize
+from .saved import SavedBytes
 from .strategies import DEFAULT_STRATEGY, check_gamma
 
 MiB = 2**20
@@ -241,34 +242,17 @@ def _gradients(model: nn.Module, inputs, loss_fn, seed: int) -> torch.Tensor:
                       for p in model.parameters()])
 
 
-def _storage(t: torch.Tensor) -> tuple:
-    s = t.untyped_storage()
-    return s.device, s.data_ptr(), s.nbytes()
-
-
 def kept_bytes(model: nn.Module, inputs) -> int:
     """Bytes one training forward keeps for backward, each storage once, parameters and buffers excluded.
 
-    The total of :class:`dropit.CacheMeter`, counted by a pack hook alone: no module hooks, so a
-    compiled model runs its graph as compiled (its saves pass the hook like eager autograd's).
+    The count of :class:`dropit.saved.SavedBytes` (the meter's rule), a pack hook alone: no module hooks,
+    so a compiled model runs its graph as compiled (its saves pass the hook like eager autograd's).
     """
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
-    excluded = {_storage(t) for t in (*model.parameters(), *model.buffers())}
-    seen: set[tuple] = set()
-    originals: list[torch.Tensor] = []  # alive until the forward ends (see dropit.meter on why)
-
-    def pack(t):
-        originals.append(t)
-        key = _storage(t)
-        if key not in excluded:
-            seen.add(key)
-        return t.detach()
-
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.enable_grad(), SavedBytes(model) as saved:
         out = model(*inputs)
-    total = sum(key[2] for key in seen)
-    del out, originals
-    return total
+    del out
+    return saved.bytes
 
 
 def _measure(c: Candidate, model: nn.Module, inputs, loss_fn, exact: torch.Tensor, seed: int, cuda: bool) -> dict:
