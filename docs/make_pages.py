@@ -27,6 +27,7 @@ import re
 import sys
 from pathlib import Path
 
+from dropit.lab.claim.markdown import claim_markdown
 from dropit.lab.io import write_text  # the kit's one atomic writer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,6 +258,11 @@ def render_quick_tables(doc: dict) -> str:
 
     return table(["row (quick stand-in)", "test images", "plain top-1 ± SE / top-5", "DropIT top-1 ± SE / top-5"],
                  "lrll", [[r["row"], f"{r['n_test']:,}", cell(r, "plain"), cell(r, "dropit")] for r in doc["rows"]])
+
+
+def render_claim(doc: dict) -> str:
+    """docs/claim/claim.json, the accuracy study's summary (``make claim``): its table beside the paper's numbers."""
+    return claim_markdown(doc)
 
 
 RENDERERS = {name.removeprefix("render_"): fn for name, fn in list(globals().items()) if name.startswith("render_")}

@@ -42,6 +42,25 @@ def test_summary_bands_and_table_from_a_constructed_study(study):
     assert len(figures.mechanism_figure(json.loads((out / "mechanism.json").read_text())["rows"]).data) == 2 * 5
 
 
+
+def test_claim_markdown_reads_every_figure_from_the_summary(study):
+    from dropit.lab.claim.markdown import HEADER, claim_markdown, claim_rows
+
+    _, summary = study
+    rows = claim_rows(summary)
+    assert [r[:3] for r in rows] == [["cnn: resnet_mini, 3 epochs", "plain", "3"],
+                                     ["cnn: resnet_mini, 3 epochs", "DropIT `mink` γ 0.8", "3"],
+                                     ["vit: resnet_mini, 3 epochs", "plain", "3"],
+                                     ["vit: resnet_mini, 3 epochs", "DropIT `sampled` γ 0.9 + int8", "3"]]
+    mink = dict(zip(HEADER, rows[1]))
+    assert mink["test top-1 %"] == "49.90 ± 0.90" and mink["verdict"] == "lower by 1.10"
+    assert mink["top-1 − plain [95% CI]"].startswith("-1.10 [-1.35, -0.85]")  # 1.10 ± t(0.975, 2) 0.1/sqrt(3)
+    assert mink["verdict (loss)"] == "within noise" and mink["top-1 gained in the last quarter"] == "+10.00"
+    text = claim_markdown(summary)
+    assert text.count("\n|") == 5 and "ResNet-18 (32x32) 77.96 → 78.17 (+0.21, γ 0.8)" in text
+    assert "No finished run" in claim_markdown({"runs": [], "protocols": {}})
+
+
 def test_the_notebook_draws_curves_table_and_mechanism(study, kernel, tmp_path_factory):
     from test_notebooks import PLOTLY, _execute, _outputs
 

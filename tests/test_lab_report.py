@@ -76,3 +76,25 @@ def test_write_figure_roundtrip(tmp_path):
     fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))
     path = write_figure(tmp_path / "f.plotly.json", fig)
     assert list(go.Figure(json.loads(path.read_text())).data[0].y) == [3, 4]
+
+
+def _claim_summary(tops: dict[str, list[float]]) -> dict:
+    from dropit.lab.claim.summary import summarize
+
+    runs = [{"id": f"cnn-{arm}-seed{s}", "protocol": "cnn", "arm": arm, "seed": s,
+             "config": {"model": "resnet_mini", "epochs": 16},
+             "epochs": [{"epoch": 16, "val_top1": t}], "final": {"top1": t, "top5": 80.0, "train_loss": 2.0, "test_loss": 1.9}}
+            for arm, ts in tops.items() for s, t in enumerate(ts)]
+    return summarize(runs)
+
+
+def test_tables_markdown_shows_the_committed_claim_study_and_the_small_one(tmp_path):
+    committed = tmp_path / "committed.json"
+    write_json(committed, _claim_summary({"plain": [52.0, 53.0, 51.0], "mink": [52.5, 53.4, 51.6]}))
+    write_json(tmp_path / "results" / "claim" / "claim.json", _claim_summary({"plain": [9.0], "mink": [8.0]}))
+    full, small = report.claim_sections(tmp_path / "results", committed)
+    assert "| cnn: resnet_mini, 16 epochs | DropIT `mink` γ 0.8 | 3 | 52.50 ± 0.90 | +0.50 [+0.25, +0.75] | higher by 0.50 |" in full
+    assert "higher by 0.50" in full and "77.96 → 78.17" in full
+    assert "pipeline check" in small and "| 9.00 |" in small
+    (missing,) = report.claim_sections(tmp_path / "nothing", tmp_path / "absent.json")
+    assert "no finished run yet" in missing

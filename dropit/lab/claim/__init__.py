@@ -7,5 +7,6 @@ Modules: :mod:`~dropit.lab.claim.protocols` (the recipes and the arms),
 :mod:`~dropit.lab.claim.summary` (claim.json: per-arm statistics and the paired differences of
 :mod:`dropit.lab.stats`),
 :mod:`~dropit.lab.claim.mechanism` (gradient noise and DropIT's bias against an exact gradient),
-:mod:`~dropit.lab.claim.figures` (plotly figures for the notebook). See docs/claim.md.
+:mod:`~dropit.lab.claim.figures` (plotly figures for the notebook),
+:mod:`~dropit.lab.claim.markdown` (the table beside the paper's numbers, for the README and tables.md). See docs/claim.md.
 """

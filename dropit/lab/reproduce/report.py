@@ -8,7 +8,11 @@ Inputs, all under the results folder:
 - ``memory/cache_column.json``           the Cache (MB) column (the memory notebook)
 - ``memory/frontier.json``               the memory/speed frontier (``benchmarks/frontier.py --json``
                                           or the memory notebook)
+- ``claim/claim.json``                   the claim notebook's small study (quick preset: a pipeline check)
 - ``*.ipynb``                            executed notebooks; their plotly outputs become figures
+
+and, from the repository, the committed accuracy study ``docs/claim/claim.json``
+(``make claim``), shown beside the paper's numbers.
 
 ``report.html`` embeds plotly.js once, so it opens offline, and holds the tables
 and every figure.
@@ -22,9 +26,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from dropit.lab.claim.markdown import claim_markdown
 from dropit.lab.io import write_text
 from dropit.lab.measure import cache, frontier
 from dropit.lab.reproduce import tables
+from dropit.lab.reproduce.rows import project_root
 from dropit.lab.reproduce.markdown_html import write_html
 from dropit.lab.reproduce.notebook_outputs import executed_notebooks, notebook_figures, notebook_markdown
 
@@ -78,7 +84,23 @@ def tables_markdown(results: str | os.PathLike, *, preset: str | None = None) ->
             "round (quartiles in brackets). `int8`/`int4` are lossy (`to_dropit(quantize=...)`).\n\n"
             + frontier.markdown(json.loads(frontier_path.read_text()))
         )
+    parts += claim_sections(results)
     return "\n\n".join(parts) + "\n"
+
+
+def claim_sections(results: Path, committed: Path | None = None) -> list[str]:
+    """The accuracy claim: the committed study's table (``make claim``), then this reproduction's small study."""
+    committed = committed or project_root() / "docs" / "claim" / "claim.json"
+    out = ["### Does DropIT cost accuracy? The claim study\n\n" + (
+        "Full CIFAR-100, arms paired by seed, Student-t 95% intervals on the paired differences, the verdict "
+        "computed from them (`docs/claim.md`; rerun with `make claim`).\n\n"
+        + claim_markdown(json.loads(committed.read_text())) if committed.is_file()
+        else "the study has no finished run yet (`make claim` writes `docs/claim/claim.json`).")]
+    small = results / "claim" / "claim.json"
+    if small.is_file():
+        out.append("#### This reproduction's small study (a pipeline check, not evidence)\n\n"
+                   + claim_markdown(json.loads(small.read_text())))
+    return out
 
 
 def _is_frontier(fig: dict) -> bool:

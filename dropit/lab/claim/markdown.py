@@ -1,0 +1,85 @@
+"""The claim study's table in Markdown, beside the paper's numbers: what the README, docs/claim.md and tables.md show.
+
+    print(claim_markdown(json.load(open("docs/claim/claim.json"))))
+
+One row per protocol and arm, every figure read from the summary
+(:mod:`dropit.lab.claim.summary`): test top-1 and final training loss as mean
+± standard deviation over seeds, each arm's paired difference to plain with
+its 95% interval and the computed verdict, and the top-1 still gained over the
+last quarter of the epochs. Under it, the paper's single runs of the same
+comparison (:data:`dropit.lab.paper.PAPER_ROWS`).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from dropit.lab.claim.summary import table_rows
+from dropit.lab.paper import PAPER_ROWS
+
+ARM_NAMES = {  # what each arm's DropIT is, for a reader who has not opened protocols.py
+    "plain": "plain", "mink": "DropIT `mink`", "default": "DropIT `sampled` γ 0.9",
+    "default_int8": "DropIT `sampled` γ 0.9 + int8",
+}
+PROTOCOL_GAMMA = {"cnn": {"mink": 0.8}, "vit": {"mink": 0.9}, "gpu": {"mink": 0.8}}
+
+
+def _arm(protocol: str, arm: str) -> str:
+    name = ARM_NAMES.get(arm, arm)
+    gamma = PROTOCOL_GAMMA.get(protocol, {}).get(arm)
+    return f"{name} γ {gamma}" if gamma is not None else name
+
+
+def _mean_sd(mean, sd, digits: int) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
+
+
+def _diff(row: Mapping, digits: int) -> str:
+    if row["diff"] is None:
+        return ""
+    ci = "" if row["ci95_low"] is None else f" [{row['ci95_low']:+.{digits}f}, {row['ci95_high']:+.{digits}f}]"
+    return f"{row['diff']:+.{digits}f}{ci}"
+
+
+def claim_rows(summary: Mapping) -> list[list[str]]:
+    """The table's cells, one list per protocol and arm (header: :data:`HEADER`)."""
+    losses = {(r["protocol"], r["arm"]): r for r in table_rows(summary, "train_loss")}
+    cells = []
+    for r in table_rows(summary, "top1"):
+        proto = summary["protocols"][r["protocol"]]
+        loss = losses[(r["protocol"], r["arm"])]
+        gain = "" if r["last_quarter_gain"] is None else f"{r['last_quarter_gain']:+.2f}"
+        cells.append([
+            f"{r['protocol']}: {proto['model']}, {proto['epochs']} epochs", _arm(r["protocol"], r["arm"]),
+            str(r["seeds"]), _mean_sd(r["mean"], r["std"], 2), _diff(r, 2), r["verdict"],
+            _mean_sd(loss["mean"], loss["std"], 3), _diff(loss, 3), loss["verdict"], gain])
+    return cells
+
+
+HEADER = ["protocol", "arm", "seeds", "test top-1 %", "top-1 − plain [95% CI]", "verdict",
+          "train loss", "train loss − plain [95% CI]", "verdict (loss)", "top-1 gained in the last quarter"]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    rule = ["---" if i < 2 else "---:" for i in range(len(header))]
+    return "\n".join("| " + " | ".join(c) + " |" for c in [header, rule, *rows])
+
+
+def paper_markdown() -> str:
+    """The paper's own comparison (one run each, CIFAR-100) as one line per model."""
+    cifar = [r for r in PAPER_ROWS if r["table"] == "cifar100"]
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in cifar):
+        plain, dropped = (next(r for r in cifar if r["model"] == model and r["dropit"] is d) for d in (False, True))
+        lines.append(f"{model} {plain['top1']:.2f} → {dropped['top1']:.2f} ({dropped['top1'] - plain['top1']:+.2f}, "
+                     f"γ {dropped['gamma']})")
+    return "The paper, one run per arm at full scale (CIFAR-100 top-1): " + "; ".join(lines) + "."
+
+
+def claim_markdown(summary: Mapping) -> str:
+    """The study's table and, under it, the paper's numbers; a line saying so when the summary holds no runs."""
+    rows = claim_rows(summary)
+    if not rows:
+        return "No finished run in this summary yet (`make claim` runs the study).\n\n" + paper_markdown()
+    return _table(HEADER, rows) + "\n\n" + paper_markdown()
