@@ -18,6 +18,16 @@ keeps a compiled graph only for the backend that compiled it. Every such model
 is one more graph of the same top frame, so the model's calls raise dynamo's
 recompile limit (8 graphs per code object, past which a new model silently runs
 eager) to :data:`RECOMPILE_LIMIT`: a notebook or benchmark may compile dozens.
+
+On CPU, inductor runs every 2-D convolution in channels_last (its layout
+optimization always picks it there), but a graph traced in the default layout
+hands DropIT's custom ops a flat view in that layout. Each converted
+convolution's input was then written twice in the forward (one copy per
+layout) and its expanded record and ReLU mask gradient copied between layouts
+in the backward. So a CPU model with 2-D convolutions is put in channels_last
+before it is traced (``channels_last=None``, the default): the records follow
+the memory order (:func:`dropit.record.memory_order`) and no layout copy is
+left. Outputs and gradients are the same; the parameters stay channels_last.
 """
 from __future__ import annotations
 
@@ -56,14 +66,32 @@ class BudgetBackend:
         return f"BudgetBackend(budget={self.budget})"
 
 
-def compile_budgeted(model: nn.Module, *, budget: float | None = None, **compile_options) -> nn.Module:
+def inductor_uses_channels_last(model: nn.Module) -> bool:
+    """Whether inductor will run this model's convolutions in channels_last: 2-D convolutions on a CPU with mkldnn."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):  # its buckets hold views of the parameters as they are
+        return False
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    return (bool(weights) and all(p.device.type == "cpu" for p in weights)
+            and torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available())
+
+
+def compile_budgeted(model: nn.Module, *, budget: float | None = None, channels_last: bool | None = None,
+                     **compile_options) -> nn.Module:
     """``torch.compile(model, **compile_options)`` whose partitioner keeps at most ``budget`` of the forward.
 
     ``budget=None`` leaves the partitioner's default (the graph is still this
-    model's own). ``compile_options`` are ``torch.compile``'s (``fullgraph``,
-    ``dynamic``, ``options``, ...), except ``backend``: the budget is inductor's.
+    model's own). ``channels_last``: put the model in channels_last first;
+    ``None`` does where inductor would run its convolutions so anyway
+    (:func:`inductor_uses_channels_last`; a DDP-wrapped model is left as it is:
+    convert it before wrapping). ``compile_options`` are ``torch.compile``'s
+    (``fullgraph``, ``dynamic``, ``options``, ...), except ``backend``: the
+    budget is inductor's.
     """
     budget = check_budget(budget)
+    if channels_last is None:
+        channels_last = inductor_uses_channels_last(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     if "backend" in compile_options:
         raise ValueError("compile_budgeted compiles with inductor; pass no backend (use torch.compile for others)")
     if "mode" in compile_options:  # a mode is inductor options; torch.compile refuses a mode with a callable backend

@@ -112,3 +112,48 @@ def test_the_tenth_budgeted_model_in_a_process_is_still_compiled_with_its_budget
     models = [dropit.compile_budgeted(tiny_cnn(), budget=0.0) for _ in range(10)]  # past dynamo's limit of 8
     counts = [forward_convolutions_per_step(m, x) for m in models]
     assert counts == [6] * 10  # each recomputes: none fell back to eager
+
+
+def nchw_activation_buffers(code: str, batch: int) -> list[str]:
+    """4-D buffers of ``batch`` images that inductor allocates or reuses in the default (NCHW-contiguous) layout."""
+    import re
+
+    found = []
+    for shape, stride in re.findall(r"(?:empty_strided_cpu\(|reinterpret_tensor\(\w+, )"
+                                    r"\((\d+, \d+, \d+, \d+)\), \((\d+, \d+, \d+, \d+)\)", code):
+        n, c, h, w = map(int, shape.split(", "))
+        if n == batch and c > 1 and h * w > 1 and tuple(map(int, stride.split(", "))) == (c * h * w, h * w, w, 1):
+            found.append(f"({shape}), ({stride})")
+    return found
+
+
+@pytest.mark.slow
+def test_compiled_dropit_on_cpu_leaves_no_layout_copy_of_a_cached_input():
+    """Inductor runs CPU convolutions in channels_last; traced in NCHW, DropIT's custom ops forced a second copy
+    of each cached input in NCHW (and conversions in backward). compile_budgeted traces in channels_last."""
+    from torch._inductor.utils import run_and_get_code
+
+    x = torch.randn(4, 3, 8, 8)
+
+    def step_code(convert, channels_last):
+        model = dropit.to_dropit(tiny_cnn(), gamma=0.5) if convert else tiny_cnn()
+        compiled = dropit.compile_budgeted(model, fullgraph=True, channels_last=channels_last)
+        _, code = run_and_get_code(lambda: compiled(x).sum().backward())
+        torch._dynamo.reset()
+        return model, "\n".join(code)
+
+    _, plain = step_code(False, None)  # plain's own NCHW buffers: the copy Flatten needs
+    model, code = step_code(True, None)  # the default on CPU: channels_last
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert "dropit.sparsify" in code and "dropit.expand" in code
+    assert nchw_activation_buffers(code, 4) == nchw_activation_buffers(plain, 4)
+    _, code = step_code(True, False)  # the control: the copies it removes
+    assert len(nchw_activation_buffers(code, 4)) > len(nchw_activation_buffers(plain, 4))
+
+
+def test_channels_last_only_where_inductor_would_use_it():
+    from dropit.budget import inductor_uses_channels_last
+
+    assert inductor_uses_channels_last(tiny_cnn()) == torch.backends.mkldnn.is_available()
+    assert not inductor_uses_channels_last(nn.Sequential(nn.Linear(4, 4)))  # no convolution
+    assert not inductor_uses_channels_last(tiny_cnn().to("meta"))  # not on a CPU
