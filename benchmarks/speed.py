@@ -36,6 +36,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dropit  # noqa: E402
+from dropit.budget import inductor_uses_channels_last  # noqa: E402
 from dropit.strategies import DEFAULT_STRATEGY, STRATEGIES, Selection, Strategy, exact_capacity, num_kept  # noqa: E402
 
 
@@ -81,6 +82,8 @@ def configurations(base: nn.Module, gamma: float, strategies, compiled: bool, qu
             yield strategy, dropit.to_dropit(copy.deepcopy(base), strategy=strategy, gamma=gamma)
     if compiled:  # each model with a backend of its own: dynamo cannot run one instance's graph for another
         yield "plain, compiled", dropit.compile_budgeted(copy.deepcopy(base))
+        if inductor_uses_channels_last(base):  # compile_budgeted traced it in channels_last: plain as traced before
+            yield "plain NCHW, compiled", dropit.compile_budgeted(copy.deepcopy(base), channels_last=False)
         yield "default, compiled", dropit.compile_budgeted(default, fullgraph=True)
         for level in levels:
             model = dropit.to_dropit(copy.deepcopy(base), gamma=gamma, quantize=level)
@@ -134,19 +137,22 @@ def bench_model(name, base, x, y, gamma, rounds, device, strategies=("mink", "ra
     default = f"default ({DEFAULT_STRATEGY})"
     print(f"{'configuration':<22}{'median step (ms)':>18}{'ratio to plain':>16}{'quartiles':>18}"
           + (f"{'ratio to default':>18}" if quantize else ""))
-    ratios = {}
+    rows = []
     for key, ts in times.items():
         # each round's step over the plain step of the same round: drifts in
         # machine speed between rounds cancel out
         reference = "plain, compiled" if key.endswith("compiled") else "plain"
         q1, median, q3 = _quartiles(t / p for t, p in zip(ts, times[reference]))
-        ratios[key] = median
+        rows.append({"configuration": key, "step_ms": statistics.median(ts) * 1e3, "ratio": median, "q1": q1, "q3": q3,
+                     "reference": reference})
         label = f"{median:15.3f}x" if key != reference else f"{'1.000x':>16}"
         base_key = default if reference == "plain" else "default, compiled"
         extra = f"{statistics.median(t / d for t, d in zip(ts, times[base_key])):17.3f}x" if quantize else ""
+        if quantize:
+            rows[-1]["ratio_to_default"] = statistics.median(t / d for t, d in zip(ts, times[base_key]))
         print(f"{key:<22}{statistics.median(ts) * 1e3:18.1f}{label}{f'{q1:.3f}-{q3:.3f}':>18}{extra}"
               + (f"  (vs {reference})" if reference != "plain" and key != reference else ""))
-    return ratios
+    return rows
 
 
 @contextlib.contextmanager
@@ -207,6 +213,8 @@ def main(argv=None):
     p.add_argument("--autocast", choices=["bf16", "fp16"], default=None)
     p.add_argument("--sync-check", action="store_true", help="CUDA: fail on any host sync in a DropIT step")
     p.add_argument("--quantize", action="store_true", help="rows: default, + int8, + int4 (instead of the strategies)")
+    p.add_argument("--json", type=Path, default=None,
+                   help="also write the timing rows here (docs/make_pages.py wrap NAME FILE puts them in docs/data)")
     args = p.parse_args(argv)
     register_global_topk()
     torch.set_num_threads(args.threads)
@@ -219,12 +227,20 @@ def main(argv=None):
     }
     autocast = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[args.autocast]
     strategies = [s for s in args.strategies.split(",") if s]
+    rows = []
     for key in args.models.split(","):
         title, build, size = builders[key]
         x = torch.randn(args.batch, 3, size, size, device=device)
         y = torch.randint(0, 100, (args.batch,), device=device)
-        bench_model(title, build(), x, y, args.gamma, args.rounds, device, strategies, args.compile, autocast, args.sync_check,
-                    args.quantize)
+        got = bench_model(title, build(), x, y, args.gamma, args.rounds, device, strategies, args.compile, autocast,
+                          args.sync_check, args.quantize)
+        rows += [{"model": key, "batch": args.batch, "rounds": args.rounds, "threads": torch.get_num_threads(),
+                  "machine": machine(device), **r} for r in got]
+    if args.json is not None:
+        from dropit.lab.io import write_json
+
+        write_json(args.json, rows)
+        print(f"wrote {args.json}")
     if args.quality:
         selection_quality(args.gamma)
 

@@ -70,7 +70,10 @@ def inductor_uses_channels_last(model: nn.Module) -> bool:
     """Whether inductor will run this model's convolutions in channels_last: 2-D convolutions on a CPU with mkldnn."""
     if isinstance(model, nn.parallel.DistributedDataParallel):  # its buckets hold views of the parameters as they are
         return False
-    weights = [p for p in model.parameters() if p.dim() == 4]
+    params = list(model.parameters())
+    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in params):  # lazy: nothing to convert yet
+        return False
+    weights = [p for p in params if p.dim() == 4]
     return (bool(weights) and all(p.device.type == "cpu" for p in weights)
             and torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available())
 

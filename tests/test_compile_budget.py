@@ -157,3 +157,4 @@ def test_channels_last_only_where_inductor_would_use_it():
     assert inductor_uses_channels_last(tiny_cnn()) == torch.backends.mkldnn.is_available()
     assert not inductor_uses_channels_last(nn.Sequential(nn.Linear(4, 4)))  # no convolution
     assert not inductor_uses_channels_last(tiny_cnn().to("meta"))  # not on a CPU
+    assert not inductor_uses_channels_last(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyLinear(5)))  # lazy: not yet
