@@ -88,3 +88,24 @@ def test_frontier_rows_are_eager_by_default_and_unknown_names_are_refused():
                                           check=True, capture_output=True, text=True).stdout
     with pytest.raises(ValueError, match="unknown frontier configurations"):
         frontier.run(["tiny"], configs=["DropIT, compiled"])
+
+
+def test_memory_rows_resume_from_their_file_and_are_saved_one_by_one(tmp_path, monkeypatch):
+    measured = []
+
+    def fake_row(model_key, config):
+        measured.append((model_key, config))
+        if len(measured) == 3:
+            raise KeyboardInterrupt  # stopped while measuring the third row
+        return {"model": model_key, "config": config, "kept_bytes": 100 * len(measured), "peak_bytes": 1,
+                "forward_ops": 1}
+
+    monkeypatch.setattr(frontier, "memory_row", fake_row)
+    path = tmp_path / "memory.json"
+    configs = frontier.with_baselines(["DropIT", "DropIT + int8"])
+    with pytest.raises(KeyboardInterrupt):
+        frontier.memory_rows(["tiny"], configs, path, log=None)
+    assert [r["config"] for r in json.loads(path.read_text())] == ["plain", "DropIT"]  # the two finished rows
+    rows = frontier.memory_rows(["tiny"], configs, path, log=None)
+    assert measured == [("tiny", "plain"), ("tiny", "DropIT"), ("tiny", "DropIT + int8"), ("tiny", "DropIT + int8")]
+    assert rows[("tiny", "DropIT")]["kept_bytes"] == 200 and len(json.loads(path.read_text())) == 3

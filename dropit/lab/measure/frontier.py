@@ -48,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from dataclasses import KW_ONLY, dataclass
 from typing import Callable
 
@@ -244,19 +245,41 @@ def with_baselines(configs: list[str]) -> list[str]:
     return list(dict.fromkeys([*(CONFIGS[c].baseline for c in configs), *configs]))
 
 
-def run(models: list[str], *, configs: list[str] | None = None, rounds: int = 8, log=print) -> list[dict]:
+def memory_rows(models: list[str], configs: list[str], memory_file=None, log=print) -> dict[tuple[str, str], dict]:
+    """:func:`memory_row` of every (model, config), each a fresh process. With ``memory_file`` (JSON), rows found
+    there are reused and each new row is added as soon as it is measured: a stopped run loses at most one row,
+    and the memory rows can be taken apart from the timing (they do not need an idle machine)."""
+    path = Path(memory_file) if memory_file else None
+    saved = json.loads(path.read_text()) if path is not None and path.is_file() else []
+    rows = {(r["model"], r["config"]): r for r in saved}
+    for model_key in models:
+        for c in configs:
+            if (model_key, c) not in rows:
+                rows[(model_key, c)] = memory_row(model_key, c)
+                if path is not None:
+                    write_json(path, list(rows.values()))
+                if log:
+                    r = rows[(model_key, c)]
+                    log(f"{model_key:<16}{c:<46}{r['kept_bytes'] / MiB:9.1f}{'':7}{r['peak_bytes'] / MiB:9.1f}{'':7}"
+                        f"{r['forward_ops']:6d}  (memory)")
+    return rows
+
+
+def run(models: list[str], *, configs: list[str] | None = None, rounds: int = 8, log=print,
+        memory_file=None) -> list[dict]:
     """Rows of (model, config, compiled, budget, kept/peak bytes and ratios to the baseline, forward ops,
-    time ratio); the baselines first per model. ``configs``: names in :data:`CONFIGS`, default :data:`EAGER`."""
+    time ratio); the baselines first per model. ``configs``: names in :data:`CONFIGS`, default :data:`EAGER`.
+    ``memory_file``: see :func:`memory_rows`."""
     configs = with_baselines(list(configs or EAGER))
+    memory = memory_rows(models, configs, memory_file, log)
     rows = []
     for model_key in models:
-        memory = {c: memory_row(model_key, c) for c in configs}
         timing = measure_times(model_key, configs, rounds)
         for c in configs:
-            base = memory[CONFIGS[c].baseline]
-            row = {**memory[c], **timing[c], "baseline": CONFIGS[c].baseline,
-                   "kept_ratio": memory[c]["kept_bytes"] / base["kept_bytes"],
-                   "peak_ratio": memory[c]["peak_bytes"] / base["peak_bytes"]}
+            base = memory[(model_key, CONFIGS[c].baseline)]
+            row = {**memory[(model_key, c)], **timing[c], "baseline": CONFIGS[c].baseline,
+                   "kept_ratio": memory[(model_key, c)]["kept_bytes"] / base["kept_bytes"],
+                   "peak_ratio": memory[(model_key, c)]["peak_bytes"] / base["peak_bytes"]}
             rows.append(row)
             if log:
                 log(f"{model_key:<16}{c:<46}{row['kept_bytes'] / MiB:9.1f}{row['kept_ratio']:7.3f}"
@@ -298,6 +321,10 @@ def main(argv=None):
     p.add_argument("--configs", default=None, help=f"comma-separated, any of: {', '.join(CONFIGS)}; "
                                                    "each row's baseline is always measured")
     p.add_argument("--json", default=None, help="also write the rows here")
+    p.add_argument("--memory-json", default=None,
+                   help="keep the memory rows here as they are measured, and reuse those already there")
+    p.add_argument("--memory-only", action="store_true",
+                   help="measure only the memory rows (into --memory-json); they need no idle machine, the times do")
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(measure_memory(*args.child)))
@@ -307,7 +334,13 @@ def main(argv=None):
           "against compiled plain")
     print(f"{'model':<16}{'configuration':<46}{'kept MiB':>9}{'ratio':>7}{'peak MiB':>9}{'ratio':>7}{'ops':>6}"
           f"{'time':>9}{'/DropIT':>9}")
-    rows = run(args.models.split(","), configs=configs, rounds=args.rounds)
+    if args.memory_only:
+        if not args.memory_json:
+            p.error("--memory-only keeps its rows in --memory-json FILE; name one")
+        memory_rows(args.models.split(","), with_baselines(configs), args.memory_json)
+        print(f"memory rows in {args.memory_json}; the times: the same command without --memory-only")
+        return None
+    rows = run(args.models.split(","), configs=configs, rounds=args.rounds, memory_file=args.memory_json)
     if args.json:
         write_json(args.json, rows)
     print()
