@@ -164,6 +164,26 @@ def render_speed_compiled(doc: dict) -> str:
     return table(["model", "plain, compiled", "DropIT, compiled, vs compiled plain"], "lrr", out)
 
 
+COMPANION_COLUMNS = (("default (sampled)", "eager DropIT"), ("default + int8", "eager + int8"),
+                     ("default + int4", "eager + int4"), ("default, compiled", "compiled DropIT"),
+                     ("+ int8, compiled", "compiled + int8"), ("+ int4, compiled", "compiled + int4"),
+                     ("plain NCHW, compiled", "compiled plain traced NCHW"))
+
+
+def render_speed_companions(doc: dict) -> str:
+    """benchmarks/speed.py --compile --quantize --json rows: per model, each configuration's ratio to its
+    reference (eager rows to plain, compiled rows to compiled plain) with quartiles; the plain steps in ms."""
+    out = []
+    for model in dict.fromkeys(r["model"] for r in doc["rows"]):
+        mine = {r["configuration"]: r for r in doc["rows"] if r["model"] == model}
+        first = next(iter(mine.values()))
+        head = (f"{doc['labels'][model]}, batch {first['batch']} (plain {step(mine['plain']['step_ms'] / 1e3)}, "
+                f"compiled {step(mine['plain, compiled']['step_ms'] / 1e3)})")
+        out.append([head] + [times(mine[c]["ratio"], mine[c]["q1"], mine[c]["q3"]) if c in mine else "-"
+                             for c, _ in COMPANION_COLUMNS])
+    return table(["model", *(name for _, name in COMPANION_COLUMNS)], "l" + "r" * len(COMPANION_COLUMNS), out)
+
+
 def _compiled_time(row: dict, frontier: dict, compiled: dict) -> str:
     """The compiled step over the compiled plain step: the frontier's own ``"compiled <config>"`` row where it
     has one, else (DropIT only) benchmarks/speed.py --compile's first run on the same model."""

@@ -101,3 +101,19 @@ def test_the_headline_takes_compiled_frontier_rows_when_the_frontier_has_them():
     after = make_pages.render_headline(frontier, compiled)
     assert "| checkpoint every block | 0.32 | 0.60 | 1.352x (1.31-1.46) | 1.250x (1.20-1.30) |" in after
     assert after.count("\n") == before.count("\n")  # compiled rows fill the column, they add no line
+
+
+def test_speed_companions_table_puts_each_ratio_under_its_column():
+    def row(config, ratio, ms=100.0):
+        return {"model": "resnet18", "batch": 32, "configuration": config, "step_ms": ms, "ratio": ratio,
+                "q1": ratio - 0.01, "q3": ratio + 0.01}
+
+    doc = {"labels": {"resnet18": "CIFAR ResNet-18"},
+           "rows": [row("plain", 1.0, 590), row("default (sampled)", 1.07), row("plain, compiled", 1.0, 1592),
+                    row("default, compiled", 1.05), row("+ int8, compiled", 1.11)]}
+    text = make_pages.render_speed_companions(doc)
+    head, rule, line = text.splitlines()
+    assert head.split(" | ")[1:4] == ["eager DropIT", "eager + int8", "eager + int4"]
+    cells = [c.strip() for c in line.strip("| ").split(" | ")]
+    assert cells[0] == "CIFAR ResNet-18, batch 32 (plain 590 ms, compiled 1.59 s)"
+    assert cells[1:] == ["1.070x (1.06-1.08)", "-", "-", "1.050x (1.04-1.06)", "1.110x (1.10-1.12)", "-", "-"]
