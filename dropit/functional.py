@@ -11,6 +11,11 @@ Autocast is resolved before the function runs: inputs and weights are cast to
 the autocast dtype here, the op itself runs with autocast off, so the cached
 values have the dtype autograd would have cached and backward sees the same
 dtypes whatever autocast state it is called in.
+
+The record is made after the output: under ``torch.compile`` the matmul then
+realizes the input first and the record's custom op reads that same buffer;
+in the other order inductor wrote an unrealized input (a GELU's output, say)
+twice, once for each consumer.
 """
 from __future__ import annotations
 
@@ -62,8 +67,9 @@ class _SparseLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, spec: DropSpec):
         ctx.has_bias = bias is not None
-        _save_input(ctx, x, spec, weight)
-        return F.linear(x, weight, bias)
+        out = F.linear(x, weight, bias)
+        _save_input(ctx, x, spec, weight)  # after the matmul: see the module docstring
+        return out
 
     @staticmethod
     @once_differentiable
