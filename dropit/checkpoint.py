@@ -51,6 +51,9 @@ class CheckpointForward:
 
     def __call__(self, *args, **kwargs):
         m = self.module
+        if m.training and torch.is_grad_enabled() and torch.compiler.is_compiling():
+            # dynamo refuses context_fn; the compiled graph's recompute runs no buffer update again anyway
+            return checkpoint(type(m).forward, m, *args, use_reentrant=False, **kwargs)
         if m.training and torch.is_grad_enabled():
             return checkpoint(type(m).forward, m, *args, use_reentrant=False,
                               context_fn=lambda: (contextlib.nullcontext(), _running_stats_frozen(m)), **kwargs)

@@ -130,6 +130,8 @@ CONFIGS: dict[str, Config] = {
     "compiled DropIT + budget 0.5": Config(_dropit(), compiled=True, budget=0.5),
     "compiled DropIT + budget 0.2": Config(_dropit(), compiled=True, budget=0.2),
     "compiled DropIT + int8 + budget 0.5": Config(_dropit("int8"), compiled=True, budget=0.5),
+    "compiled checkpoint every block": Config(lambda model: dropit.checkpoint_blocks(model, blocks_of(model)),
+                                              compiled=True),
 }
 EAGER = [name for name, c in CONFIGS.items() if not c.compiled]  # run()'s and the command line's default
 COMPILED = [name for name, c in CONFIGS.items() if c.compiled]  # benchmarks/frontier.py --compiled
