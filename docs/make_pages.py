@@ -117,21 +117,27 @@ def render_models(doc: dict) -> str:
 
 def render_frontier(doc: dict) -> str:
     """dropit.lab.measure.frontier rows: model, config, batch, time_batch, kept/peak bytes and ratios,
-    time_ratio with time_q1/time_q3, time_vs_dropit, step_s (the plain row's names the plain step)."""
-    rows, new = doc["rows"], first_of_group(doc["rows"], "model")
+    time_ratio with time_q1/time_q3, time_vs_dropit, step_s (the plain row's names the plain step), and where
+    measured ``baseline`` ("compiled plain" for compiled rows) and ``forward_ops``. Per model the eager rows
+    come first, then the compiled ones; each row's ratios are against its own baseline."""
+    models = list(dict.fromkeys(r["model"] for r in doc["rows"]))
+    rows = sorted(doc["rows"], key=lambda r: (models.index(r["model"]), bool(r.get("compiled"))))
+    with_ops = any("forward_ops" in r for r in rows)
     out = []
-    for r, n in zip(rows, new):
-        model, baseline = "", r.get("baseline", "plain")  # compiled rows: "compiled plain"
+    for r, n in zip(rows, first_of_group(rows, "model")):
+        model, baseline = "", r.get("baseline", "plain")
         if n:
-            plain = next(p for p in rows if p["model"] == r["model"] and p["config"] == baseline)
+            plain = next(p for p in rows if p["model"] == r["model"] and p["config"] == "plain")
             model = (f"{doc['labels'][r['model']]}, memory b{r['batch']}, time b{r['time_batch']}"
                      + (f" (plain {step(plain['step_s'])})" if "step_s" in plain else ""))
         quartiles = () if r["config"] == baseline or "time_q1" not in r else (r["time_q1"], r["time_q3"])
         vs_dropit = f"{r['time_vs_dropit']:.3f}x" if "time_vs_dropit" in r else "-"
+        ops = [str(r.get("forward_ops", "-"))] if with_ops else []
         out.append([model, r["config"], mib(r["kept_bytes"]), ratio(r["kept_ratio"]), mib(r["peak_bytes"]),
-                    ratio(r["peak_ratio"]), times(r["time_ratio"], *quartiles), vs_dropit])
-    return table(["model", "configuration", "forward-kept (MiB)", "vs plain", "step peak (MiB)", "vs plain",
-                  "step time vs plain", "vs DropIT"], "llrrrrrr", out)
+                    ratio(r["peak_ratio"]), times(r["time_ratio"], *quartiles), vs_dropit, *ops])
+    head = ["model", "configuration", "forward-kept (MiB)", "vs plain", "step peak (MiB)", "vs plain",
+            "step time vs plain", "vs DropIT"] + (["forward convs + matmuls a step"] if with_ops else [])
+    return table(head, "llrrrrrr" + ("r" if with_ops else ""), out)
 
 
 def render_speed(doc: dict) -> str:

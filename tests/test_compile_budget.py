@@ -158,3 +158,21 @@ def test_channels_last_only_where_inductor_would_use_it():
     assert not inductor_uses_channels_last(nn.Sequential(nn.Linear(4, 4)))  # no convolution
     assert not inductor_uses_channels_last(tiny_cnn().to("meta"))  # not on a CPU
     assert not inductor_uses_channels_last(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyLinear(5)))  # lazy: not yet
+
+
+@pytest.mark.slow
+def test_compiled_dropit_writes_an_unrealized_input_once():
+    """A GELU's output feeds the next linear and DropIT's record: one buffer for both, not one for each."""
+    import re
+
+    from torch._inductor.utils import run_and_get_code
+
+    torch.manual_seed(0)
+    model = dropit.to_dropit(nn.Sequential(nn.Linear(16, 48), nn.GELU(), nn.Linear(48, 8)), gamma=0.9)
+    compiled = dropit.compile_budgeted(model, fullgraph=True)
+    x = torch.randn(4, 5, 16)
+    _, code = run_and_get_code(lambda: compiled(x).sum().backward())
+    forward = code[0]
+    assert "dropit.sparsify" in forward
+    assert len(re.findall(r"empty_strided_cpu\(\(4, 5, 48\)|empty_strided_cpu\(\(20, 48\)|empty_strided_cpu\(\(960, \)",
+                          forward)) == 2  # the first linear's output, then the GELU's
