@@ -49,6 +49,13 @@ def test_frontier_figure_has_one_marker_per_configuration():
     assert list(plots.frontier_figure(ROWS, memory="peak_ratio").data[0].y) == pytest.approx([1.0, 0.6, 0.75])
 
 
+
+def test_frontier_figure_draws_compiled_rows_apart():
+    compiled = [{**r, "config": f"compiled {r['config']}", "compiled": True, "time_ratio": 1.1} for r in ROWS]
+    eager, comp = plots.frontier_figure(ROWS + compiled).data
+    assert (eager.name, comp.name) == ("m", "m, compiled") and comp.marker.symbol == "diamond"
+    assert list(comp.text) == [r["config"] for r in compiled] and list(comp.x) == [1.1] * 3
+
 def test_report_shows_the_frontier(tmp_path):
     write_json(tmp_path / "memory" / "frontier.json", ROWS)
     tables, page = report.build(tmp_path)

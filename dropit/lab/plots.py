@@ -445,20 +445,24 @@ def frontier_figure(rows: Sequence[Mapping], *, memory: str = "kept_ratio", titl
 
     ``rows`` as from ``dropit.lab.measure.frontier.run()``; ``memory`` is
     ``"kept_ratio"`` (forward-kept) or ``"peak_ratio"`` (whole-step peak).
-    Down and left is better; one colour per model, configurations as labels.
+    Down and left is better; one colour per model and mode (compiled rows, against compiled plain, as
+    diamonds), configurations as labels.
     """
     what = {"kept_ratio": "forward-kept memory", "peak_ratio": "whole-step peak memory"}[memory]
     fig = go.Figure()
-    for model, rs in _by(rows, "model").items():
-        fig.add_trace(go.Scatter(
-            x=[r["time_ratio"] for r in rs], y=[r[memory] for r in rs], mode="markers+text", name=str(model),
-            text=[r["config"] for r in rs], textposition="top right", marker_size=11,
-            error_x=dict(type="data", symmetric=False, array=[r["time_q3"] - r["time_ratio"] for r in rs],
-                         arrayminus=[r["time_ratio"] - r["time_q1"] for r in rs], thickness=1),
-            hovertemplate="%{text}<br>time %{x:.3f}x<br>memory %{y:.3f}<extra>" + str(model) + "</extra>",
-        ))
+    for model, by_model in _by(rows, "model").items():
+        for compiled, rs in _by(by_model, "compiled").items():
+            name = f"{model}, compiled" if compiled else str(model)
+            fig.add_trace(go.Scatter(
+                x=[r["time_ratio"] for r in rs], y=[r[memory] for r in rs], mode="markers+text", name=name,
+                text=[r["config"] for r in rs], textposition="top right", marker_size=11,
+                marker_symbol="diamond" if compiled else "circle",
+                error_x=dict(type="data", symmetric=False, array=[r["time_q3"] - r["time_ratio"] for r in rs],
+                             arrayminus=[r["time_ratio"] - r["time_q1"] for r in rs], thickness=1),
+                hovertemplate="%{text}<br>time %{x:.3f}x<br>memory %{y:.3f}<extra>" + name + "</extra>",
+            ))
     fig.update_layout(
-        title=title or f"{what} vs step time, each against the plain model",
+        title=title or f"{what} vs step time, each against its baseline (compiled rows: compiled plain)",
         xaxis_title="step time / plain (median over interleaved rounds; bars: quartiles)",
         yaxis_title=f"{what} / plain", yaxis_rangemode="tozero", height=520,
     )
