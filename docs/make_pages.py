@@ -140,6 +140,26 @@ def render_frontier(doc: dict) -> str:
     return table(head, "llrrrrrr" + ("r" if with_ops else ""), out)
 
 
+def render_frontier_compiled(doc: dict) -> str:
+    """The frontier's compiled rows side by side per model (the README's view of the compiler's budget against
+    DropIT): forward-kept and step peak over compiled plain's, step time over compiled plain's with quartiles."""
+    models = list(dict.fromkeys(r["model"] for r in doc["rows"] if r.get("compiled")))
+    configs = list(dict.fromkeys(r["config"] for r in doc["rows"] if r.get("compiled")))
+    found = {(r["model"], r["config"]): r for r in doc["rows"]}
+    out = []
+    for c in configs:
+        cells = [c.removeprefix("compiled ")]
+        for m in models:
+            r = found.get((m, c))
+            quartiles = () if r is None or c == "compiled plain" else (r["time_q1"], r["time_q3"])
+            cells += ["-"] * 3 if r is None else [ratio(r["kept_ratio"], 2), ratio(r["peak_ratio"], 2),
+                                                   times(r["time_ratio"], *quartiles)]
+        out.append(cells)
+    head = ["compiled (fullgraph)"] + [f"{doc['labels'][m]}: {what}" for m in models
+                                       for what in ("kept", "step peak", "step time")]
+    return table(head, "l" + "r" * (3 * len(models)), out)
+
+
 def render_speed(doc: dict) -> str:
     """benchmarks/speed.py rows, one per model and configuration: model, configuration, step_ms (the plain
     row's), ratio and, where measured, q1/q3; the configurations become columns."""

@@ -107,11 +107,11 @@ class Plan:
 
     def table(self) -> str:
         lines = [f"target: {self.metric} <= {self.target_bytes / MiB:.1f} MiB; pick: {self.pick.name}",
-                 f"{'candidate':<58}{'kept MiB':>9}{'ratio':>7}{'peak MiB':>9}{'step ms':>9}{'±':>6}"
+                 f"{'candidate':<58}{'kept MiB':>9}{'ratio':>7}{'peak MiB':>9}{'step ms':>9}{'±':>8}"
                  f"{'vs plain':>9}{'grad err':>9}"]
         for r in self.rows:
             peak = f"{r['peak_bytes'] / MiB:9.1f}" if r["peak_bytes"] is not None else f"{'-':>9}"
-            timed = (f"{r['step_s'] * 1e3:9.1f}{r['noise_s'] * 1e3:6.1f}{r['time_ratio']:8.3f}x"
+            timed = (f"{r['step_s'] * 1e3:9.1f}{r['noise_s'] * 1e3:8.1f}{r['time_ratio']:8.3f}x"
                      if r["step_s"] is not None else f"  {'(over target: not timed)':<22}")
             mark = " <- pick" if r["name"] == self.pick.name else ""
             lines.append(f"{r['name']:<58}{r['kept_bytes'] / MiB:9.1f}{r['kept_ratio']:7.3f}{peak}{timed}"
@@ -287,7 +287,8 @@ def _time(built: list, rows: list[dict], inputs, loss_fn, rounds: int, cuda: boo
                 times[i].append(time.perf_counter() - t0)
     for i in live:
         ts = sorted(times[i])
-        q1, _, q3 = statistics.quantiles(ts, n=4) if len(ts) > 1 else (ts[0],) * 3
+        # inclusive quartiles: a single slow round among a few moves them to its neighbour, not towards itself
+        q1, _, q3 = statistics.quantiles(ts, n=4, method="inclusive") if len(ts) > 1 else (ts[0],) * 3
         rows[i].update(step_s=statistics.median(ts), noise_s=(q3 - q1) / 2,
                        time_ratio=statistics.median(t / b for t, b in zip(times[i], times[0])))
     for row in rows:

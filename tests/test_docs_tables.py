@@ -47,14 +47,15 @@ def test_a_number_changed_in_the_json_is_caught(tmp_path, capsys):
     root = _copy(tmp_path)
     data = root / "docs" / "data" / "frontier.json"
     doc = json.loads(data.read_text())
-    doc["rows"][1]["kept_ratio"] = 0.5  # was 0.606
+    row = next(r for r in doc["rows"] if r["config"] == "DropIT")
+    row["kept_ratio"] = 0.5  # was 0.606
     data.write_text(json.dumps(doc))
     assert make_pages.main(["--check", "--root", str(root)]) == 1
     out = capsys.readouterr().out
     assert "docs/frontier.md" in out and "README.md" in out  # the headline table reads the same file
     make_pages.main(["--root", str(root)])  # rewriting fixes both
     assert make_pages.main(["--check", "--root", str(root)]) == 0
-    assert "| DropIT | 346.8 | 0.500 |" in (root / "docs" / "frontier.md").read_text()
+    assert f"| DropIT | {row['kept_bytes'] / 2**20:.1f} | 0.500 |" in (root / "docs" / "frontier.md").read_text()
 
 
 def test_a_number_edited_by_hand_in_a_page_is_caught(tmp_path, capsys):
@@ -93,13 +94,15 @@ def test_a_bad_marker_names_the_problem(tmp_path):
 def test_the_headline_takes_compiled_frontier_rows_when_the_frontier_has_them():
     frontier = json.loads((ROOT / "docs" / "data" / "frontier.json").read_text())
     compiled = json.loads((ROOT / "docs" / "data" / "speed_compiled.json").read_text())
-    before = make_pages.render_headline(frontier, compiled)
-    assert "| checkpoint every block | 0.32 | 0.60 | 1.352x (1.31-1.46) | not measured |" in before
+    frontier["rows"] = [r for r in frontier["rows"] if r["config"] != "compiled checkpoint every block"]
     row = next(r for r in frontier["rows"] if r["model"] == "resnet18-cifar" and r["config"] == "checkpoint every block")
+    eager = f"| checkpoint every block | {row['kept_ratio']:.2f} | {row['peak_ratio']:.2f} | {row['time_ratio']:.3f}x "
+    before = make_pages.render_headline(frontier, compiled)
+    assert eager in before and before.split(eager)[1].split("\n")[0].endswith("| not measured |")
     frontier["rows"].append({**row, "config": "compiled checkpoint every block", "time_ratio": 1.25,
                              "time_q1": 1.2, "time_q3": 1.3})
     after = make_pages.render_headline(frontier, compiled)
-    assert "| checkpoint every block | 0.32 | 0.60 | 1.352x (1.31-1.46) | 1.250x (1.20-1.30) |" in after
+    assert after.split(eager)[1].split("\n")[0].endswith("| 1.250x (1.20-1.30) |")
     assert after.count("\n") == before.count("\n")  # compiled rows fill the column, they add no line
 
 
@@ -117,3 +120,18 @@ def test_speed_companions_table_puts_each_ratio_under_its_column():
     cells = [c.strip() for c in line.strip("| ").split(" | ")]
     assert cells[0] == "CIFAR ResNet-18, batch 32 (plain 590 ms, compiled 1.59 s)"
     assert cells[1:] == ["1.070x (1.06-1.08)", "-", "-", "1.050x (1.04-1.06)", "1.110x (1.10-1.12)", "-", "-"]
+
+
+def test_compiled_frontier_table_sets_models_side_by_side():
+    def row(model, config, kept, peak, t):
+        return {"model": model, "config": config, "compiled": config.startswith("compiled"), "kept_ratio": kept,
+                "peak_ratio": peak, "time_ratio": t, "time_q1": t - 0.01, "time_q3": t + 0.01}
+
+    doc = {"labels": {"a": "A", "b": "B"},
+           "rows": [row("a", "plain", 1, 1, 1), row("a", "compiled plain", 1, 1, 1), row("a", "compiled budget 0.5", 0.5, 0.7, 1.05),
+                    row("b", "compiled plain", 1, 1, 1), row("b", "compiled DropIT", 0.6, 0.7, 0.98)]}
+    lines = make_pages.render_frontier_compiled(doc).splitlines()
+    assert lines[0] == "| compiled (fullgraph) | A: kept | A: step peak | A: step time | B: kept | B: step peak | B: step time |"
+    assert lines[2:] == ["| plain | 1.00 | 1.00 | 1.000x | 1.00 | 1.00 | 1.000x |",
+                         "| budget 0.5 | 0.50 | 0.70 | 1.050x (1.04-1.06) | - | - | - |",
+                         "| DropIT | - | - | - | 0.60 | 0.70 | 0.980x (0.97-0.99) |"]
