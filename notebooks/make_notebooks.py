@@ -272,7 +272,8 @@ explore_quantize = "int8"   # None, "int8" or "int4" (lossy)
 frontier_models = "tiny"    # "resnet18-cifar,vit_b_16" for the README's frontier (about 20 minutes)
 frontier_rounds = 3
 frontier_configs = None     # None: the eager rows, dropit.lab.measure.frontier.EAGER
-frontier_json = None        # a frontier.json written by benchmarks/frontier.py: shown instead of measuring
+frontier_json = None        # shown instead of measuring: benchmarks/frontier.py --json's file, or the committed
+                            # "../docs/data/frontier.json" (ResNet-18 and ViT-B/16, eager and compiled rows)
 """),
     code("""
 from IPython.display import Markdown

@@ -129,3 +129,13 @@ def test_memory_rows_resume_from_their_file_and_are_saved_one_by_one(tmp_path, m
     rows = frontier.memory_rows(["tiny"], configs, path, log=None)
     assert measured == [("tiny", "plain"), ("tiny", "DropIT"), ("tiny", "DropIT + int8"), ("tiny", "DropIT + int8")]
     assert rows[("tiny", "DropIT")]["kept_bytes"] == 200 and len(json.loads(path.read_text())) == 3
+
+
+def test_load_or_run_reads_a_benchmark_list_and_the_committed_wrapper(tmp_path):
+    rows = [{"model": "tiny", "config": "plain"}]
+    (tmp_path / "list.json").write_text(json.dumps(rows))
+    (tmp_path / "wrapped.json").write_text(json.dumps({"source": "measured", "rows": rows}))
+    assert frontier.load_or_run(tmp_path / "list.json", "tiny") == rows
+    assert frontier.load_or_run(tmp_path / "wrapped.json", "tiny") == rows
+    committed = frontier.load_or_run(ROOT / "docs" / "data" / "frontier.json", "tiny")
+    assert {r["config"] for r in committed} >= {"compiled plain", "compiled budget 0.2", "compiled DropIT + int8"}

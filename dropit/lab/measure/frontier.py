@@ -291,10 +291,12 @@ def run(models: list[str], *, configs: list[str] | None = None, rounds: int = 8,
 
 
 def load_or_run(path, models: str, configs: str | None = None, rounds: int = 8) -> list[dict]:
-    """The rows in the JSON file at ``path`` if given, else :func:`run` of the comma-separated models/configs."""
+    """The rows in the JSON file at ``path`` if given (a benchmark's ``--json`` list, or the committed
+    ``docs/data/frontier.json`` with its ``rows``), else :func:`run` of the comma-separated models/configs."""
     if path:
         with open(path) as f:
-            return json.load(f)
+            doc = json.load(f)
+        return doc["rows"] if isinstance(doc, dict) else doc
     return run(models.split(","), configs=configs.split(",") if configs else None, rounds=rounds, log=None)
 
 
