@@ -13,20 +13,19 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from dropit.lab.claim.protocols import ARMS
 from dropit.lab.claim.summary import table_rows
 from dropit.lab.paper import PAPER_ROWS
 
-ARM_NAMES = {  # what each arm's DropIT is, for a reader who has not opened protocols.py
-    "plain": "plain", "mink": "DropIT `mink`", "default": "DropIT `sampled` γ 0.9",
-    "default_int8": "DropIT `sampled` γ 0.9 + int8",
-}
-PROTOCOL_GAMMA = {"cnn": {"mink": 0.8}, "vit": {"mink": 0.9}, "gpu": {"mink": 0.8}}
-
-
 def _arm(protocol: str, arm: str) -> str:
-    name = ARM_NAMES.get(arm, arm)
-    gamma = PROTOCOL_GAMMA.get(protocol, {}).get(arm)
-    return f"{name} γ {gamma}" if gamma is not None else name
+    """What the arm's DropIT is, from its settings in :data:`dropit.lab.claim.protocols.ARMS`."""
+    keys = ARMS.get(protocol, {}).get(arm)
+    if keys is None:
+        return arm
+    if not keys.get("dropit"):
+        return "plain"
+    quantize = keys.get("dropit_quantize")
+    return (f"DropIT `{keys['dropit_strategy']}` γ {keys['dropit_gamma']}" + (f" + {quantize}" if quantize else ""))
 
 
 def _mean_sd(mean, sd, digits: int) -> str:
