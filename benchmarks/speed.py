@@ -147,9 +147,10 @@ def bench_model(name, base, x, y, gamma, rounds, device, strategies=("mink", "ra
                      "reference": reference})
         label = f"{median:15.3f}x" if key != reference else f"{'1.000x':>16}"
         base_key = default if reference == "plain" else "default, compiled"
-        extra = f"{statistics.median(t / d for t, d in zip(ts, times[base_key])):17.3f}x" if quantize else ""
+        extra = ""
         if quantize:
             rows[-1]["ratio_to_default"] = statistics.median(t / d for t, d in zip(ts, times[base_key]))
+            extra = f"{rows[-1]['ratio_to_default']:17.3f}x"
         print(f"{key:<22}{statistics.median(ts) * 1e3:18.1f}{label}{f'{q1:.3f}-{q3:.3f}':>18}{extra}"
               + (f"  (vs {reference})" if reference != "plain" and key != reference else ""))
     return rows
