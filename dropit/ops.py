@@ -1,6 +1,6 @@
 """DropIT's record operations as ``torch.library`` custom ops, so ``torch.compile`` sees them whole.
 
-    values, positions, count = torch.ops.dropit.sparsify(flat, gamma, strategy, kind, capacity)
+    values, positions, count = torch.ops.dropit.sparsify(x, gamma, strategy, kind, capacity)   # x in memory order
     flat = torch.ops.dropit.expand(values, positions, kind, numel)
     bits = torch.ops.dropit.pack_nonzero(flat)
     grad = torch.ops.dropit.mask_grad(grad, bits)
@@ -26,7 +26,9 @@ from .strategies import get_strategy
 
 
 def make(flat: torch.Tensor, gamma: float, strategy: str, kind: str, capacity: int):
-    """The tensors of a record of flat (n,): (values, positions, count); see :mod:`dropit.record`."""
+    """The tensors of a record of ``flat``, a contiguous tensor taken as (n,) in memory order: (values,
+    positions, count); see :mod:`dropit.record`."""
+    flat = flat.view(-1)
     if flat.is_meta:
         return _make_fake(flat, gamma, strategy, kind, capacity)
     sel = get_strategy(strategy).select(flat, gamma)

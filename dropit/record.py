@@ -87,13 +87,22 @@ def memory_order(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...] | None]
     attention head view of a projection, ...); otherwise a contiguous copy, and
     the permutation None.
     """
+    dense, perm = memory_ordered(x)
+    return dense.view(-1), perm
+
+
+def memory_ordered(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...] | None]:
+    """:func:`memory_order` before the flattening: x permuted to its memory order (a contiguous view), or a
+    contiguous copy. The custom ops take this and flatten it themselves: under ``torch.compile`` a flat view
+    made outside an op is a second tensor to inductor, which then writes the input twice (seen for GELU's
+    output, one buffer for the op and one for the next matmul)."""
     if x.is_contiguous():
-        return x.view(-1), None
+        return x, None
     perm = tuple(sorted(range(x.dim()), key=lambda d: (-x.stride(d), d)))
     permuted = x.permute(perm)
     if permuted.is_contiguous():
-        return permuted.view(-1), perm
-    return x.contiguous().view(-1), None  # not reshape: a strided slice would stay a strided view
+        return permuted, perm
+    return x.contiguous(), None  # not reshape: a strided slice would stay a strided view
 
 
 def from_memory_order(flat: torch.Tensor, shape, permutation) -> torch.Tensor:

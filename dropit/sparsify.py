@@ -22,7 +22,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from . import ops
 from .quant import check_quantize
-from .record import Layout, Record, from_memory_order, memory_order, notify, observe, position_kind
+from .record import Layout, Record, from_memory_order, memory_ordered, notify, observe, position_kind
 from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy
 
 _VALUE_DTYPES = (None, torch.bfloat16, torch.float16)
@@ -52,23 +52,23 @@ class DropSpec:
 
 def sparsify(x: torch.Tensor, spec: DropSpec) -> Record:
     """The record of x that backward will expand: kept values + positions."""
-    flat, perm = memory_order(x)
-    n = flat.numel()
+    dense, perm = memory_ordered(x)
+    n = dense.numel()
     if spec.gamma == 0.0:
-        record = Record(flat, None, None, Layout("dense", x.shape, x.dtype, perm, n, n))
+        record = Record(dense.view(-1), None, None, Layout("dense", x.shape, x.dtype, perm, n, n))
     else:
-        record = (None if torch.compiler.is_compiling() else _recent_record(x, spec)) or _make(x, flat, perm, spec)
+        record = (None if torch.compiler.is_compiling() else _recent_record(x, spec)) or _make(x, dense, perm, spec)
     notify(x, record)
     return record
 
 
-def _make(x: torch.Tensor, flat: torch.Tensor, perm, spec: DropSpec) -> Record:
-    n = flat.numel()
+def _make(x: torch.Tensor, dense: torch.Tensor, perm, spec: DropSpec) -> Record:
+    n = dense.numel()
     capacity = get_strategy(spec.strategy).capacity(n, spec.gamma)
     value_dtype = spec.value_dtype if spec.value_dtype is not None and x.dtype.itemsize > spec.value_dtype.itemsize else None
     value_size = value_dtype.itemsize if value_dtype is not None else x.element_size()
     kind = position_kind(n, capacity, value_size, x.element_size())
-    values, positions, count = ops.call(ops.sparsify_op, flat, spec.gamma, spec.strategy, kind, capacity)
+    values, positions, count = ops.call(ops.sparsify_op, dense, spec.gamma, spec.strategy, kind, capacity)
     if kind == "dense":
         record = Record(values, None, None, Layout("dense", x.shape, x.dtype, perm, n, n))
     else:
