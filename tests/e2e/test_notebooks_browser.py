@@ -410,8 +410,8 @@ def test_runs_overlay_fill_the_table_and_a_sweep_draws_its_summary(browser, star
     page.screenshot(path=str(screenshots / "explore_bench_two_runs.png"))
 
     button(page, "clear").click()
-    page.wait_for_function(f"() => ({TRACES_JS})().traces[0].length === 0")
-    assert page.evaluate(TRACES_JS)["table_rows"] == 0
+    # the figure and the table are separate widget messages: wait for both to reach the page
+    page.wait_for_function(f"() => {{ const t = ({TRACES_JS})(); return t.traces[0].length === 0 && t.table_rows === 0; }}")
 
     page.get_by_role("checkbox", name="DropIT").check()  # the sweep sets DropIT itself; this reads better
     sweep_box = page.locator(".widget-text", has=page.locator(".widget-label", has_text="sweep γ")).locator("input")

@@ -318,8 +318,8 @@ class BenchPanel:
             return
         self.book.clear()
         self._sweep_runs = []
+        self.table.value = bench.table_html([])  # before the figure: a watcher that sees the figure empty sees the table empty too
         self.fig.data = self.fig.data[:plots.BENCH_PLACEHOLDERS]
-        self.table.value = bench.table_html([])
         _replace_figure(self.summary, plots.sweep_summary_figure([]))
         self._set_status("ready", force=True)
 
