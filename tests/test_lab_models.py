@@ -12,6 +12,7 @@ from dropit.lab.models.catalog import apply_dropit, build_model, default_dropit_
 @pytest.mark.parametrize("name, size, first, last", [
     ("resnet18_cifar", 32, "conv1", "fc"), ("resnet_mini", 32, "conv1", "fc"),
     ("vit_tiny", 32, "conv_proj", "heads.head"), ("resnet18", 64, "conv1", "fc"),
+    ("vit_tiny_conv", 32, "conv_proj.conv_bn_relu_0.0", "heads.head"),
 ])
 def test_models_build_and_name_first_and_last_layers(name, size, first, last):
     m = build_model(name, 7, image_size=size).eval()
@@ -29,6 +30,21 @@ def test_resnet18_cifar_stem():
 def test_vit_b_16_is_torchvisions():
     m = build_model("vit_b_16", 100)
     assert m.hidden_dim == 768 and len(m.encoder.layers) == 12 and m.heads.head.out_features == 100
+
+
+@pytest.mark.parametrize("patch, channels", [(2, [32]), (8, [32, 64, 128])])
+def test_vit_tiny_conv_stem_halves_once_per_conv_to_the_patch_grid(patch, channels):
+    m = build_model("vit_tiny_conv", 100, patch_size=patch)
+    convs = [c for c in m.conv_proj.modules() if isinstance(c, nn.Conv2d)]
+    assert [c.out_channels for c in convs[:-1]] == channels and all(c.stride == (2, 2) for c in convs[:-1])
+    assert convs[-1].kernel_size == (1, 1) and convs[-1].out_channels == 192  # the projection to the width
+    tokens = m._process_input(torch.randn(2, 3, 32, 32))
+    assert tokens.shape == (2, (32 // patch) ** 2, 192)
+
+
+def test_vit_tiny_conv_needs_a_power_of_two_patch():
+    with pytest.raises(ValueError, match="power of two"):
+        build_model("vit_tiny_conv", 100, image_size=48, patch_size=6)
 
 
 def test_unknown_model():

@@ -5,6 +5,7 @@
     build_model("vit_b_16", 100, image_size=224, weights="vit_b_16.pth")
     build_model("resnet_mini", 100)             # narrow ResNet (16..128 channels), CIFAR stem: CPU demos
     build_model("vit_tiny", 100, image_size=32) # 4-layer, 192-wide torchvision ViT: CPU demos
+    build_model("vit_tiny_conv", 100)           # the same with a convolutional stem: the claim study's ViT
     build_model("deit_small", 100, weights="weights/deit_small_patch16_224.pth")  # timm's DeiT-Ti/S/B
     build_model("deit_mini", 100, image_size=32) # timm DeiT-Ti blocks, 4 deep: CPU demos
 
@@ -30,9 +31,9 @@ import torch.nn as nn
 from torchvision.models import resnet18 as tv_resnet18
 from torchvision.models import vit_b_16 as tv_vit_b_16
 from torchvision.models.resnet import BasicBlock, conv1x1
-from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings
+from torchvision.models.vision_transformer import ConvStemConfig, VisionTransformer, interpolate_embeddings
 
-MODEL_NAMES = ("resnet18_cifar", "resnet18", "vit_b_16", "resnet_mini", "vit_tiny",
+MODEL_NAMES = ("resnet18_cifar", "resnet18", "vit_b_16", "resnet_mini", "vit_tiny", "vit_tiny_conv",
                "deit_tiny", "deit_small", "deit_base", "deit_mini")
 _DEIT = {"deit_tiny": "deit_tiny_patch16_224", "deit_small": "deit_small_patch16_224", "deit_base": "deit_base_patch16_224"}
 
@@ -89,7 +90,25 @@ def _deit(name: str, num_classes: int, size: int, patch_size: int | None) -> nn.
     return timm.create_model(_DEIT.get(name, "deit_tiny_patch16_224"), pretrained=False, **options)
 
 
-_NATIVE_32 = ("resnet18_cifar", "resnet_mini", "vit_tiny", "deit_mini")  # the CIFAR stem and the CPU demo models
+def _vit_tiny(name: str, num_classes: int, size: int, patch_size: int | None) -> nn.Module:
+    """torchvision's ViT, 4 layers, width 192, 3 heads, MLP 384; ``vit_tiny_conv`` replaces the patch embedding
+    by a stem of 3x3 stride-2 convolutions (BatchNorm, ReLU; 32, 64, 128... channels) and a 1x1 projection, the
+    convolutional stem of Xiao et al. 2021 ("Early convolutions help transformers see better"), which trains a
+    ViT faster from scratch; the patch size must then be a power of two."""
+    patch = patch_size or max(1, size // 8)
+    if size % patch:
+        raise ValueError(f"{name}: image_size {size} is not a multiple of patch_size {patch}")
+    stem = None
+    if name == "vit_tiny_conv":
+        if patch < 2 or patch & (patch - 1):
+            raise ValueError(f"vit_tiny_conv: patch_size {patch} is not a power of two (one stride-2 conv per halving); "
+                             "choose 2, 4, 8, ...")
+        stem = [ConvStemConfig(out_channels=32 << i, kernel_size=3, stride=2) for i in range(patch.bit_length() - 1)]
+    return VisionTransformer(image_size=size, patch_size=patch, num_layers=4, num_heads=3, hidden_dim=192,
+                             mlp_dim=384, num_classes=num_classes, conv_stem_configs=stem)
+
+
+_NATIVE_32 = ("resnet18_cifar", "resnet_mini", "vit_tiny", "vit_tiny_conv", "deit_mini")  # the CIFAR stem and the CPU demo models
 
 
 def default_image_size(model: str, dataset: str | None = None) -> int:
@@ -128,14 +147,8 @@ def build_model(
         model = MiniResNet(num_classes)
     elif name == "vit_b_16":
         model = tv_vit_b_16(weights=None, num_classes=num_classes, image_size=size)
-    elif name == "vit_tiny":
-        patch = patch_size or max(1, size // 8)
-        if size % patch:
-            raise ValueError(f"vit_tiny: image_size {size} is not a multiple of patch_size {patch}")
-        model = VisionTransformer(
-            image_size=size, patch_size=patch, num_layers=4, num_heads=3, hidden_dim=192, mlp_dim=384,
-            num_classes=num_classes,
-        )
+    elif name in ("vit_tiny", "vit_tiny_conv"):
+        model = _vit_tiny(name, num_classes, size, patch_size)
     elif name in _DEIT or name == "deit_mini":
         model = _deit(name, num_classes, size, patch_size)
     if weights:
