@@ -71,7 +71,9 @@ def test_the_notebook_draws_curves_table_and_mechanism(study, kernel, tmp_path_f
     assert len(figs) == 4  # cnn curves, vit curves, the table, the mechanism (the committed study skipped)
     shown = _execute("claim", tmp_path_factory.mktemp("claim_nb2"), kernel, study_dir=str(out),
                      mechanism_json="", committed_study=str(out))
-    assert len(_outputs(shown, PLOTLY)) == 4  # the curves, the table, then the committed study's table
+    committed = _outputs(shown, PLOTLY)
+    assert len(committed) == 5  # the curves, the table, then the committed study's table and mechanism
+    assert committed[-1]["layout"]["title"]["text"] == "the committed study's mechanism measurement"
     assert any(t.get("type") == "table" for f in figs for t in f["data"])
 
 

@@ -166,11 +166,18 @@ def _text(nb) -> str:
 
 
 @pytest.mark.slow
-def test_quickstart_runs_headless(kernel, results):
+def test_quickstart_runs_headless(kernel, results, tmp_path):
+    mechanism = tmp_path / "mechanism.json"  # the claim study's measurement, two steps at two gammas
+    mechanism.write_text(json.dumps({"rows": [
+        {"step": step, "gamma": g, "noise_plain": 0.5, "noise_dropit": 0.5 - g / 4, "bias": g / 5, "bias_rel": g,
+         "mse_plain": 0.45, "mse_dropit": 0.45 - g / 10} for step in (50, 400) for g in (0.5, 0.9)]}))
     nb = _execute("quickstart", results, kernel, interactive=False, gammas=[0.0, 0.5, 0.9],
-                  strategies=["mink", "random"], resnet_model="resnet_mini", vit_model="vit_tiny", memory_batch=2)
+                  strategies=["mink", "random"], resnet_model="resnet_mini", vit_model="vit_tiny", memory_batch=2,
+                  mechanism_json=str(mechanism))
     figs = _outputs(nb, PLOTLY)
-    assert len(figs) == 6  # heatmap, histogram, gamma curves, cache vs gamma, two per-layer bar charts
+    # heatmap, histogram, gamma curves, the mechanism, cache vs gamma, two per-layer bar charts
+    assert len(figs) == 7
+    assert len(figs[3]["data"]) == 2 * 5 and figs[3]["data"][1]["y"] == [0.375, 0.275]  # DropIT's noise at step 50
     assert not _outputs(nb, "application/vnd.jupyter.widget-view+json")  # no widgets without a front end
     heat = figs[0]["data"]
     assert sum(v == 0 for row in heat[1]["z"] for v in row) > sum(v == 0 for row in heat[0]["z"] for v in row)
