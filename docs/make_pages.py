@@ -27,7 +27,7 @@ import re
 import sys
 from pathlib import Path
 
-from dropit.lab.claim.markdown import claim_markdown
+from dropit.lab.claim.markdown import claim_markdown, mechanism_markdown
 from dropit.lab.io import write_text  # the kit's one atomic writer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -309,6 +309,11 @@ def render_quick_tables(doc: dict) -> str:
 def render_claim(doc: dict) -> str:
     """docs/claim/claim.json, the accuracy study's summary (``make claim``): its table beside the paper's numbers."""
     return claim_markdown(doc)
+
+
+def render_mechanism(doc: dict) -> str:
+    """docs/claim/mechanism.json: minibatch gradient noise and DropIT's bias per step and gamma."""
+    return mechanism_markdown(doc)
 
 
 RENDERERS = {name.removeprefix("render_"): fn for name, fn in list(globals().items()) if name.startswith("render_")}

@@ -81,3 +81,16 @@ def test_the_command_measures_at_the_given_steps_of_a_run(tmp_path):
     assert all(r["bias"] < 1e-6 * r["exact_norm"] for r in rows if r["gamma"] == 0.0)
     assert all(r["bias"] > 0 for r in rows if r["gamma"] == 0.9)
     assert (tmp_path / "study" / "work" / "mechanism-cnn").is_dir()
+
+
+def test_mechanism_markdown_sorts_rows_and_says_whose_gradient_is_closer():
+    from dropit.lab.claim.markdown import MECHANISM_HEADER, mechanism_markdown
+
+    rows = [{"step": 400, "gamma": 0.9, "noise_plain": 0.6, "noise_dropit": 0.4, "bias": 0.2, "bias_rel": 0.45,
+             "mse_plain": 0.5, "mse_dropit": 0.42},
+            {"step": 50, "gamma": 0.8, "noise_plain": 0.5, "noise_dropit": 0.51, "bias": 0.08, "bias_rel": 0.285,
+             "mse_plain": 0.43, "mse_dropit": 0.45}]
+    lines = mechanism_markdown({"rows": rows}).splitlines()
+    assert lines[0] == "| " + " | ".join(MECHANISM_HEADER) + " |" and len(lines) == 4
+    assert lines[2] == "| 50 | 0.80 | 0.5 | 0.51 | 0.08 | 28.5% | 0.43 | 0.45 | plain |"
+    assert lines[3].startswith("| 400 | 0.90 |") and lines[3].endswith("| DropIT |")

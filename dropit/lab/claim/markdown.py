@@ -7,7 +7,8 @@ One row per protocol and arm, every figure read from the summary
 ± standard deviation over seeds, each arm's paired difference to plain with
 its 95% interval and the computed verdict, and the top-1 still gained over the
 last quarter of the epochs. Under it, the paper's single runs of the same
-comparison (:data:`dropit.lab.paper.PAPER_ROWS`).
+comparison (:data:`dropit.lab.paper.PAPER_ROWS`). :func:`mechanism_markdown`
+tables the mechanism measurement (:mod:`dropit.lab.claim.mechanism`).
 """
 from __future__ import annotations
 
@@ -82,3 +83,17 @@ def claim_markdown(summary: Mapping) -> str:
     if not rows:
         return "No finished run in this summary yet (`make claim` runs the study).\n\n" + paper_markdown()
     return _table(HEADER, rows) + "\n\n" + paper_markdown()
+
+
+MECHANISM_HEADER = ["step", "γ", "noise, plain", "noise, DropIT", "bias ‖E[g_DropIT] − g‖", "bias / ‖g‖",
+                    "mse to g, plain", "mse to g, DropIT", "closer to g"]
+
+
+def mechanism_markdown(doc: Mapping) -> str:
+    """One row per step and γ of a mechanism file (``{"rows": [...]}``); the last column says whose minibatch
+    gradient is nearer the exact one on average (the lower mean squared distance)."""
+    rows = [[f"{r['step']:,}", f"{r['gamma']:.2f}", f"{r['noise_plain']:.4g}", f"{r['noise_dropit']:.4g}",
+             f"{r['bias']:.4g}", f"{100 * r['bias_rel']:.1f}%", f"{r['mse_plain']:.4g}", f"{r['mse_dropit']:.4g}",
+             "DropIT" if r["mse_dropit"] < r["mse_plain"] else "plain"]
+            for r in sorted(doc["rows"], key=lambda r: (r["step"], r["gamma"]))]
+    return _table(MECHANISM_HEADER, rows)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from dropit.lab.claim.markdown import claim_markdown
+from dropit.lab.claim.markdown import claim_markdown, mechanism_markdown
 from dropit.lab.io import write_text
 from dropit.lab.measure import cache, frontier
 from dropit.lab.reproduce import tables
@@ -89,13 +89,18 @@ def tables_markdown(results: str | os.PathLike, *, preset: str | None = None) ->
 
 
 def claim_sections(results: Path, committed: Path | None = None) -> list[str]:
-    """The accuracy claim: the committed study's table (``make claim``), then this reproduction's small study."""
+    """The accuracy claim: the committed study's table (``make claim``) and its mechanism measurement, then this
+    reproduction's small study."""
     committed = committed or project_root() / "docs" / "claim" / "claim.json"
     out = ["### Does DropIT cost accuracy? The claim study\n\n" + (
         "Full CIFAR-100, arms paired by seed, Student-t 95% intervals on the paired differences, the verdict "
         "computed from them (`docs/claim.md`; rerun with `make claim`).\n\n"
         + claim_markdown(json.loads(committed.read_text())) if committed.is_file()
         else "the study has no finished run yet (`make claim` writes `docs/claim/claim.json`).")]
+    mechanism = committed.parent / "mechanism.json"
+    if mechanism.is_file():
+        out.append("#### The mechanism: minibatch gradient noise and DropIT's bias, against the exact gradient\n\n"
+                   + mechanism_markdown(json.loads(mechanism.read_text())))
     small = results / "claim" / "claim.json"
     if small.is_file():
         out.append("#### This reproduction's small study (a pipeline check, not evidence)\n\n"
