@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dropit.lab.claim.mechanism import converted_weights, noise_and_bias
+from dropit.lab.claim.mechanism import converted_weights, noise_and_bias, plain_scale_as_close
 
 
 def _mlp():
@@ -90,7 +90,26 @@ def test_mechanism_markdown_sorts_rows_and_says_whose_gradient_is_closer():
              "mse_plain": 0.5, "mse_dropit": 0.42},
             {"step": 50, "gamma": 0.8, "noise_plain": 0.5, "noise_dropit": 0.51, "bias": 0.08, "bias_rel": 0.285,
              "mse_plain": 0.43, "mse_dropit": 0.45}]
+    rows[1]["exact_norm"] = 0.28  # the older files have no |g|: their last column says none
     lines = mechanism_markdown({"rows": rows}).splitlines()
     assert lines[0] == "| " + " | ".join(MECHANISM_HEADER) + " |" and len(lines) == 4
-    assert lines[2] == "| 50 | 0.80 | 0.5 | 0.51 | 0.08 | 28.5% | 0.43 | 0.45 | plain |"
-    assert lines[3].startswith("| 400 | 0.90 |") and lines[3].endswith("| DropIT |")
+    c = plain_scale_as_close(rows[1])
+    assert c > 1 and lines[2] == f"| 50 | 0.80 | 0.5 | 0.51 | 0.08 | 28.5% | 0.43 | 0.45 | plain | {c:.3f} |"
+    assert lines[3].startswith("| 400 | 0.90 |") and lines[3].endswith("| DropIT | none |")
+
+
+def test_plain_scale_as_close_recovers_a_known_shrinkage():
+    from dropit.lab.claim.mechanism import plain_scale_as_close
+
+    g_k = torch.randn(8, 50, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.3
+    g = g_k.mean(0)
+
+    def row(c: float) -> dict:  # DropIT's gradient taken as exactly c times plain's
+        return {"mse_plain": float(((g_k - g) ** 2).sum(1).mean()), "exact_norm": float(g.norm()),
+                "mse_dropit": float(((c * g_k - g) ** 2).sum(1).mean())}
+
+    assert plain_scale_as_close(row(0.9)) == pytest.approx(0.9)
+    assert plain_scale_as_close(row(1.0)) == pytest.approx(1.0)
+    assert plain_scale_as_close(row(1.05)) == pytest.approx(1.05)  # farther than plain: c above 1
+    closest = row(1.0)["exact_norm"] ** 2 / (row(1.0)["mse_plain"] + row(1.0)["exact_norm"] ** 2)
+    assert plain_scale_as_close({**row(1.0), "mse_dropit": 0.5 * row(closest)["mse_dropit"]}) is None  # no c gets there

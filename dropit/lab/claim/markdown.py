@@ -86,14 +86,21 @@ def claim_markdown(summary: Mapping) -> str:
 
 
 MECHANISM_HEADER = ["step", "γ", "noise, plain", "noise, DropIT", "bias ‖E[g_DropIT] − g‖", "bias / ‖g‖",
-                    "mse to g, plain", "mse to g, DropIT", "closer to g"]
+                    "mse to g, plain", "mse to g, DropIT", "closer to g", "plain × c as close"]
 
 
 def mechanism_markdown(doc: Mapping) -> str:
     """One row per step and γ of a mechanism file (``{"rows": [...]}``); the last column says whose minibatch
-    gradient is nearer the exact one on average (the lower mean squared distance)."""
+    gradient is nearer the exact one on average (the lower mean squared distance), and the last the factor c that
+    would bring plain's as near (:func:`~dropit.lab.claim.mechanism.plain_scale_as_close`)."""
+    from dropit.lab.claim.mechanism import plain_scale_as_close
+
+    def scale(r: Mapping) -> str:
+        c = plain_scale_as_close(r) if "exact_norm" in r else None
+        return "none" if c is None else f"{c:.3f}"
+
     rows = [[f"{r['step']:,}", f"{r['gamma']:.2f}", f"{r['noise_plain']:.4g}", f"{r['noise_dropit']:.4g}",
              f"{r['bias']:.4g}", f"{100 * r['bias_rel']:.1f}%", f"{r['mse_plain']:.4g}", f"{r['mse_dropit']:.4g}",
-             "DropIT" if r["mse_dropit"] < r["mse_plain"] else "plain"]
+             "DropIT" if r["mse_dropit"] < r["mse_plain"] else "plain", scale(r)]
             for r in sorted(doc["rows"], key=lambda r: (r["step"], r["gamma"]))]
     return _table(MECHANISM_HEADER, rows)

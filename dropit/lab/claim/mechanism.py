@@ -19,12 +19,17 @@ minibatch gradient that SGD follows). Per gamma:
   is from the exact one (noise + bias², up to the (K - 1)/K of the estimate).
 
 The paper argues DropIT lowers gradient noise; these numbers show whether the
-noise it removes outweighs the bias it adds, per gamma.
+noise it removes outweighs the bias it adds, per gamma. Dropping also shrinks
+the weight gradient, and a shrunk gradient is nearer the exact one whenever
+noise dominates, so :func:`plain_scale_as_close` gives the yardstick: the factor
+by which plain's minibatch gradient would have to be scaled (a learning rate
+on the converted layers) to be as close to the exact gradient as DropIT's.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from typing import Sequence
 
 import torch
@@ -84,6 +89,22 @@ def noise_and_bias(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch
                          "bias": bias, "bias_rel": bias / max(base["exact_norm"], 1e-30),
                          "mse_dropit": float(((dropped - exact) ** 2).sum(1).mean())})
     return rows
+
+
+def plain_scale_as_close(row: dict) -> float | None:
+    """The factor c for which c times plain's minibatch gradient is, over the reference set, as close to the exact
+    gradient as DropIT's (its ``mse_dropit``): the solution nearer 1; None where no scaling of plain gets that close.
+
+    With g the mean of the K plain gradients g_k, mean_k ||c g_k - g||² = c² (mse + |g|²) - 2c |g|² + |g|²
+    exactly, so c solves a quadratic. c < 1: what DropIT gains in distance, shrinking plain's gradient by c
+    (lowering the converted layers' learning rate) gains too; c = 1: the same distance; c > 1: DropIT is farther.
+    """
+    m, target, g2 = row["mse_plain"], row["mse_dropit"], row["exact_norm"] ** 2
+    a = m + g2  # mean_k |g_k|²
+    disc = g2 * g2 - a * (g2 - target)
+    if a <= 0 or disc < 0:
+        return None
+    return min(((g2 - math.sqrt(disc)) / a, (g2 + math.sqrt(disc)) / a), key=lambda c: abs(c - 1))
 
 
 class MechanismProbe:
