@@ -74,10 +74,11 @@ def test_the_command_measures_at_the_given_steps_of_a_run(tmp_path):
     sets = [f"data_dir={tmp_path}", "download=false", "batch_size=20", "threads=1", "log_every=1000", "cache_batch=4",
             "epochs=1", "model=resnet_mini"]
     out = tmp_path / "study" / "mechanism.json"
-    assert main(["--out", str(out), "--steps", "1,3", "--gammas", "0.0,0.9", "--batches", "3",
+    assert main(["--out", str(out), "--steps", "1,3", "--gammas", "0.0,0.9", "--batches", "3", "--strategy", "sampled",
                  *[x for s in sets for x in ("--set", s)]]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(r["step"], r["gamma"]) for r in rows] == [(1, 0.0), (1, 0.9), (3, 0.0), (3, 0.9)]
+    assert {r["strategy"] for r in rows} == {"sampled"}
     assert all(r["bias"] < 1e-6 * r["exact_norm"] for r in rows if r["gamma"] == 0.0)
     assert all(r["bias"] > 0 for r in rows if r["gamma"] == 0.9)
     assert (tmp_path / "study" / "work" / "mechanism-cnn").is_dir()

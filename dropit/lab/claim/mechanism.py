@@ -149,7 +149,8 @@ def probe_run(cfg: RunConfig, *, at_steps: Sequence[int], gammas: Sequence[float
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dropit.lab.claim.mechanism --out DIR/mechanism.json [--protocol cnn] [--steps 50,500] [--gammas ...]``."""
+    """``python -m dropit.lab.claim.mechanism --out DIR/mechanism.json [--protocol cnn] [--steps 50,500] [--gammas ...]
+    [--strategy mink]``."""
     import argparse
     from pathlib import Path
 
@@ -161,13 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", default="cnn")
     p.add_argument("--steps", default="50,400,1500", help="optimizer steps at which to measure")
     p.add_argument("--gammas", default="0.5,0.8,0.9")
+    p.add_argument("--strategy", default="mink", help="DropIT's strategy: mink (the paper's), sampled (the kit's default)")
     p.add_argument("--batches", type=int, default=16, help="minibatches in the reference set")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     steps = [int(s) for s in args.steps.split(",")]
     work = Path(args.out).parent / "work" / f"mechanism-{args.protocol}"  # the study's ignored work/ folder
     cfg = run_config(args.protocol, "plain", seed=0, out_dir=work, overrides=args.overrides)
-    rows = probe_run(cfg, at_steps=steps, gammas=[float(g) for g in args.gammas.split(",")], batches=args.batches)
+    rows = probe_run(cfg, at_steps=steps, gammas=[float(g) for g in args.gammas.split(",")], batches=args.batches,
+                     strategy=args.strategy)
     write_json(args.out, {"protocol": args.protocol, "config": cfg.to_dict(), "rows": rows})
     for r in rows:
         print(f"step {r['step']:>6} gamma {r['gamma']:.2f}: noise plain {r['noise_plain']:.4g} dropit {r['noise_dropit']:.4g}"
