@@ -116,7 +116,9 @@ DropIT can match or beat plain training. The claim study measured both at a few 
 CIFAR-100 training run, against the exact gradient of 16 minibatches (`docs/claim.md`, "The
 mechanism"): left, the minibatch gradient's noise for plain and DropIT at the same weights;
 right, DropIT's bias² and each one's mean squared distance to the exact gradient. DropIT helps
-a step where its distance falls below plain's.
+a step where its distance falls below plain's; but a shrunk gradient is nearer whenever noise
+dominates, so `docs/claim.md` also gives how far plain's gradient would have to be scaled down
+to be as near.
 """),
     code("""
 import json

@@ -90,8 +90,8 @@ MECHANISM_HEADER = ["step", "γ", "noise, plain", "noise, DropIT", "bias ‖E[g_
 
 
 def mechanism_markdown(doc: Mapping) -> str:
-    """One row per step and γ of a mechanism file (``{"rows": [...]}``); the last column says whose minibatch
-    gradient is nearer the exact one on average (the lower mean squared distance), and the last the factor c that
+    """One row per step and γ of a mechanism file (``{"rows": [...]}``). "closer to g": whose minibatch gradient
+    is nearer the exact one on average (the lower mean squared distance); "plain × c as close": the factor that
     would bring plain's as near (:func:`~dropit.lab.claim.mechanism.plain_scale_as_close`)."""
     from dropit.lab.claim.mechanism import plain_scale_as_close
 
