@@ -121,12 +121,12 @@ dominates, so `docs/claim.md` also gives how far plain's gradient would have to 
 to be as near.
 """),
     code("""
-import json
 from dropit.lab.claim import figures
 from dropit.lab.reproduce.rows import resolve
 
-if mechanism_json and resolve(mechanism_json).is_file():
-    figures.mechanism_figure(json.loads(resolve(mechanism_json).read_text())["rows"]).show()
+fig = figures.mechanism_figure_of(mechanism_json and resolve(mechanism_json))
+if fig is not None:
+    fig.show()
 else:
     print("no mechanism file:", mechanism_json or "(skipped)", "- python -m dropit.lab.claim.mechanism writes it")
 """),
@@ -473,8 +473,9 @@ DropIT's bias (its expected gradient minus the exact one), and each one's mean s
 the exact gradient, per γ (`dropit.lab.claim.mechanism`).
 """),
     code("""
-if mechanism_json and Path(mechanism_json).is_file():
-    figures.mechanism_figure(json.loads(Path(mechanism_json).read_text())["rows"]).show()
+fig = figures.mechanism_figure_of(mechanism_json)
+if fig is not None:
+    fig.show()
 else:
     print("no mechanism file:", mechanism_json or "(skipped)")
 """),
@@ -487,10 +488,10 @@ What `make claim` committed under `docs/claim/` (three seeds per arm, the protoc
 committed = Path(committed_study or ".") / "claim.json"
 if committed_study and committed.is_file():
     figures.stats_table_figure(json.loads(committed.read_text())).show()
-    committed_mechanism = Path(committed_study) / "mechanism.json"
-    if committed_mechanism.is_file():
-        figures.mechanism_figure(json.loads(committed_mechanism.read_text())["rows"],
-                                 title="the committed study's mechanism measurement").show()
+    fig = figures.mechanism_figure_of(Path(committed_study) / "mechanism.json",
+                                      title="the committed study's mechanism measurement")
+    if fig is not None:
+        fig.show()
 else:
     print("no committed study at", committed_study or "(skipped)", "- the full study has not been run yet (docs/claim.md)")
 """),

@@ -88,15 +88,14 @@ def test_mechanism_markdown_sorts_rows_and_says_whose_gradient_is_closer():
     from dropit.lab.claim.markdown import MECHANISM_HEADER, mechanism_markdown
 
     rows = [{"step": 400, "gamma": 0.9, "noise_plain": 0.6, "noise_dropit": 0.4, "bias": 0.2, "bias_rel": 0.45,
-             "mse_plain": 0.5, "mse_dropit": 0.42},
+             "mse_plain": 0.5, "mse_dropit": 0.02, "exact_norm": 0.2},  # nearer than any scaling of plain gets
             {"step": 50, "gamma": 0.8, "noise_plain": 0.5, "noise_dropit": 0.51, "bias": 0.08, "bias_rel": 0.285,
-             "mse_plain": 0.43, "mse_dropit": 0.45}]
-    rows[1]["exact_norm"] = 0.28  # the older files have no |g|: their last column says none
+             "mse_plain": 0.43, "mse_dropit": 0.45, "exact_norm": 0.28}]
     lines = mechanism_markdown({"rows": rows}).splitlines()
     assert lines[0] == "| " + " | ".join(MECHANISM_HEADER) + " |" and len(lines) == 4
     c = plain_scale_as_close(rows[1])
     assert c > 1 and lines[2] == f"| 50 | 0.80 | 0.5 | 0.51 | 0.08 | 28.5% | 0.43 | 0.45 | plain | {c:.3f} |"
-    assert lines[3].startswith("| 400 | 0.90 |") and lines[3].endswith("| DropIT | none |")
+    assert lines[3].startswith("| 400 | 0.90 | 0.6 | 0.4 | 0.2 | 45.0% | 0.5 | 0.02 |") and lines[3].endswith("| DropIT | none |")
 
 
 def test_plain_scale_as_close_recovers_a_known_shrinkage():

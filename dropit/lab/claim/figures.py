@@ -101,6 +101,13 @@ def mechanism_figure(rows: Sequence[Mapping], *, title: str | None = None) -> go
     return fig
 
 
+def mechanism_figure_of(path: str | Path | None, *, title: str | None = None) -> go.Figure | None:
+    """:func:`mechanism_figure` of a mechanism file (``python -m dropit.lab.claim.mechanism --out``); None without one."""
+    if not path or not Path(path).is_file():
+        return None
+    return mechanism_figure(json.loads(Path(path).read_text())["rows"], title=title)
+
+
 def write_figures(study_dir: str | Path, mechanism_json: str | Path | None = None) -> list[Path]:
     """The study's figures as ``<study_dir>/figures/*.plotly.json`` (small files to commit); their paths."""
     from dropit.lab.claim.summary import load_runs
@@ -112,9 +119,9 @@ def write_figures(study_dir: str | Path, mechanism_json: str | Path | None = Non
     out = [write_figure(study_dir / "figures" / f"curves_{p}.plotly.json", curves_figure(runs, p))
            for p in summary["protocols"]]
     out.append(write_figure(study_dir / "figures" / "stats.plotly.json", stats_table_figure(summary)))
-    if mechanism_json and Path(mechanism_json).is_file():
-        rows = json.loads(Path(mechanism_json).read_text())["rows"]
-        out.append(write_figure(study_dir / "figures" / "mechanism.plotly.json", mechanism_figure(rows)))
+    mechanism = mechanism_figure_of(mechanism_json)
+    if mechanism is not None:
+        out.append(write_figure(study_dir / "figures" / "mechanism.plotly.json", mechanism))
     return out
 
 

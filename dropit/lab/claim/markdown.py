@@ -96,7 +96,7 @@ def mechanism_markdown(doc: Mapping) -> str:
     from dropit.lab.claim.mechanism import plain_scale_as_close
 
     def scale(r: Mapping) -> str:
-        c = plain_scale_as_close(r) if "exact_norm" in r else None
+        c = plain_scale_as_close(r)
         return "none" if c is None else f"{c:.3f}"
 
     rows = [[f"{r['step']:,}", f"{r['gamma']:.2f}", f"{r['noise_plain']:.4g}", f"{r['noise_dropit']:.4g}",
