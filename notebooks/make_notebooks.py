@@ -488,10 +488,8 @@ What `make claim` committed under `docs/claim/` (three seeds per arm, the protoc
 committed = Path(committed_study or ".") / "claim.json"
 if committed_study and committed.is_file():
     figures.stats_table_figure(json.loads(committed.read_text())).show()
-    fig = figures.mechanism_figure_of(Path(committed_study) / "mechanism.json",
-                                      title="the committed study's mechanism measurement")
-    if fig is not None:
-        fig.show()
+    for path in sorted(Path(committed_study).glob("mechanism*.json")):  # one file per DropIT strategy
+        figures.mechanism_figure_of(path, title=f"the committed study's mechanism measurement: {path.name}").show()
 else:
     print("no committed study at", committed_study or "(skipped)", "- the full study has not been run yet (docs/claim.md)")
 """),

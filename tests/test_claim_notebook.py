@@ -26,6 +26,7 @@ def study(tmp_path):
     rows = [{"step": s, "gamma": g, "noise_plain": 2.0, "noise_dropit": 2.0 - g, "bias": g / 2, "mse_plain": 2.0,
              "mse_dropit": 2.0 - g + g * g / 4, "bias_rel": g / 4} for s in (10, 100) for g in (0.5, 0.9)]
     write_json(tmp_path / "mechanism.json", {"rows": rows})
+    write_json(tmp_path / "mechanism_sampled.json", {"rows": [dict(r, strategy="sampled") for r in rows]})
     return tmp_path, write_summary(tmp_path)
 
 
@@ -40,6 +41,8 @@ def test_summary_bands_and_table_from_a_constructed_study(study):
     rows = figures.stats_rows(summary, ["top1"])
     assert [(r["protocol"], r["arm"], r["verdict"]) for r in rows][:2] == [("cnn", "plain", "(baseline)"), ("cnn", "mink", "lower by 1.10")]
     assert len(figures.mechanism_figure(json.loads((out / "mechanism.json").read_text())["rows"]).data) == 2 * 5
+    sampled = figures.mechanism_figure(json.loads((out / "mechanism_sampled.json").read_text())["rows"])
+    assert sampled.layout.title.text.endswith("bias (sampled)")  # the title names the strategy measured
 
 
 
@@ -72,8 +75,9 @@ def test_the_notebook_draws_curves_table_and_mechanism(study, kernel, tmp_path_f
     shown = _execute("claim", tmp_path_factory.mktemp("claim_nb2"), kernel, study_dir=str(out),
                      mechanism_json="", committed_study=str(out))
     committed = _outputs(shown, PLOTLY)
-    assert len(committed) == 5  # the curves, the table, then the committed study's table and mechanism
-    assert committed[-1]["layout"]["title"]["text"] == "the committed study's mechanism measurement"
+    assert len(committed) == 6  # the curves, the table, then the committed study's table and both mechanism files
+    assert [f["layout"]["title"]["text"].rsplit(": ", 1)[-1] for f in committed[-2:]] == ["mechanism.json",
+                                                                                         "mechanism_sampled.json"]
     assert any(t.get("type") == "table" for f in figs for t in f["data"])
 
 

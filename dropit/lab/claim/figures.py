@@ -97,7 +97,8 @@ def mechanism_figure(rows: Sequence[Mapping], *, title: str | None = None) -> go
                                      name=f"step {step}: {what}"), row=1, col=col)
     fig.update_xaxes(title_text="γ (dropping rate)")
     fig.update_yaxes(type="log")
-    fig.update_layout(title=title or "the paper's mechanism: gradient noise and DropIT's bias", height=420)
+    strategies = ", ".join(sorted({r.get("strategy", "mink") for r in rows}))
+    fig.update_layout(title=title or f"the paper's mechanism: gradient noise and DropIT's bias ({strategies})", height=420)
     return fig
 
 
