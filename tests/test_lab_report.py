@@ -102,4 +102,8 @@ def test_tables_markdown_shows_the_committed_claim_study_and_the_small_one(tmp_p
         {"step": 50, "gamma": 0.8, "noise_plain": 0.5, "noise_dropit": 0.4, "bias": 0.1, "bias_rel": 0.3,
          "mse_plain": 0.45, "mse_dropit": 0.41, "exact_norm": 0.3}]})
     full, mechanism, small = report.claim_sections(tmp_path / "results", committed)
-    assert "The mechanism" in mechanism and "| 50 | 0.80 | 0.5 | 0.4 | 0.1 | 30.0% | 0.45 | 0.41 | DropIT |" in mechanism
+    assert "The mechanism (mink)" in mechanism and "| 50 | 0.80 | 0.5 | 0.4 | 0.1 | 30.0% | 0.45 | 0.41 | DropIT |" in mechanism
+    rows = json.loads((tmp_path / "mechanism.json").read_text())["rows"]
+    write_json(tmp_path / "mechanism_sampled.json", {"rows": [dict(r, strategy="sampled", noise_dropit=0.3) for r in rows]})
+    full, mechanism, sampled, small = report.claim_sections(tmp_path / "results", committed)  # every strategy's file
+    assert "The mechanism (mink)" in mechanism and "The mechanism (sampled)" in sampled and "| 0.3 |" in sampled

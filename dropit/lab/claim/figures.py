@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from dropit.lab.claim.markdown import mechanism_strategies
 from dropit.lab.claim.summary import METRICS, table_rows
 
 _METRIC_NAMES = {"top1": "top-1 (%)", "top5": "top-5 (%)", "train_loss": "train loss", "test_loss": "test loss"}
@@ -97,8 +98,8 @@ def mechanism_figure(rows: Sequence[Mapping], *, title: str | None = None) -> go
                                      name=f"step {step}: {what}"), row=1, col=col)
     fig.update_xaxes(title_text="γ (dropping rate)")
     fig.update_yaxes(type="log")
-    strategies = ", ".join(sorted({r.get("strategy", "mink") for r in rows}))
-    fig.update_layout(title=title or f"the paper's mechanism: gradient noise and DropIT's bias ({strategies})", height=420)
+    fig.update_layout(title=title or f"the paper's mechanism: gradient noise and DropIT's bias ({mechanism_strategies(rows)})",
+                      height=420)
     return fig
 
 

@@ -89,6 +89,11 @@ MECHANISM_HEADER = ["step", "γ", "noise, plain", "noise, DropIT", "bias ‖E[g_
                     "mse to g, plain", "mse to g, DropIT", "closer to g", "plain × c as close"]
 
 
+def mechanism_strategies(rows) -> str:
+    """The DropIT strategies a mechanism file measured, e.g. ``"mink"`` (files from before ``--strategy`` are min-k)."""
+    return ", ".join(sorted({r.get("strategy", "mink") for r in rows}))
+
+
 def mechanism_markdown(doc: Mapping) -> str:
     """One row per step and γ of a mechanism file (``{"rows": [...]}``). "closer to g": whose minibatch gradient
     is nearer the exact one on average (the lower mean squared distance); "plain × c as close": the factor that
