@@ -118,7 +118,7 @@ mechanism"): left, the minibatch gradient's noise for plain and DropIT at the sa
 right, DropIT's bias² and each one's mean squared distance to the exact gradient. DropIT helps
 a step where its distance falls below plain's; but a shrunk gradient is nearer whenever noise
 dominates, so `docs/claim.md` also gives how far plain's gradient would have to be scaled down
-to be as near. Trained to the end, the study's DropIT arms finished with a higher training loss
+to be as near. Over its full runs, the study's DropIT arms finished with a higher training loss
 and a lower top-1 than plain at every seed, on a CNN and a ViT (its table: `docs/claim.md`).
 """),
     code("""
