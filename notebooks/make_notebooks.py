@@ -437,7 +437,7 @@ import json
 from pathlib import Path
 
 from dropit.lab.claim import figures
-from dropit.lab.claim.summary import load_runs
+from dropit.lab.claim.summary import load_runs, mechanism_files
 
 runs = load_runs(study_dir)
 summary_file = Path(study_dir) / "claim.json"
@@ -489,7 +489,7 @@ What `make claim` committed under `docs/claim/` (three seeds per arm, the protoc
 committed = Path(committed_study or ".") / "claim.json"
 if committed_study and committed.is_file():
     figures.stats_table_figure(json.loads(committed.read_text())).show()
-    for path in sorted(Path(committed_study).glob("mechanism*.json")):  # one file per DropIT strategy
+    for path in mechanism_files(committed_study):
         figures.mechanism_figure_of(path, title=f"the committed study's mechanism measurement: {path.name}").show()
 else:
     print("no committed study at", committed_study or "(skipped)", "- the full study has not been run yet (docs/claim.md)")

@@ -77,6 +77,12 @@ def load_runs(out: str | Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(out).glob("runs/*.json"))]
 
 
+def mechanism_files(out: str | Path) -> list[Path]:
+    """The study's mechanism measurements in ``DIR``, one file per DropIT strategy (``mechanism.json``,
+    ``mechanism_sampled.json``, ...), sorted by name."""
+    return sorted(Path(out).glob("mechanism*.json"))
+
+
 def write_summary(out: str | Path) -> dict:
     """Summarize ``DIR/runs/*.json`` into ``DIR/claim.json``; the summary."""
     summary = summarize(load_runs(out))

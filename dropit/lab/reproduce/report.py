@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dropit.lab.claim.markdown import claim_markdown, mechanism_markdown, mechanism_strategies
+from dropit.lab.claim.summary import mechanism_files
 from dropit.lab.io import write_text
 from dropit.lab.measure import cache, frontier
 from dropit.lab.reproduce import tables
@@ -97,7 +98,7 @@ def claim_sections(results: Path, committed: Path | None = None) -> list[str]:
         "computed from them (`docs/claim.md`; rerun with `make claim`).\n\n"
         + claim_markdown(json.loads(committed.read_text())) if committed.is_file()
         else "the study has no finished run yet (`make claim` writes `docs/claim/claim.json`).")]
-    for mechanism in sorted(committed.parent.glob("mechanism*.json")):  # one file per DropIT strategy
+    for mechanism in mechanism_files(committed.parent):
         doc = json.loads(mechanism.read_text())
         out.append(f"#### The mechanism ({mechanism_strategies(doc['rows'])}): minibatch gradient noise and DropIT's "
                    "bias, against the exact gradient\n\n" + mechanism_markdown(doc))
