@@ -49,14 +49,15 @@ def test_the_compilers_memory_budget_names_the_run():
 def test_a_sweep_runs_the_plain_model_first():
     plan = bench.sweep_configs(_cfg(dropit=True, dropit_gamma=0.3), [0, 0.5, 0.9], ["mink", "sampled"])
     assert [(c.dropit, c.dropit_gamma if c.dropit else None, c.dropit_strategy if c.dropit else None) for c in plan] == [
-        (False, None, None), (True, 0.0, "mink"), (True, 0.5, "mink"), (True, 0.9, "mink"),
-        (True, 0.0, "sampled"), (True, 0.5, "sampled"), (True, 0.9, "sampled")]
+        (False, None, None), (True, 0.5, "mink"), (True, 0.9, "mink"),
+        (True, 0.5, "sampled"), (True, 0.9, "sampled")]  # γ 0 is the plain run: not trained again
     assert [c.dropit_strategy for c in bench.sweep_configs(_cfg(dropit_strategy="random"), "0.5")] == ["random", "random"]
 
 
 @pytest.mark.parametrize("gammas,strategies,match", [
     ("0, 1.2", None, "1.2 is outside"), ("0, x", None, "'x' is not a number"), ([], None, "at least one"),
-    ([0.5], ["minK"], "minK"),
+    ("", None, "at least one"), ("0.5, 0.9, 0.5", None, "0.5 is listed twice"), ([0.9, 0.90], None, "listed twice"),
+    ("-0.1", None, "outside"), ("0", None, "a γ above 0"), ([0.5], ["minK"], "minK"),
 ])
 def test_bad_sweeps_are_rejected_with_the_fix(gammas, strategies, match):
     with pytest.raises(ConfigError, match=match):
@@ -105,8 +106,8 @@ def test_every_top1_carries_its_standard_error_and_the_difference_to_plain():
     assert c["top1_vs_plain"] == pytest.approx(-0.2) and c["within_noise"] is True
     assert f["top1_vs_plain"] == pytest.approx(6.7) and f["within_noise"] is False
     assert bench.top1_cell(p) == "2.30 ± 0.47"
-    assert bench.vs_plain_cell(c) == "-0.20 ± 0.66, within noise at 1000 test images"
-    assert bench.vs_plain_cell(f) == "+6.70 ± 1.02"
+    assert bench.vs_plain_cell(c) == "-0.20 ± 0.66 (one seed each, binomial SEs), within noise at 1000 test images"
+    assert bench.vs_plain_cell(f) == "+6.70 ± 1.02 (one seed each, binomial SEs)"
     html = bench.table_html(book.table())
     assert html.count("class='dropit-noise'") == 1 and "within noise at 1000 test images" in html
     assert "within noise at 1000 test images" in bench.table_markdown(book.table())
@@ -126,11 +127,14 @@ def test_seeds_are_one_estimate_with_their_spread():
     for r, top1 in zip(runs, [10.0, 12.0, 14.0, 11.0, 11.0, 11.0]):
         r.result = _result(top1, MiB, val_images=10_000)
     rows = book.table()
-    assert [r["seeds"] for r in rows] == [3] * 6
+    assert [r["seeds"] for r in rows] == [3] * 6 and bench.seeds_cell(rows[0]) == "3 (seeds 7, 8, 9)"
     assert book.plain_estimate(runs[3]).error == pytest.approx(2.0)  # the plain seeds' spread, not their SE
     drop = rows[3]
-    assert drop["top1_vs_plain"] == pytest.approx(-1.0) and drop["within_noise"]
-    assert "(mean of 3 seeds)" in bench.vs_plain_cell(drop)
+    # paired by seed: differences +1, -1, -3 -> mean -1, sd 2, SE 2/sqrt(3); t(0.975, 2) = 4.303
+    assert drop["top1_vs_plain"] == pytest.approx(-1.0) and drop["within_noise"] and drop["paired"]
+    assert drop["top1_vs_plain_err"] == pytest.approx(2 / 3 ** 0.5)
+    assert drop["ci95"] == pytest.approx((-1 - 4.3027 * 2 / 3 ** 0.5, -1 + 4.3027 * 2 / 3 ** 0.5), abs=1e-3)
+    assert "paired by seed over 3 seeds, Student-t 95%" in bench.vs_plain_cell(drop)
     with pytest.raises(ConfigError, match="seeds"):
         bench.with_seeds(_cfg(), 0)
 
@@ -150,7 +154,8 @@ def test_status_lines_for_a_finished_run_a_short_run_and_an_error():
     plain.result, drop.result = _result(2.3, 20 * MiB), _result(2.1, 4 * MiB)
     line = bench.finished_line(book, drop)
     assert line.startswith("done: #2 resnet_mini · DropIT γ=0.9 mink: top-1 2.10 ± 0.45% on 1000 test images, "
-                           "-0.20 ± 0.66 points vs plain, within noise at 1000 test images, kept 4.00 MiB per step (0.20 of plain)")
+                           "-0.20 ± 0.66 points vs plain (one seed each, binomial SEs), within noise at 1000 test images, "
+                           "kept 4.00 MiB per step (0.20 of plain)")
     assert "Too short to compare" in line  # 2% after a few steps: cannot be told from a broken companion
     trained = book.add(_cfg(dropit=True, dropit_gamma=0.5))
     trained.result = _result(9.5, 4 * MiB, val_images=2000)
@@ -206,7 +211,7 @@ def test_summary_figure_has_a_line_per_strategy_and_the_plain_reference():
 def test_summary_figure_marks_points_within_noise_instead_of_drawing_a_trend():
     # the issue's case: the smoke recipe's 2.3 -> 2.2 -> 2.1 on 1000 test images
     book = bench.RunBook()
-    runs = [book.add(c) for c in bench.sweep_configs(_cfg(), [0.0, 0.5, 0.9])]
+    runs = [book.add(c) for c in bench.sweep_configs(_cfg(), [0.3, 0.5, 0.9])]
     for r, top1 in zip(runs, [2.3, 2.3, 2.2, 2.1]):
         r.result = _result(top1, 10 * MiB)
     fig = plots.sweep_summary_figure(book.table())
@@ -245,3 +250,73 @@ def test_bench_figure_lays_out_every_panel_and_adds_four_traces_per_run_in_its_c
     assert {t.line.color for t in runs[:4]} == {"#123456"} and [t.showlegend for t in runs[:4]] == [True, False, False, False]
     assert [t.xaxis for t in runs[:4]] == ["x", "x2", "x2", "x3"]
     assert runs[2].error_y.type == "data"  # validation top-1 carries its SE
+
+
+def _explore(**kw):
+    """params/explore.yaml's recipe: 3 epochs of 50 steps, 2000 test images."""
+    return RunConfig(**{**dict(model="resnet_mini", subset=5000, batch_size=100, epochs=3, val_subset=2000, dropit=True,
+                              dropit_gamma=0.9, dropit_strategy="mink", seed=0), **kw})
+
+
+def _replay_issue_32():
+    """Issue 32's sequence: run (γ 0.9 mink, seed 0), sweep 0, 0.5, 0.9 (the same seed again), run and stop at 51."""
+    book = bench.RunBook()
+    first = book.add(_explore())
+    first.result = _result(8.20, 4 * MiB, steps=150, val_images=2000)
+    sweep = [book.add(c) for c in bench.sweep_configs(_explore(), "0, 0.5, 0.9")]
+    assert [r.name.split(" · ", 1)[1] for r in sweep] == ["plain", "DropIT γ=0.5 mink", "DropIT γ=0.9 mink"]
+    for r, top1 in zip(sweep, [9.35, 8.70, 8.20]):
+        r.result = _result(top1, 4 * MiB, steps=150, val_images=2000)
+    stopped = book.add(_explore())
+    stopped.result = _result(3.85, 4 * MiB, status="stopped", steps=51, val_images=2000)
+    return book, first, sweep, stopped
+
+
+def test_issue_32_a_rerun_and_a_stopped_run_are_never_pooled():
+    book, first, sweep, stopped = _replay_issue_32()
+    rows = {r["number"]: r for r in book.table()}
+    one = rows[first.number]
+    assert one["seeds"] == 1 and one["seed_list"] == [0] and not one["paired"]
+    assert one["top1_vs_plain"] == pytest.approx(-1.15) and one["top1_vs_plain_err"] == pytest.approx(0.894, abs=1e-3)
+    assert bench.vs_plain_cell(one) == "-1.15 ± 0.89 (one seed each, binomial SEs), within noise at 2000 test images"
+    assert bench.seeds_cell(one) == "1 (seed 0)"
+    # the sweep's γ 0.9 run repeats run #1's seed: a rerun, pointed to, not a second seed
+    rerun = rows[sweep[2].number]
+    assert rerun["rerun_of"] == 1 and not rerun["rerun_differs"] and rerun["seeds"] == 1
+    assert bench.seeds_cell(rerun) == "rerun of #1 (seed 0): not pooled, same top-1"
+    assert bench.vs_plain_cell(rerun) == "as #1 (a rerun is not a seed)"
+    # the stopped run: its own top-1 ± SE and step count, no verdict, not pooled
+    cut = rows[stopped.number]
+    assert cut["top1"] == 3.85 and cut["top1_se"] == pytest.approx(0.430, abs=1e-3)
+    assert cut["top1_vs_plain"] is None and cut["within_noise"] is None and cut["seeds"] == 0
+    assert bench.seeds_cell(cut) == "stopped at step 51/150: not pooled"
+    assert bench.vs_plain_cell(cut) == "– (stopped: no verdict)"
+    line = bench.finished_line(book, stopped)
+    assert "stopped at step 51/150: not pooled; no verdict" in line and "vs plain" not in line
+    assert "mean of" not in bench.table_markdown(book.table()) and "-2.60" not in bench.table_markdown(book.table())
+    # the estimate behind every row of the recipe is run #1's alone
+    assert book.top1_estimate(stopped).seeds == 1 and book.top1_estimate(stopped).value == 8.20
+
+
+def test_a_rerun_that_differs_is_flagged_and_distinct_seeds_pair():
+    book, first, sweep, _ = _replay_issue_32()
+    sweep[2].result = _result(8.10, 4 * MiB, steps=150, val_images=2000)  # same seed, another top-1
+    row = book.row(sweep[2])
+    assert row["rerun_differs"] and bench.seeds_cell(row) == "rerun of #1 (seed 0): not pooled, differs: 8.20 there"
+    # a plain and a DropIT run at seeds 1 and 2: three shared seeds, paired by seed
+    for seed, (p, d) in zip((1, 2), ((9.0, 8.5), (9.6, 8.4))):
+        book.add(dataclasses.replace(_explore(), dropit=False, seed=seed)).result = _result(p, MiB, steps=150, val_images=2000)
+        book.add(_explore(seed=seed)).result = _result(d, MiB, steps=150, val_images=2000)
+    row = book.row(first)
+    assert row["seeds"] == 3 and row["plain_seeds"] == 3 and row["paired"]
+    assert row["top1_vs_plain"] == pytest.approx(((8.2 - 9.35) + (8.5 - 9.0) + (8.4 - 9.6)) / 3)
+    assert row["test"] == "paired by seed over 3 seeds, Student-t 95%"
+
+
+def test_the_schedule_says_what_runs():
+    cfg = _explore()
+    assert bench.steps_per_epoch(cfg) == 50 and bench.planned_steps(cfg) == 150
+    assert bench.schedule_words(cfg) == "150 steps: 3 epochs × 50 (5000 images / batch 100); test on 2000 test images; seed 0"
+    assert bench.planned_steps(dataclasses.replace(cfg, max_steps=40)) == 40
+    assert "cut at max steps 40" in bench.schedule_words(dataclasses.replace(cfg, max_steps=40))
+    assert bench.planned_steps(dataclasses.replace(cfg, subset=None)) == 3 * 500  # all 50,000 CIFAR-100 images

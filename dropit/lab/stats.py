@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 Z_NOISE = 2.0  # differences under two combined standard errors are read as noise
 
@@ -183,3 +183,61 @@ def paired_difference(arm: Sequence[float], base: Sequence[float], *, level: flo
         low, high = d["mean"] - half, d["mean"] + half
     return {"diffs": diffs, "n": d["n"], "mean": d["mean"], "std": d["std"],
             "ci95_low": low, "ci95_high": high, "verdict": verdict(d["mean"], low, high)}
+
+
+@dataclass(frozen=True)
+class SeedDifference:
+    """``arm − base`` in points over the seeds each has, and which test produced its error and interval.
+
+    ``value`` the difference of the means (paired: the mean of the per-seed differences); ``error`` its standard
+    error; ``low``/``high`` its 95% interval; ``seeds`` the seeds behind it (paired: the shared ones; unpaired:
+    the smaller side); ``paired`` whether seed k of both sides was compared; ``test`` the words for the table.
+    """
+
+    value: float
+    error: float
+    low: float
+    high: float
+    seeds: int
+    n_images: int
+    paired: bool
+    test: str
+
+    @property
+    def within_noise(self) -> bool:
+        """Whether the 95% interval holds 0: the difference is not evidence of a change."""
+        return self.low <= 0.0 <= self.high
+
+    def __str__(self) -> str:
+        text = f"{self.value:+.2f} ± {self.error:.2f} points ({self.test})"
+        return f"{text}, within noise at {self.n_images} test images" if self.within_noise else text
+
+
+def seed_difference(arm: Mapping[int, float], base: Mapping[int, float], *, n_images: int,
+                    level: float = 0.95) -> SeedDifference:
+    """The one rule for "this configuration − its reference" over seeds: the bench's table, its status lines,
+    the sweep summary and the reproduction tables all call it.
+
+    ``arm`` and ``base`` map each *distinct* seed to the top-1 of the run that finished its schedule with that
+    seed (a rerun of a seed or a stopped run does not belong here: the caller leaves them out). Where two or
+    more seeds are shared, the difference is paired by seed (:func:`paired_difference`, a Student-t interval);
+    with one seed on each side, the two top-1s' binomial standard errors combine (``± Z_NOISE`` of them is the
+    interval); otherwise the two sides' :func:`estimate` combine unpaired.
+    """
+    if not arm or not base:
+        raise ValueError("a difference needs at least one seed on each side")
+    shared = sorted(set(arm) & set(base))
+    if len(shared) >= 2:
+        d = paired_difference([arm[s] for s in shared], [base[s] for s in shared], level=level)
+        se = d["std"] / math.sqrt(d["n"])
+        return SeedDifference(d["mean"], se, d["ci95_low"], d["ci95_high"], d["n"], int(n_images), True,
+                              f"paired by seed over {d['n']} seeds, Student-t {level:.0%}")
+    a, b = estimate(list(arm.values()), n_images=n_images), estimate(list(base.values()), n_images=n_images)
+    err = combined_error(a, b)
+    if a.seeds == b.seeds == 1:
+        test = "one seed each, binomial SEs"
+    else:
+        test = f"unpaired, {a.seeds} and {b.seeds} seeds"
+    diff = a.value - b.value
+    return SeedDifference(diff, err, diff - Z_NOISE * err, diff + Z_NOISE * err, min(a.seeds, b.seeds),
+                          int(n_images), False, test)

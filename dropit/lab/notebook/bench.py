@@ -98,7 +98,8 @@ def run_slug(cfg: RunConfig) -> str:
 
 
 def parse_gammas(text: str | Sequence[float]) -> list[float]:
-    """``"0, 0.5, 0.9"`` (or a list) -> ``[0.0, 0.5, 0.9]``; a value outside [0, 1) raises ConfigError."""
+    """``"0, 0.5, 0.9"`` (or a list) -> ``[0.0, 0.5, 0.9]``; an empty list, a repeated γ or a value outside
+    [0, 1) raises ConfigError (said in the bench's status line before any run starts)."""
     items = re.split(r"[\s,;]+", text.strip()) if isinstance(text, str) else list(text)
     out = []
     for item in items:
@@ -107,28 +108,67 @@ def parse_gammas(text: str | Sequence[float]) -> list[float]:
         try:
             g = float(item)
         except (TypeError, ValueError):
-            raise ConfigError(f"sweep γ {item!r} is not a number: give dropping rates such as 0, 0.5, 0.9") from None
+            raise ConfigError(f"sweep γ {item!r} is not a number: give dropping rates such as 0.5, 0.9") from None
         if not 0.0 <= g < 1.0:
-            raise ConfigError(f"sweep γ {g:g} is outside [0, 1): give dropping rates such as 0, 0.5, 0.9")
+            raise ConfigError(f"sweep γ {g:g} is outside [0, 1): give dropping rates such as 0.5, 0.9")
+        if g in out:
+            raise ConfigError(f"sweep γ {g:g} is listed twice: a repeat would rerun the same seed, not add one "
+                              "(use the seeds field for more seeds)")
         out.append(g)
+    if not out:
+        raise ConfigError("a sweep needs at least one γ, e.g. 0.5, 0.9")
     return out
 
 
 def sweep_configs(base: RunConfig, gammas: Sequence[float], strategies: Sequence[str] | None = None,
                   *, seeds: int = 1) -> list[RunConfig]:
     """The plain model (the reference), then DropIT at each strategy and γ, in that order;
-    with ``seeds`` > 1, each of them that many times (seeds ``base.seed``, ``base.seed + 1``, ...)."""
+    with ``seeds`` > 1, each of them that many times (seeds ``base.seed``, ``base.seed + 1``, ...).
+
+    γ 0 drops nothing: DropIT at γ 0 trains the plain model again, so it is not run; the plain run,
+    which every sweep starts with, is its control (the summary draws it at γ 0)."""
     gammas = parse_gammas(gammas)
-    if not gammas:
-        raise ConfigError("a sweep needs at least one γ, e.g. sweep_gammas: [0, 0.5, 0.9]")
     strategies = list(strategies or [base.dropit_strategy])
     bad = [s for s in strategies if s not in CHOICES["dropit_strategy"]]
     if bad or not strategies:
         raise ConfigError(f"sweep strategies {bad or strategies} are not among {', '.join(CHOICES['dropit_strategy'])}")
+    dropping = [g for g in gammas if g > 0.0]
+    if not dropping:
+        raise ConfigError("a sweep needs a γ above 0: γ 0 is the plain model, which every sweep runs first")
     plain = dataclasses.replace(base, dropit=False)
     plan = [plain] + [dataclasses.replace(base, dropit=True, dropit_gamma=g, dropit_strategy=s)
-                      for s in strategies for g in gammas]
+                      for s in strategies for g in dropping]
     return [c for cfg in plan for c in with_seeds(cfg, seeds)]
+
+
+TRAIN_IMAGES = {"cifar100": 50_000, "imagenette": 9_469, "imagenet": 1_281_167}  # each dataset's training split
+
+
+def steps_per_epoch(cfg: RunConfig) -> int | None:
+    """Training steps per epoch (the loader drops the last partial batch); None for an unknown dataset."""
+    images = cfg.subset or TRAIN_IMAGES.get(cfg.dataset)
+    return images // cfg.batch_size if images else None
+
+
+def planned_steps(cfg: RunConfig) -> int | None:
+    """The step a run's schedule ends at: epochs × steps per epoch, or max_steps if fewer."""
+    spe = steps_per_epoch(cfg)
+    total = cfg.epochs * spe if spe else None
+    if cfg.max_steps:
+        return min(total, cfg.max_steps) if total else cfg.max_steps
+    return total
+
+
+def schedule_words(cfg: RunConfig) -> str:
+    """What a run of ``cfg`` trains: ``"150 steps: 3 epochs × 50 (5000 images / batch 100), seed 42"``."""
+    spe, total = steps_per_epoch(cfg), planned_steps(cfg)
+    images = cfg.subset or TRAIN_IMAGES.get(cfg.dataset)
+    if spe is None:
+        return f"{cfg.epochs} epochs" + (f", at most {cfg.max_steps} steps" if cfg.max_steps else "") + f", seed {cfg.seed}"
+    text = f"{total} steps: {cfg.epochs} epochs × {spe} ({images} images / batch {cfg.batch_size})"
+    if cfg.max_steps and cfg.max_steps < cfg.epochs * spe:
+        text += f", cut at max steps {cfg.max_steps}"
+    return text + f"; test on {cfg.val_subset or 'all'} test images; seed {cfg.seed}"
 
 
 def with_seeds(cfg: RunConfig, seeds: int = 1) -> list[RunConfig]:
@@ -156,6 +196,11 @@ class Run:
     color: str
     result: dict | None = None  # metrics.json's dict
     error: str | None = None  # the exception, if the run failed
+    total_steps: int | None = None  # the steps its schedule ends at (set by the bench when training starts)
+
+    def __post_init__(self) -> None:
+        if self.total_steps is None:
+            self.total_steps = planned_steps(self.config)
 
     @property
     def name(self) -> str:
@@ -172,6 +217,11 @@ class Run:
         if self.result is None:
             return "running"
         return self.result.get("status", "done")
+
+    @property
+    def complete(self) -> bool:
+        """Whether the run finished its schedule with a top-1 (a stopped or failed run did not): a seed to pool."""
+        return self.status == "done" and self.top1 is not None and bool(self.test_images)
 
     @property
     def final(self) -> dict:
@@ -233,33 +283,64 @@ class RunBook:
         before = [r for r in candidates if r.number <= run.number]
         return (before or candidates or [None])[-1]
 
+    def seed_runs(self, run: Run) -> dict[int, Run]:
+        """The runs of ``run``'s recipe that finished their schedule, one per distinct seed (the first of each seed;
+        a later run of the same seed is a rerun, a stopped run is no seed): what a mean over seeds may pool."""
+        key, out = recipe(run.config), {}
+        for r in self._finished():
+            if r.complete and recipe(r.config) == key:
+                out.setdefault(r.config.seed, r)
+        return out
+
     def repeats(self, run: Run) -> list[Run]:
-        """The finished runs of ``run``'s configuration (itself included): its seeds."""
-        key = recipe(run.config)
-        return [r for r in self._finished() if recipe(r.config) == key and r.top1 is not None and r.test_images]
+        """The seeds of ``run``'s configuration: :meth:`seed_runs`' runs, in run order."""
+        return sorted(self.seed_runs(run).values(), key=lambda r: r.number)
+
+    def rerun_of(self, run: Run) -> Run | None:
+        """The earlier finished run of the same recipe and seed that ``run`` repeats, if any."""
+        first = self.seed_runs(run).get(run.config.seed)
+        return first if first is not None and first.number < run.number and run.complete else None
 
     def top1_estimate(self, run: Run) -> stats.Estimate | None:
-        """``run``'s top-1 over its seeds: the mean, ± their spread (one seed: ± its binomial SE)."""
+        """``run``'s top-1 over its distinct seeds: the mean, ± their spread (one seed: ± its binomial SE)."""
         reps = self.repeats(run)
         if not reps:
             return None
         return stats.estimate([r.top1 for r in reps], n_images=min(r.test_images for r in reps))
 
-    def plain_estimate(self, run: Run) -> stats.Estimate | None:
-        """The top-1 of the plain runs of ``run``'s recipe (same training, DropIT off), over their seeds."""
+    def plain_runs(self, run: Run) -> dict[int, Run]:
+        """The plain runs of ``run``'s recipe (same training, DropIT off) that finished their schedule, one per seed."""
         key = recipe(run.config, dropit=False)
-        plain = [r for r in self._finished() if r.plain and recipe(r.config, dropit=False) == key]
-        return self.top1_estimate(plain[-1]) if plain else None
+        plain = [r for r in self._finished() if r.plain and r.complete and recipe(r.config, dropit=False) == key]
+        return self.seed_runs(plain[-1]) if plain else {}
+
+    def plain_estimate(self, run: Run) -> stats.Estimate | None:
+        """The top-1 of the plain runs of ``run``'s recipe, over their distinct seeds."""
+        plain = self.plain_runs(run)
+        return self.top1_estimate(next(iter(plain.values()))) if plain else None
+
+    def difference(self, run: Run) -> stats.SeedDifference | None:
+        """``run``'s recipe − plain's over their distinct, finished seeds (:func:`dropit.lab.stats.seed_difference`):
+        paired by seed where they share two or more; None for a plain run, a stopped one or without a plain run."""
+        if run.plain or not run.complete:
+            return None
+        mine, plain = self.seed_runs(run), self.plain_runs(run)
+        if not mine or not plain:
+            return None
+        n = min(r.test_images for r in [*mine.values(), *plain.values()])
+        return stats.seed_difference({s: r.top1 for s, r in mine.items()}, {s: r.top1 for s, r in plain.items()}, n_images=n)
 
     def table(self) -> list[dict]:
         """One row per run that finished (or failed), in run order."""
-        return [self._row(run) for run in self.runs if run.status != "running"]
+        return [self.row(run) for run in self.runs if run.status != "running"]
 
-    def _row(self, run: Run) -> dict:
+    def row(self, run: Run) -> dict:
+        """``run``'s row of the runs table: its own top-1 ± SE and bytes, and its recipe's difference to plain."""
         f, ref = run.final, self.reference(run)
         kept = run.kept_bytes
         ratio = kept / ref.kept_bytes if kept is not None and ref is not None and ref.kept_bytes else None
         wall = f.get("wall_s")
+        rerun = self.rerun_of(run)
         row = {
             "number": run.number, "name": run.name, "color": run.color, "status": run.status,
             "top1": run.top1, "top5": f.get("top5"), "test_images": run.test_images,
@@ -268,18 +349,23 @@ class RunBook:
             "step_ms": 1000 * f["step_s_median"] if f.get("step_s_median") is not None else None,
             "images_per_s": f.get("images_per_s"),
             "wall_s": wall + f.get("startup_s", 0.0) if wall is not None else None,
-            "steps": f.get("steps"), "seed": run.config.seed,
+            "steps": f.get("steps"), "total_steps": run.total_steps, "seed": run.config.seed,
             "gamma": run.config.dropit_gamma if run.config.dropit else None,
             "strategy": run.config.dropit_strategy if run.config.dropit else None,
-            "seeds": 0, "top1_vs_plain": None, "top1_vs_plain_err": None, "within_noise": None,
+            "complete": run.complete, "rerun_of": rerun.number if rerun else None,
+            "rerun_differs": rerun is not None and (rerun.top1 != run.top1),
+            "rerun_top1": rerun.top1 if rerun else None,
+            "seeds": 0, "seed_list": [], "top1_vs_plain": None, "top1_vs_plain_err": None, "within_noise": None,
+            "plain_seeds": 0, "test": None,
         }
-        est, plain = self.top1_estimate(run), self.plain_estimate(run)
-        if est is not None:
-            row["seeds"] = est.seeds
-        if est is not None and plain is not None and not run.plain:
-            row.update(top1_vs_plain=est.value - plain.value, top1_vs_plain_err=stats.combined_error(est, plain),
-                       within_noise=stats.within_noise(est, plain),
-                       noise_words=stats.noise_words(est, plain))
+        if run.complete:
+            reps = self.seed_runs(run)
+            row["seeds"], row["seed_list"] = len(reps), sorted(reps)
+        diff = self.difference(run)
+        if diff is not None:
+            row.update(top1_vs_plain=diff.value, top1_vs_plain_err=diff.error, within_noise=diff.within_noise,
+                       noise_words=f"within noise at {diff.n_images} test images", test=diff.test,
+                       ci95=(diff.low, diff.high), plain_seeds=len(self.plain_runs(run)), paired=diff.paired)
         return row
 
 
@@ -292,34 +378,55 @@ def _pm(value: float | None, error: float | None, fmt: str = "{:.2f}") -> str:
 
 
 def top1_cell(row: dict) -> str:
-    """``"2.30 ± 0.47"``: the run's top-1 and its binomial standard error (points)."""
+    """``"2.30 ± 0.47"``: the run's own top-1 and its binomial standard error (points)."""
     return _pm(row.get("top1"), row.get("top1_se"))
 
 
+def seeds_cell(row: dict) -> str:
+    """What the run adds to its recipe's mean: ``"1 (seed 0)"``, ``"3 (seeds 0, 1, 2)"``, ``"rerun of #1 (seed 0)"``
+    (``", differs: 8.20 there"`` when its top-1 does not match), ``"stopped at step 51/150: not pooled"``."""
+    if row.get("status") == "failed":
+        return "failed"
+    if row.get("rerun_of") is not None:
+        text = f"rerun of #{row['rerun_of']} (seed {row['seed']}): not pooled"
+        return text + (f", differs: {row['rerun_top1']:.2f} there" if row.get("rerun_differs") else ", same top-1")
+    if not row.get("complete"):
+        total = row.get("total_steps")
+        return f"{row.get('status', 'stopped')} at step {row.get('steps')}" + (f"/{total}" if total else "") + ": not pooled"
+    seeds = row.get("seed_list") or []
+    return f"{len(seeds)} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+
+
 def vs_plain_cell(row: dict) -> str:
-    """``"-0.20 ± 0.66, within noise at 1000 test images"``; over seeds: ``"... (mean of 3 seeds)"``."""
+    """``"-1.15 ± 0.89 (one seed each, binomial SEs), within noise at 2000 test images"``: the recipe's mean over its
+    distinct finished seeds minus plain's (:func:`dropit.lab.stats.seed_difference`, which names its test);
+    a rerun points to the run it repeats, a stopped run gets no verdict."""
+    if row.get("rerun_of") is not None and row.get("top1_vs_plain") is not None:
+        return f"as #{row['rerun_of']} (a rerun is not a seed)"
     if row.get("top1_vs_plain") is None:
-        return "–"
-    text = _pm(row["top1_vs_plain"], row.get("top1_vs_plain_err"), "{:+.2f}")
-    if row.get("seeds", 1) > 1:
-        text += f" (mean of {row['seeds']} seeds)"
+        return "– (stopped: no verdict)" if row.get("status") == "stopped" else "–"
+    text = _pm(row["top1_vs_plain"], row.get("top1_vs_plain_err"), "{:+.2f}") + f" ({row['test']})"
     return f"{text}, {row['noise_words']}" if row.get("within_noise") else text
 
 
-COLUMNS = (("name", "run", "{}"), ("top1", "top-1 % ± SE", top1_cell), ("top1_vs_plain", "top-1 − plain", vs_plain_cell),
+COLUMNS = (("name", "run", "{}"), ("top1", "top-1 % ± SE", top1_cell), ("seeds", "seeds in the mean", seeds_cell),
+           ("top1_vs_plain", "top-1 − plain", vs_plain_cell),
            ("top5", "top-5 %", "{:.2f}"), ("kept_mib", "kept MiB/step", "{:.2f}"), ("kept_vs_plain", "kept vs plain", "{:.3f}"),
            ("step_ms", "step ms", "{:.0f}"), ("images_per_s", "images/s", "{:.0f}"),
            ("wall_s", "wall s", "{:.0f}"), ("status", "status", "{}"))
-"""The runs table's columns: key, heading, format (or a function of the row). The top-1 is on the
-run's test images, ± its binomial standard error; "top-1 − plain" is the run's top-1 (the mean over
-its seeds, if repeated) minus the plain run's of the same recipe, ± their combined error, and says
-"within noise at n test images" when the difference is under two combined errors
-(:mod:`dropit.lab.stats`). Kept bytes are what each training step's forward kept for backward
-(the last epoch's mean), "kept vs plain" their ratio to the plain run of the same model, data and
-batch; the step time is the median over the run's steps (a compiling first step does not move it);
-wall is the whole run, start-up included."""
-NOISE_NOTE = ("top-1 ± its binomial standard error on the run's test images (several seeds: ± their spread); "
-              "a difference under two combined errors is marked within noise")
+"""The runs table's columns: key, heading, format (or a function of the row). The top-1 is the run's own,
+on its test images, ± its binomial standard error. "seeds in the mean" says what the run adds to its
+recipe's mean: only runs of distinct seeds that finished their schedule are pooled; a rerun of a seed
+and a stopped run are shown, never pooled. "top-1 − plain" is that mean minus plain's of the same recipe
+(:func:`dropit.lab.stats.seed_difference`): paired by seed where they share two or more seeds (Student-t
+95%), else ± the combined error; "within noise at n test images" when the interval holds 0. Kept bytes are
+what each training step's forward kept for backward (the last epoch's mean), "kept vs plain" their ratio
+to the plain run of the same model, data and batch; the step time is the median over the run's steps (a
+compiling first step does not move it); wall is the whole run, start-up included."""
+NOISE_NOTE = ("top-1 ± its binomial standard error on the run's test images; the mean over a recipe pools only "
+              "distinct seeds that finished their schedule (reruns and stopped runs are shown, not pooled); "
+              "− plain is paired by seed where two or more seeds are shared, and marked within noise when its "
+              "95% interval holds 0")
 
 
 def _cell(row: dict, key: str, fmt) -> str:
@@ -387,13 +494,15 @@ def progress_line(name: str, step: int, total: int, elapsed_s: float, left_s: fl
 
 
 def finished_line(book: RunBook, run: Run, *, kept_counted: bool = True) -> str:
-    """``done: #2 resnet_mini · DropIT γ=0.9 mink: top-1 2.10 ± 0.45% on 1000 test images, −0.20 ± 0.66 vs plain,
-    within noise at 1000 test images, kept ...``; a run too short to compare says so."""
-    row = book._row(run)
+    """``done: #2 resnet_mini · DropIT γ=0.9 mink: top-1 2.10 ± 0.45% on 1000 test images, −0.20 ± 0.66 points
+    vs plain (one seed each, binomial SEs), within noise at 1000 test images, kept ...``; a stopped run gets its
+    step count and no verdict, a rerun says whose seed it repeats; a run too short to compare says so."""
+    row = book.row(run)
     parts = [f"top-1 {top1_cell(row)}% on {row['test_images']} test images" if row["top1"] is not None else "top-1 n/a"]
-    if row["top1_vs_plain"] is not None:
-        text = _pm(row["top1_vs_plain"], row["top1_vs_plain_err"], "{:+.2f}") + " points vs plain"
-        text += f" (mean of {row['seeds']} seeds)" if row["seeds"] > 1 else ""
+    if row["rerun_of"] is not None or not row["complete"]:
+        parts.append(seeds_cell(row) + ("; no verdict" if not row["complete"] else ""))
+    elif row["top1_vs_plain"] is not None:
+        text = _pm(row["top1_vs_plain"], row["top1_vs_plain_err"], "{:+.2f}") + f" points vs plain ({row['test']})"
         parts.append(f"{text}, {row['noise_words']}" if row["within_noise"] else text)
     if row["kept_mib"] is not None:
         ratio = f" ({row['kept_vs_plain']:.2f} of plain)" if row["kept_vs_plain"] is not None and not run.plain else ""
@@ -401,23 +510,26 @@ def finished_line(book: RunBook, run: Run, *, kept_counted: bool = True) -> str:
     if not kept_counted:
         parts.append("kept bytes per step not counted (the meter's count shown)")
     parts.append(f"{row['steps']} steps in {clock(row['wall_s'])}")
-    short = too_short_words(run)
+    short = too_short_words(run) if row["complete"] else None
     return f"{run.status}: {run.name}: " + ", ".join(parts) + (f". {short[0].upper()}{short[1:]}" if short else "")
 
 
-def sweep_line(book: RunBook, done: Sequence[Run], total: int, seconds: float) -> str:
-    """``done: sweep of 3 of 3 runs in 1:10; 2 of 2 DropIT runs within noise of plain at 1000 test images; ...``"""
+def sweep_line(book: RunBook, done: Sequence[Run], total: int, seconds: float, *, gamma0: bool = False) -> str:
+    """``done: sweep of 3 of 3 runs in 1:10; 2 of 2 DropIT runs within noise of plain at 1000 test images; ...``;
+    ``gamma0``: the list held γ 0, which the plain run stands for."""
     stopped = bool(done) and done[-1].status == "stopped"
     how = "stopped" if stopped or len(done) < total else "done"
     skipped = f", {total - len(done)} skipped" if len(done) < total else ""
     line = f"{how}: sweep of {len(done)} of {total} runs in {clock(seconds)}{skipped}"
-    rows = [book._row(r) for r in done if not r.plain]
-    judged = [r for r in rows if r["within_noise"] is not None]
+    if gamma0:
+        line += "; γ 0 is the plain run (not trained twice)"
+    rows = [book.row(r) for r in done if not r.plain]
+    judged = [r for r in rows if r["within_noise"] is not None and r["rerun_of"] is None]
     if judged:
         quiet = [r for r in judged if r["within_noise"]]
         n = min(r["test_images"] for r in judged)
         line += f"; {len(quiet)} of {len(judged)} DropIT runs' top-1 within noise of plain at {n} test images"
-    short = next((w for r in done if (w := too_short_words(r))), None)
+    short = next((w for r in done if r.complete and (w := too_short_words(r))), None)
     line += f"; {short}" if short else ""
     return line + "; the table and the summary are below"
 
