@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import dropit
-from dropit.planner import Candidate, choose, kept_bytes, repeated_blocks
+from dropit.planner import Candidate, choose, repeated_blocks, saved_bytes
 
 
 class Block(nn.Module):
@@ -44,13 +44,13 @@ def planned(batch):
 def test_the_pick_fits_when_measured_afresh_and_is_the_fastest_that_fits(planned, batch):
     x, _ = batch
     model = planned.apply(small_resnet())
-    assert kept_bytes(model, x) <= planned.target_bytes
+    assert saved_bytes(model, x) <= planned.target_bytes
     assert dropit.measure_cache(model, x).total_bytes <= planned.target_bytes  # the kit's meter agrees
-    fits = [r for r in planned.rows if r["kept_bytes"] <= planned.target_bytes]
-    pick = next(r for r in planned.rows if r["name"] == planned.pick.name)
-    assert pick["step_s"] == min(r["step_s"] for r in fits)
-    assert planned.rows[0]["name"] == "plain" and planned.rows[0]["kept_ratio"] == 1.0
-    assert planned.rows[0]["grad_error"] == 0.0 and all(r["grad_error"] > 0 for r in planned.rows if r["gamma"])
+    fits = [r for r in planned.rows if r.saved_bytes <= planned.target_bytes]
+    pick = next(r for r in planned.rows if r.name == planned.pick.name)
+    assert pick.step_s == min(r.step_s for r in fits)
+    assert planned.rows[0].name == "plain" and planned.rows[0].saved_ratio == 1.0
+    assert planned.rows[0].grad_error == 0.0 and all(r.grad_error > 0 for r in planned.rows if r.gamma)
     assert "<- pick" in planned.table()
 
 
@@ -68,7 +68,7 @@ def test_apply_converts_the_model(planned):
 
 @pytest.mark.slow
 def test_an_unreachable_target_names_the_smallest_reachable_figure(planned, batch):
-    smallest = min(r["kept_bytes"] for r in planned.rows)
+    smallest = min(r.saved_bytes for r in planned.rows)
     with pytest.raises(ValueError, match=r"smallest reached is .* MiB \(0\.\d+ of plain's\) by DropIT"):
         choose(planned.rows, smallest - 1)
     x, y = batch
@@ -80,9 +80,9 @@ def test_an_unreachable_target_names_the_smallest_reachable_figure(planned, batc
 @pytest.mark.slow
 def test_pick_for_moves_with_the_target(planned):
     loose, tight = planned.pick_for(1.0), planned.pick_for(0.2)
-    rows = {r["name"]: r for r in planned.rows}
-    assert rows[tight.name]["kept_ratio"] <= 0.2 and rows[loose.name]["kept_ratio"] <= 1.0
-    assert rows[loose.name]["step_s"] <= rows[tight.name]["step_s"]
+    rows = {r.name: r for r in planned.rows}
+    assert rows[tight.name].saved_ratio <= 0.2 and rows[loose.name].saved_ratio <= 1.0
+    assert rows[loose.name].step_s <= rows[tight.name].step_s
 
 
 def test_repeated_blocks_finds_the_residual_blocks():
@@ -115,10 +115,10 @@ def test_compiled_candidates_at_budgets_each_compile_their_own():
     x = torch.randn(4, 3, 8, 8)
     p = dropit.plan(model, x, lambda out: out.square().mean(), target=1.0, gammas=(), compile=True,
                     budgets=(None, 0.0), rounds=1, time_all=True)
-    names = [r["name"] for r in p.rows]
+    names = [r.name for r in p.rows]
     assert names == ["plain + compiled", "plain + compiled, budget 0"]
-    assert p.rows[1]["kept_bytes"] < p.rows[0]["kept_bytes"]  # budget 0 recomputes, keeping less
-    assert all(r["grad_error"] < 1e-5 for r in p.rows)  # the budget is exact
+    assert p.rows[1].saved_bytes < p.rows[0].saved_bytes  # budget 0 recomputes, keeping less
+    assert all(r.grad_error < 1e-5 for r in p.rows)  # the budget is exact
     compiled = Candidate(compiled=True, budget=0.0).build(copy.deepcopy(model))
     compiled(x).sum().backward()  # compiles
-    assert kept_bytes(compiled, x) == p.rows[1]["kept_bytes"]  # the same graph, measured afresh
+    assert saved_bytes(compiled, x) == p.rows[1].saved_bytes  # the same graph, measured afresh
