@@ -15,6 +15,7 @@ The core depends on torch alone; the experiment layer lives in ``dropit.lab``.
 from .budget import compile_budgeted
 from .planner import Plan, plan
 from .checkpoint import checkpoint_blocks, checkpointed_modules
+from .draws import seed_draws
 from .convert import DropITForward, converted_modules, restore, set_gamma, to_dropit
 from .meter import CacheMeter, CacheReport, estimate_cache, measure_cache
 from . import ops  # registers the dropit:: custom ops
@@ -29,6 +30,7 @@ __all__ = [
     "to_dropit",
     "compile_budgeted", "plan", "Plan",
     "set_gamma",
+    "seed_draws",
     "restore",
     "converted_modules",
     "checkpoint_blocks",

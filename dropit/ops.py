@@ -31,7 +31,15 @@ def make(flat: torch.Tensor, gamma: float, strategy: str, kind: str, capacity: i
     flat = flat.view(-1)
     if flat.is_meta:
         return _make_fake(flat, gamma, strategy, kind, capacity)
-    sel = get_strategy(strategy).select(flat, gamma)
+    chosen = get_strategy(strategy)
+    sel = chosen.select(flat, gamma)
+    values, positions, count = _store(flat, sel, kind, capacity)
+    if chosen.finish is not None:
+        values = chosen.finish(values, flat, sel)
+    return values, positions, count
+
+
+def _store(flat: torch.Tensor, sel, kind: str, capacity: int):
     if kind == "bits":
         return kernels.compress(flat, capacity, thr=sel.thr, mask=sel.mask)
     keep = sel.mask.bool() if sel.mask is not None else magnitude_keys(flat) > sel.thr

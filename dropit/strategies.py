@@ -21,6 +21,17 @@ always the input's own values at their own positions; only the choice differs.
                 always gives the same selection.
 - ``"random"``  keep each element with probability 1 - gamma, (1 - gamma) * n
                 on average (ablation baseline; torch's global RNG, as dropout).
+- ``"unbiased"`` threshold sampling (Wangni et al., NeurIPS 2018): every element
+                with |x| >= tau is kept exactly; a smaller one is kept with
+                probability |x| / tau and stands for sign(x) * tau, so the
+                record's expectation is x and so is the weight gradient's. tau
+                makes the expected count (1 - gamma) * n (solved on the same
+                fixed sample as ``"sampled"``); the draws are hashed, not drawn
+                from an RNG (:mod:`dropit.draws`).
+- ``"rescaled"`` exact min-k, its kept values scaled by one factor per record,
+                sum |x| / sum |kept|, so the record's total magnitude is the
+                input's: the direction stays min-k's, the scale does not
+                shrink (a control for ``"unbiased"``).
 
 Capacity of the estimated strategies: the expected kept count plus
 ``MARGIN_SIGMAS`` (6) standard deviations of it: 10% more than (1 - gamma) * n
@@ -50,16 +61,19 @@ from typing import Callable, NamedTuple
 import torch
 
 from . import kernels
+from .draws import current_key  # read when a record is made, also inside a compiled graph
 from .kernels import SAMPLE_SIZE, magnitude_keys, sample_rank
 
 MARGIN_SIGMAS = 6.0
 
 
 class Selection(NamedTuple):
-    """Keep the elements whose magnitude key is above ``thr``, or where ``mask`` is True."""
+    """Keep the elements whose magnitude key is above ``thr``, or where ``mask`` is True; ``tau``: the
+    ``"unbiased"`` threshold (0-dim, the input's dtype)."""
 
     thr: torch.Tensor | int | None = None
     mask: torch.Tensor | None = None
+    tau: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,9 @@ class Strategy:
     name: str
     select: Callable[[torch.Tensor, float], Selection]
     capacity: Callable[[int, float], int]  # most elements a record of n at rate gamma holds
+    # finish(values, flat, selection): the values to store, from the kept input values (any length; zeros
+    # are padding and must stay zero). None: store the input's own values.
+    finish: Callable[[torch.Tensor, torch.Tensor, Selection], torch.Tensor] | None = None
 
     def __call__(self, x: torch.Tensor, gamma: float) -> torch.Tensor:
         """The (n,) bool keep mask of flat x (before any capacity limit)."""
@@ -168,10 +185,68 @@ def select_random(x: torch.Tensor, gamma: float) -> Selection:
     return Selection(mask=torch.rand(x.shape, device=x.device) >= gamma)
 
 
+def unbiased_capacity(n: int, gamma: float) -> int:
+    """The expected count plus six standard deviations: of the draws (at most sqrt of the expected count)
+    and, above the sample size, of tau's estimate (as ``"sampled"``'s)."""
+    k = num_kept(n, gamma)
+    sd = math.sqrt(k) + (n * math.sqrt(gamma * (1 - gamma) / SAMPLE_SIZE) if n > SAMPLE_SIZE else 0.0)
+    return min(n, k + _margin(n, sd))
+
+
+def unbiased_tau(x: torch.Tensor, gamma: float) -> torch.Tensor:
+    """tau (0-dim, float64) with sum_i min(1, |x_i| / tau) = (1 - gamma) * n, solved on the fixed sample.
+
+    Sorted sample magnitudes s_0 <= ... <= s_{m-1}: if s_{j-1} < tau <= s_j, the expected count is
+    (m - j) + (s_0 + ... + s_{j-1}) / tau, so tau = prefix_j / (budget - (m - j)); the j whose tau falls in
+    its own interval is the solution (one exists: the count falls continuously as tau grows). Non-finite
+    elements are kept exactly and sort last. No host sync: every size is static.
+    """
+    n = x.numel()
+    mags = x if n <= SAMPLE_SIZE else x.index_select(0, kernels.reference._positions(n, x.device))
+    s = mags.double().abs()
+    s = torch.where(torch.isfinite(s), s, torch.inf).sort().values
+    m = s.numel()
+    if m == 0:
+        return s.new_zeros(())
+    budget = (1.0 - gamma) * m
+    zero = s.new_zeros(1)
+    prefix = torch.cat([zero, torch.where(torch.isfinite(s), s, 0.0).cumsum(0)])  # prefix[j] = s_0 + ... + s_{j-1}
+    j = torch.arange(m + 1, device=x.device)
+    denom = budget - (m - j)
+    tau = torch.where(prefix > 0, prefix / denom.clamp_min(1e-300), 0.0)
+    lower, upper = torch.cat([zero, s]), torch.cat([s, s.new_full((1,), torch.inf)])
+    valid = (denom > 0) & (tau >= lower) & (tau <= upper) | ((prefix == 0) & (denom >= 0))
+    pick = (valid * (j + 1)).argmax()  # the largest valid j (all give the same count)
+    fallback = s[min(m - 1, max(0, m - math.ceil(budget)))]  # min-k's threshold: never reached in exact arithmetic
+    tau = torch.where(valid.any(), tau[pick], fallback)
+    return torch.where(torch.isfinite(tau), tau, 0.0)
+
+
+def select_unbiased(x: torch.Tensor, gamma: float) -> Selection:
+    tau = unbiased_tau(x, gamma).to(x.dtype)  # the stored +-tau is exactly the tau of the probabilities
+    return Selection(mask=kernels.draw_mask(x, tau, current_key()), tau=tau)  # |x| >= tau: always kept
+
+
+def finish_unbiased(values: torch.Tensor, flat: torch.Tensor, sel: Selection) -> torch.Tensor:
+    tau = sel.tau.to(values.dtype)
+    return torch.where((values.abs() < tau) & (values != 0), torch.copysign(tau, values), values)
+
+
+def finish_rescaled(values: torch.Tensor, flat: torch.Tensor, sel: Selection) -> torch.Tensor:
+    wide = torch.float64 if flat.dtype == torch.float64 else torch.float32  # 16-bit sums would overflow
+    total = torch.linalg.vector_norm(flat, 1, dtype=wide)
+    kept = torch.linalg.vector_norm(values, 1, dtype=wide)
+    scale = total / kept
+    scale = torch.where(torch.isfinite(scale) & (kept > 0), scale, 1.0)
+    return (values.to(wide) * scale).to(values.dtype)
+
+
 STRATEGIES: dict[str, Strategy] = {
     "mink": Strategy("mink", select_mink, exact_capacity),
     "sampled": Strategy("sampled", select_sampled, sampled_capacity),
     "random": Strategy("random", select_random, random_capacity),
+    "unbiased": Strategy("unbiased", select_unbiased, unbiased_capacity, finish_unbiased),
+    "rescaled": Strategy("rescaled", select_mink, exact_capacity, finish_rescaled),
 }
 DEFAULT_STRATEGY = "sampled"  # the fast default; "mink" reproduces the paper exactly
 

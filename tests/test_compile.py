@@ -133,6 +133,9 @@ def _sample_args():
     yield "mink index", (flat, 0.99, "mink", "index", STRATEGIES["mink"].capacity(40_000, 0.99))
     yield "mink dense", (flat, 0.01, "mink", "dense", 40_000)
     yield "bf16 bits", (flat.bfloat16(), 0.5, "sampled", "bits", 20_000)
+    yield "unbiased bits", (flat, 0.9, "unbiased", "bits", STRATEGIES["unbiased"].capacity(40_000, 0.9))
+    yield "unbiased dense", (flat, 0.05, "unbiased", "dense", 40_000)
+    yield "rescaled index", (flat, 0.99, "rescaled", "index", STRATEGIES["rescaled"].capacity(40_000, 0.99))
 
 
 @pytest.mark.parametrize("label, args", list(_sample_args()), ids=lambda v: v if isinstance(v, str) else "")

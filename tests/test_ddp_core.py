@@ -3,6 +3,7 @@ import copy
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -27,24 +28,25 @@ def _grads(model, x):
     return [p.grad.detach().clone() for p in model.parameters()]
 
 
-def _worker(rank, world, port, out):
+def _worker(rank, world, port, out, strategy):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    model = dropit.to_dropit(_model(), strategy="mink", gamma=0.9)
+    model = dropit.to_dropit(_model(), strategy=strategy, gamma=0.9)
     ddp = nn.parallel.DistributedDataParallel(model)
     grads = _grads(ddp, _data(rank))
     torch.save(grads, os.path.join(out, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
 
-def test_ddp_all_reduces_the_dropit_gradients(tmp_path):
+@pytest.mark.parametrize("strategy", ["mink", "unbiased"])  # unbiased: each rank's hashed draws, as one process draws
+def test_ddp_all_reduces_the_dropit_gradients(tmp_path, strategy):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, port, str(tmp_path), strategy), nprocs=2, join=True)
     got = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    single = dropit.to_dropit(_model(), strategy="mink", gamma=0.9)
+    single = dropit.to_dropit(_model(), strategy=strategy, gamma=0.9)
     expected = [(a + b) / 2 for a, b in zip(_grads(copy.deepcopy(single), _data(0)), _grads(single, _data(1)))]
     for g0, g1, e in zip(got[0], got[1], expected):
         torch.testing.assert_close(g0, g1)

@@ -5,6 +5,7 @@
     values, bits, count = compress(flat, capacity, thr=thr)   # or mask=keep
     dense = expand(values, bits, n)
     bits = pack_nonzero(flat); grad_in = mask_grad(grad, bits)  # the ReLU companion
+    keep = draw_mask(flat, tau, key)                  # the "unbiased" strategy's hashed draws
     codes, scales = quantize(flat, 8, 64); flat = dequantize(codes, scales, 8, 64, n, dtype)  # lossy companions
     codes = fewbit_encode(flat, boundaries); grad_in = fewbit_grad(grad, codes, levels)
 
@@ -39,6 +40,7 @@ __all__ = [
     "expand",
     "pack_nonzero",
     "mask_grad",
+    "draw_mask",
     "backend",
     "quantize",
     "dequantize",
@@ -129,6 +131,13 @@ def mask_grad(grad: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     if which == "triton":
         return _triton().mask_grad(grad, bits)
     return reference.mask_grad(grad, bits)
+
+
+def draw_mask(flat: torch.Tensor, tau: torch.Tensor, key: int) -> torch.Tensor:
+    """(n,) bool: the ``"unbiased"`` keep mask, see :func:`.reference.draw_mask` (C for fp32/fp64 on CPU)."""
+    if backend(flat) == "c" and flat.dtype in (torch.float32, torch.float64):
+        return cpu.draw_mask(flat, float(tau), key)
+    return reference.draw_mask(flat, tau, key)
 
 
 # ---- quantization (the lossy companions; see dropit.quant and .quant_reference) ----

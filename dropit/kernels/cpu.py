@@ -29,6 +29,7 @@ import torch
 SOURCES = sorted((Path(__file__).with_name("csrc")).glob("*.c"))  # dropit_cpu.c, dropit_quant.c
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 WIDTHS = (16, 32, 64)  # element widths in bits: bf16/fp16, fp32, fp64
+DRAW_WIDTHS = (32, 64)  # draw_mask: fp32 and fp64 (16-bit inputs take the torch reference)
 
 _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SIGNATURES = {
@@ -104,6 +105,9 @@ def library() -> ctypes.CDLL | None:
         for w in WIDTHS:
             fn = getattr(lib, f"dropit_{name}_{w}")
             fn.restype, fn.argtypes = restype, argtypes
+    for w in DRAW_WIDTHS:
+        fn = getattr(lib, f"dropit_draw_mask_{w}")
+        fn.restype, fn.argtypes = None, [_P, _I64, ctypes.c_double, _I64, _P, _INT]
     return lib
 
 
@@ -162,3 +166,9 @@ def mask_grad(grad: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(grad)
     _fn("mask_grad", grad)(grad.data_ptr(), bits.data_ptr(), grad.numel(), out.data_ptr(), torch.get_num_threads())
     return out
+
+
+def draw_mask(flat: torch.Tensor, tau: float, key: int) -> torch.Tensor:
+    mask = torch.empty(flat.numel(), dtype=torch.bool)
+    _fn("draw_mask", flat)(flat.data_ptr(), flat.numel(), tau, key, mask.data_ptr(), torch.get_num_threads())
+    return mask

@@ -163,3 +163,30 @@ def mask_grad(grad: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
     """``grad`` where the bit is set, +0 elsewhere (the ReLU's backward through its mask)."""
     flags = unpack_bits(bits, grad.numel())
     return torch.ops.aten.threshold_backward(grad, flags, 0)
+
+
+_MASK31 = 0x7FFFFFFF
+
+
+def _bits31(flat: torch.Tensor) -> torch.Tensor:
+    """(n,) int64: 31 bits of each element's own bits (fp64 folded)."""
+    size = flat.element_size()
+    raw = flat.view(_KEY_DTYPE[size]).long()
+    if size == 8:
+        raw = raw ^ (raw >> 32)
+    return raw & _MASK31
+
+
+def draw_mask(flat: torch.Tensor, tau: torch.Tensor | float, key: int) -> torch.Tensor:
+    """(n,) bool: keep element i when u_i * tau < |x_i| (always for NaN), u_i its hashed uniform draw.
+
+    u_i = (mix31(mix31((i ^ key) & 0x7FFFFFFF) ^ bits31(x_i)) >> 7) * 2^-24, in [0, 1) on a grid of 2^-24: a
+    function of (key, position, the element's bits), no RNG state (see :mod:`dropit.draws`). The comparison runs
+    in float32 (fp64: float64); tau should already be representable in the input's dtype.
+    """
+    wide = torch.float64 if flat.dtype == torch.float64 else torch.float32
+    i = torch.arange(flat.numel(), dtype=torch.int64, device=flat.device)
+    v = _mix31(_mix31((i ^ key) & _MASK31) ^ _bits31(flat))
+    u = (v >> 7).to(wide) * (1.0 / 2**24)
+    tau = torch.as_tensor(tau, device=flat.device).to(wide)
+    return (u * tau < flat.abs().to(wide)) | torch.isnan(flat)

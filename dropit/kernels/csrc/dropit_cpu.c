@@ -11,6 +11,7 @@
  * Threads: OpenMP, which links to the libgomp torch already loaded, so these
  * kernels share torch's thread pool instead of adding threads of their own.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -398,3 +399,33 @@ static void mask_grad_range_32_avx512(const uint32_t* g, const uint8_t* bits, in
 DEFINE_RELU_KERNELS(16)
 DEFINE_RELU_KERNELS(32)
 DEFINE_RELU_KERNELS(64)
+
+/* ---- draw_mask: the "unbiased" strategy's keep mask. Element i is kept when u_i * tau < |x_i| (or x_i is
+ * NaN), u_i = (mix31(mix31((i ^ key) & M) ^ bits31(x_i)) >> 7) * 2^-24 (dropit/draws.py). fp32 compares in
+ * float, fp64 in double; 16-bit inputs take the reference. */
+static inline uint64_t draw_bits31_32(const float* x, int64_t i) {
+    uint32_t b;
+    memcpy(&b, x + i, 4);
+    return (uint64_t)b & 0x7fffffffULL;
+}
+
+static inline uint64_t draw_bits31_64(const double* x, int64_t i) {
+    uint64_t b;
+    memcpy(&b, x + i, 8);
+    return (b ^ (b >> 32)) & 0x7fffffffULL;
+}
+
+#define DEFINE_DRAW_MASK(W, T, ABS)                                                        \
+    void dropit_draw_mask_##W(const T* x, int64_t n, double tau, int64_t key, uint8_t* mask, int nthreads) { \
+        const T t = (T)tau, scale = (T)(1.0 / 16777216.0);                                 \
+        int nt = threads_for(n, nthreads);                                                 \
+        _Pragma("omp parallel for num_threads(nt) schedule(static)")                       \
+        for (int64_t i = 0; i < n; i++) {                                                  \
+            uint64_t v = mix31(mix31(((uint64_t)i ^ (uint64_t)key) & 0x7fffffffULL) ^ draw_bits31_##W(x, i)); \
+            T p = (T)(v >> 7) * scale * t;                                                 \
+            mask[i] = (uint8_t)((p < ABS(x[i])) | (x[i] != x[i]));                         \
+        }                                                                                  \
+    }
+
+DEFINE_DRAW_MASK(32, float, fabsf)
+DEFINE_DRAW_MASK(64, double, fabs)
