@@ -406,43 +406,47 @@ CLAIM = [
 # Does DropIT cost accuracy? The claim study
 
 The paper reports equal or better accuracy with DropIT (CIFAR-100 ResNet-18 77.96 → 78.17,
-ViT-B/16 90.32 → 90.90) and explains it by less gradient noise. This notebook reads a study
-written by `python -m dropit.lab.claim --out DIR` (`make claim`): every arm trained with the same
-seeds (same initial weights, batches and crops), so arm − plain is compared seed by seed. Protocol,
-recipe and commands: `docs/claim.md`.
+ViT-B/16 90.32 → 90.90) and explains it by less gradient noise. This notebook opens on the study
+committed in `docs/claim` (`make claim` wrote it): every arm trained with the same seeds (same
+initial weights, batches and crops), so arm − plain is compared seed by seed, with a Student-t 95%
+interval. Arms are named by their DropIT settings: strategy, γ, and the lossy companion where one
+is on. Protocol, recipe and commands: `docs/claim.md`.
 
 """ + CITE),
     params("""
-study_dir = "results/claim"  # the folder python -m dropit.lab.claim --out wrote
+study_dir = "docs/claim"  # the study to show: the committed one (make claim), or a folder python -m dropit.lab.claim --out wrote
 protocols = ["cnn", "vit"]
-mechanism_json = "results/claim/mechanism.json"  # python -m dropit.lab.claim.mechanism --out ...; "" to skip
-committed_study = "../docs/claim"  # the committed full study, shown at the end; "" to skip
-run_small_study = False  # True (make reproduce): first run a small version of the study into study_dir
-small_protocol = "cnn"
-small_arms = ["plain", "mink"]
-small_seeds = 1
-small_max_steps = 200
-small_val_subset = 2000  # test images scored by the small study
-small_overrides = []  # more changes for its runs, each as --set takes them (python -m dropit.lab.claim)
-"""),
-    code("""
-if run_small_study:  # a pipeline check: a few hundred steps say nothing about the claim
-    from dropit.lab.claim.study import run_study
-
-    sets = [f"max_steps={small_max_steps}", f"val_subset={small_val_subset}", *small_overrides]
-    run_study(study_dir, protocol=small_protocol, arms=small_arms, seeds=small_seeds, overrides=sets)
+mechanism_json = ""  # a mechanism file to show; "": every mechanism*.json in study_dir
+run_check = False  # True (make reproduce): also run a small pipeline check into check_dir, shown at the end
+check_dir = "results/claim_check"  # where the pipeline check writes (never the study above)
+check_protocol = "cnn"
+check_arms = ["plain", "mink"]
+check_seeds = 1
+check_max_steps = 200
+check_val_subset = 2000  # test images scored by the check
+check_overrides = []  # more changes for its runs, each as --set takes them (python -m dropit.lab.claim)
 """),
     code("""
 import json
-from pathlib import Path
-
-from dropit.lab.claim import figures
+from IPython.display import Markdown
+from dropit.lab.claim import figures, markdown
 from dropit.lab.claim.summary import load_runs, mechanism_files
+from dropit.lab.reproduce.rows import resolve, resolve_out
 
-runs = load_runs(study_dir)
-summary_file = Path(study_dir) / "claim.json"
-summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {"runs": [], "protocols": {}}
-print(len(runs), "finished runs in", study_dir + ":", ", ".join(summary["runs"]) or "none yet")
+study = resolve(study_dir)
+runs = load_runs(study)
+summary = json.loads((study / "claim.json").read_text()) if (study / "claim.json").is_file() else {"runs": [], "protocols": {}}
+"""),
+    md("""
+## The answer
+
+Per protocol and arm: test top-1 minus plain's, paired by seed, with its 95% interval. An interval
+clear of the dashed zero line is a difference; one that holds zero is within noise.
+"""),
+    code("""
+if summary["protocols"]:
+    figures.answer_figure(summary).show()
+print(len(runs), "finished runs in", study_dir + ":", ", ".join(summary["runs"]) or "none yet (make claim runs the study)")
 """),
     md("""
 ## Test top-1 and training loss per epoch
@@ -455,44 +459,47 @@ for protocol in protocols:
         figures.curves_figure(runs, protocol).show()
 """),
     md("""
-## The statistics
+## Top-1, per arm
 
-Per arm: mean ± standard deviation over seeds. Against plain: the difference per seed, its
-mean and Student-t 95% interval (n − 1 degrees of freedom); the verdict is computed from the
-interval: "within noise" when it holds 0.
+Mean ± standard deviation over seeds; against plain, the mean per-seed difference with its
+Student-t 95% interval (n − 1 degrees of freedom); the verdict is computed from the interval.
 """),
     code("""
-if summary["protocols"]:
-    figures.stats_table_figure(summary).show()
+Markdown(markdown.top1_markdown(summary))
+"""),
+    md("The other metrics (top-5, final training loss, test loss), paired the same way."),
+    code("""
+Markdown(markdown.other_metrics_markdown(summary))
 """),
     md("""
-## The mechanism: gradient noise and DropIT's bias
+## The mechanism: less noise, or a biased gradient?
 
-At a few steps of a plain run, against the exact gradient of a reference set of minibatches:
-the minibatch weight gradient's variance (noise) for plain and DropIT (`mink`) at the same weights,
-DropIT's bias (its expected gradient minus the exact one), and each one's mean squared distance to
-the exact gradient, per γ (`dropit.lab.claim.mechanism`).
+At a few steps of a plain run, against the exact gradient of a reference set of minibatches
+(`dropit.lab.claim.mechanism`): left, DropIT's bias (its expected gradient minus the exact one)
+as a share of the exact gradient's norm; right, DropIT's minibatch noise over plain's at the same
+weights. The caption under each title states what the measurement shows.
 """),
     code("""
-fig = figures.mechanism_figure_of(mechanism_json)
-if fig is not None:
-    fig.show()
-else:
-    print("no mechanism file:", mechanism_json or "(skipped)")
+for path in ([resolve(mechanism_json)] if mechanism_json else mechanism_files(study)):
+    fig = figures.mechanism_figure_of(path, title=f"Less noise, or a biased gradient? ({path.name})")
+    fig.show() if fig is not None else print("no mechanism file:", path)
 """),
     md("""
-## The committed full study
+## Pipeline check (not an answer)
 
-What `make claim` committed under `docs/claim/` (three seeds per arm, the protocols of `docs/claim.md`).
+With `run_check = True` (`make reproduce` sets it) a small version of the study runs into
+`check_dir`: a few hundred steps per arm, one seed. It tests that the pipeline trains, records and
+summarizes; it says nothing about the claim.
 """),
     code("""
-committed = Path(committed_study or ".") / "claim.json"
-if committed_study and committed.is_file():
-    figures.stats_table_figure(json.loads(committed.read_text())).show()
-    for path in mechanism_files(committed_study):
-        figures.mechanism_figure_of(path, title=f"the committed study's mechanism measurement: {path.name}").show()
-else:
-    print("no committed study at", committed_study or "(skipped)", "- the full study has not been run yet (docs/claim.md)")
+if run_check:
+    from dropit.lab.claim.study import run_study
+
+    sets = [f"max_steps={check_max_steps}", f"val_subset={check_val_subset}", *check_overrides]
+    check = run_study(resolve_out(check_dir), protocol=check_protocol, arms=check_arms, seeds=check_seeds, overrides=sets)
+    figures.curves_figure(load_runs(resolve_out(check_dir)), check_protocol,
+                          title=f"pipeline check ({check_max_steps} steps, not an answer)").show()
+    display(Markdown(markdown.top1_markdown(check)))
 """),
 ]
 

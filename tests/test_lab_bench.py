@@ -238,18 +238,25 @@ def test_summary_figure_shows_the_spread_of_repeated_seeds():
     assert top1.text[0].endswith("(+2 seeds)")
 
 
-def test_bench_figure_lays_out_every_panel_and_adds_four_traces_per_run_in_its_colour():
-    fig = plots.bench_figure()
+def test_bench_figure_lays_out_every_panel_and_owns_each_runs_four_traces_in_its_colour():
+    bf = plots.BenchFigure()
+    fig = bf.fig
     assert fig.layout.width is None  # the notebook's width
-    n = plots.BENCH_PLACEHOLDERS
     assert [t.xaxis for t in fig.data] == ["x", "x2", "x3"] and all(len(t.x) == 0 for t in fig.data)
-    first = plots.add_run_traces(fig, "#1 a", "#123456")
-    second = plots.add_run_traces(fig, "#2 b", "#654321")
-    assert first == [n, n + 1, n + 2, n + 3] and second == [n + 4, n + 5, n + 6, n + 7]
-    runs = fig.data[n:]
-    assert {t.line.color for t in runs[:4]} == {"#123456"} and [t.showlegend for t in runs[:4]] == [True, False, False, False]
-    assert [t.xaxis for t in runs[:4]] == ["x", "x2", "x2", "x3"]
-    assert runs[2].error_y.type == "data"  # validation top-1 carries its SE
+    first = bf.add_run("#1 a", "#123456")
+    second = bf.add_run("#2 b", "#654321")
+    assert [first.loss.meta["series"], first.train_top1.meta["series"], first.val_top1.meta["series"],
+            first.kept_mib.meta["series"]] == list(plots.RUN_TRACES)
+    assert {first.loss.line.color, first.kept_mib.line.color} == {"#123456"} and second.loss.line.color == "#654321"
+    assert [first.loss.showlegend, first.train_top1.showlegend] == [True, False]
+    assert [t.xaxis for t in (first.loss, first.train_top1, first.val_top1, first.kept_mib)] == ["x", "x2", "x2", "x3"]
+    assert first.val_top1.error_y.type == "data"  # validation top-1 carries its SE
+    first.show({"step": [1, 2], "loss": [4.6, 4.5], "train_top1": [1.0, 2.0], "kept_mib": [3.0, 3.0],
+                "val_step": [2], "val_top1": [2.5], "val_se": [0.4]})
+    assert list(fig.data[3].y) == [4.6, 4.5] and list(second.loss.y) == []  # its own traces, the other run's untouched
+    fig.update_xaxes(range=[0, 300], autorange=False)  # as a zoom leaves it
+    bf.clear()
+    assert len(fig.data) == 3 and bf.runs == {} and fig.layout.xaxis.autorange is True and fig.layout.uirevision == "bench-1"
 
 
 def _explore(**kw):

@@ -67,6 +67,20 @@ def test_live_run_plot_updates_in_batches_and_per_epoch():
     assert len(fig.fig.data) == P + 8 and len(fig.data[0].x) == 5 and fig.data[4].x in (None, ())
 
 
+def test_train_top1_is_a_running_mean_that_an_epoch_boundary_does_not_reset():
+    cb = widgets.LiveRunPlot(_figure(), "#1 run", "#123456", every=100)
+    st = _state()
+    # the loop's running top-1 of each epoch over the images seen in it: 10 % of 100, 20 % of 200; then the
+    # second epoch starts again at 4 % of 100 images (its first batch), where the loop's line drops to 4
+    for step, (top1, images) in enumerate([(10.0, 100), (20.0, 200), (4.0, 100), (12.0, 200)], 1):
+        st.step, st.train_top1, st.images = step, top1, images
+        cb.on_step(st)
+    assert cb.history["train_top1"] == pytest.approx([10.0, 20.0, 100 * (40 + 4) / 300, 100 * (40 + 24) / 400])
+    assert min(cb.history["train_top1"][1:]) > 12  # no dive at the boundary
+    cb.flush()
+    assert list(cb.traces.train_top1.y) == pytest.approx(cb.history["train_top1"])
+
+
 def test_live_off_draws_only_at_the_end(monkeypatch):
     monkeypatch.setenv("DROPIT_LIVE_PLOTS", "0")
     fig = _figure()
@@ -169,6 +183,7 @@ def test_two_runs_side_by_side_fill_the_table(tmp_path):
 
     panel.clear()
     assert len(panel.fig.data) == P and "dropit-run" not in panel.table.value and panel.book.runs == []
+    assert panel.fig.layout.xaxis.autorange is True and panel.fig.layout.uirevision == "bench-1"  # old ranges go
     panel.dropit.value = True
     panel.run()
     panel.wait()
@@ -198,13 +213,19 @@ def test_sweep_draws_its_summary_and_stop_skips_the_rest(tmp_path):
     assert [r.status for r in stopping.book.runs] == ["done", "stopped"]  # the third never started
     assert len(list((tmp_path / "stop").iterdir())) == 2
     assert stopping.status.value.startswith("stopped: sweep of 2 of 3 runs in ") and "1 skipped" in stopping.status.value
+    stopping.clear()  # no empty "Sweep" panel stays behind
+    assert stopping.summary not in stopping.widget.children and stopping.book.runs == []
 
 
-def test_a_bad_sweep_says_why_and_starts_nothing(tmp_path):
+@pytest.mark.parametrize("listed,said", [("0.5, 2", "sweep γ 2 is outside [0, 1)"), ("0.5, 0.9, 0.5", "sweep γ 0.5 is listed twice"),
+                                         ("", "a sweep needs at least one γ"), (" , ", "a sweep needs at least one γ"),
+                                         ("-0.5", "sweep γ -0.5 is outside [0, 1)")])
+def test_a_bad_sweep_says_why_and_starts_nothing(tmp_path, listed, said):
     panel = _panel(tmp_path)
-    panel.sweep_gammas.value = "0.5, 2"
+    panel.sweep_gammas.value = listed
     panel.sweep_button.click()
-    assert not panel.running and panel.status.value.startswith("cannot sweep: sweep γ 2 is outside [0, 1)")
+    assert not panel.running and panel.status.value.startswith(f"cannot sweep: {said}"), panel.status.value
+    assert panel.book.runs == [] and not list(tmp_path.iterdir())
     panel.compile.value = True
     assert panel.config().compile is True and panel.base.compile is False
 
@@ -216,6 +237,19 @@ def test_gamma_and_strategy_are_disabled_while_dropit_is_off(tmp_path):
     assert panel.gamma.disabled and panel.strategy.disabled
     panel.dropit.value = True
     assert not panel.gamma.disabled and not panel.strategy.disabled
+
+
+def test_the_fields_say_what_runs(tmp_path):
+    from dropit.lab.train.config import load_config
+
+    panel = widgets.BenchPanel(load_config(str(ROOT / "params" / "explore.yaml")), out_root=tmp_path)
+    assert (panel.epochs.value, panel.max_steps.value, panel.seed.value) == (3, 0, 42)  # params/explore.yaml's
+    assert panel.schedule.value.startswith("each run trains 150 steps: 3 epochs × 50 (5000 images / batch 100)")
+    panel.max_steps.value = 40
+    panel.seed.value = 3
+    assert "40 steps" in panel.schedule.value and "seed 3" in panel.schedule.value
+    assert panel.config().max_steps == 40 and panel.config().seed == 3
+    assert panel.sweep_gammas.value == "0.5, 0.9"  # γ 0 is the plain run every sweep starts with
 
 
 def test_the_empty_bench_has_every_panel(tmp_path):

@@ -314,37 +314,56 @@ def cache_column_figure(rows: Sequence[Mapping], *, title: str | None = None) ->
 
 # ------------------------------------------------------------------ the explore bench
 
-BENCH_PANELS = ("train loss", "top-1 %: train (line), validation ± SE (◆)", "kept for backward (MiB per step)")
+BENCH_PANELS = ("train loss", "top-1 %: train (running mean since step 1), validation ± SE (◆)",
+                "kept for backward (MiB per step)")
 RUN_TRACES = ("loss", "train_top1", "val_top1", "kept_mib")  # each run's traces, in this order
 _PANEL_OF = {"loss": 1, "train_top1": 2, "val_top1": 2, "kept_mib": 3}
-BENCH_PLACEHOLDERS = 3
+BENCH_PLACEHOLDERS = 3  # an empty bench's traces: one per panel, so plotly.js lays every panel out
 
 
 def bench_figure(*, title: str | None = None) -> go.Figure:
     """The empty per-step panels that runs are drawn into, side by side (one colour per run).
 
     No width is set: the figure takes the width of the notebook. Each panel holds one empty
-    placeholder trace (:data:`BENCH_PLACEHOLDERS` of them come first in ``fig.data``), so all
-    three are laid out before the first run.
+    placeholder trace (``meta={"placeholder": True}``), so all three are laid out before the first run.
     """
     fig = make_subplots(rows=1, cols=3, subplot_titles=BENCH_PANELS, horizontal_spacing=0.07)
     for col in (1, 2, 3):  # plotly.js lays out only panels that hold a trace: one empty trace each
         fig.add_trace(go.Scatter(x=[], y=[], showlegend=False, hoverinfo="skip", meta={"placeholder": True}), 1, col)
-    fig.update_xaxes(title_text="step")
+    fig.update_xaxes(title_text="step", autorange=True)
     for col in (2, 3):  # accuracy and memory from zero, so differences read at scale
         fig.update_yaxes(rangemode="tozero", row=1, col=col)
+    fig.update_yaxes(autorange=True)
     fig.update_layout(title=title or "Runs side by side", height=420, autosize=True,
                       margin=dict(l=50, r=20, t=70, b=40), legend=dict(orientation="h", y=-0.22, x=0),
-                      uirevision="bench")  # keep the user's zoom while traces update
+                      uirevision="bench-0")  # keep the user's zoom while traces update (until cleared)
     return fig
 
 
-def add_run_traces(fig: go.Figure, name: str, color: str, *, plain: bool = False) -> list[int]:
-    """Append one run's four empty traces (:data:`RUN_TRACES`); returns their indices in ``fig.data``.
+class RunTraces:
+    """One run's four traces in a bench figure, by name: ``loss``, ``train_top1``, ``val_top1``, ``kept_mib``.
+
+    :meth:`show` sets them all from a history of plain lists in one batched update."""
+
+    def __init__(self, fig: go.Figure, traces: Sequence[Any]):
+        self.fig = fig
+        self.loss, self.train_top1, self.val_top1, self.kept_mib = traces
+
+    def show(self, h: Mapping[str, Sequence]) -> None:
+        """``h``: ``step``, ``loss``, ``train_top1``, ``kept_mib`` per step; ``val_step``, ``val_top1``, ``val_se``."""
+        with self.fig.batch_update():
+            self.loss.x, self.loss.y = tuple(h["step"]), tuple(h["loss"])
+            self.train_top1.x, self.train_top1.y = tuple(h["step"]), tuple(h["train_top1"])
+            self.val_top1.x, self.val_top1.y = tuple(h["val_step"]), tuple(h["val_top1"])
+            self.val_top1.error_y.array = tuple(h["val_se"])
+            self.kept_mib.x, self.kept_mib.y = tuple(h["step"]), tuple(h["kept_mib"])
+
+
+def add_run_traces(fig: go.Figure, name: str, color: str, *, plain: bool = False) -> RunTraces:
+    """Append one run's four empty traces (:data:`RUN_TRACES`) to a bench figure; they are returned by name.
 
     The run's colour is the same in every panel; the legend has one entry per run.
     """
-    first = len(fig.data)
     for key in RUN_TRACES:
         mode = "markers" if key == "val_top1" else "lines"
         fig.add_trace(
@@ -355,7 +374,39 @@ def add_run_traces(fig: go.Figure, name: str, color: str, *, plain: bool = False
                        hovertemplate=f"{name}<br>step %{{x}}: %{{y:.3g}}<extra>{key}</extra>"),
             1, _PANEL_OF[key],
         )
-    return list(range(first, len(fig.data)))
+    return RunTraces(fig, fig.data[-len(RUN_TRACES):])
+
+
+class BenchFigure:
+    """The explore bench's figure and the runs drawn in it: it owns their traces, so no caller counts indices.
+
+    ``BenchFigure(go.FigureWidget(bench_figure()))`` in the notebook, any ``go.Figure`` in tests::
+
+        bf = BenchFigure(fig)
+        traces = bf.add_run("#1 resnet_mini · plain", "#222222", plain=True)   # a RunTraces
+        traces.show(history); bf.clear()        # every run gone, the axes back to autorange
+    """
+
+    def __init__(self, fig: go.Figure | None = None):
+        self.fig = bench_figure() if fig is None else fig
+        self.runs: dict[str, RunTraces] = {}
+        self._clears = 0
+
+    def add_run(self, name: str, color: str, *, plain: bool = False) -> RunTraces:
+        with self.fig.batch_update():
+            traces = add_run_traces(self.fig, name, color, plain=plain)
+        self.runs[name] = traces
+        return traces
+
+    def clear(self) -> None:
+        """Remove every run's traces and reset the axes to fit what comes next (a zoom is forgotten too)."""
+        self._clears += 1
+        with self.fig.batch_update():
+            self.fig.data = [t for t in self.fig.data if (t.meta or {}).get("placeholder")]
+            self.fig.update_xaxes(autorange=True)
+            self.fig.update_yaxes(autorange=True)
+            self.fig.layout.uirevision = f"bench-{self._clears}"
+        self.runs.clear()
 
 
 _DASHES = ("solid", "dot", "dash", "dashdot")
@@ -363,15 +414,20 @@ PLAIN_X = -0.1  # where the plain reference stands on the γ axis, left of γ = 
 
 
 def _points(rows: Sequence[Mapping]) -> list[dict]:
-    """Rows of one strategy (or the plain runs) grouped by γ: each group's mean top-1 ± its error (seeds' spread or
-    binomial SE), its kept MiB, and the first run's colour and name."""
+    """Rows of one strategy (or the plain runs) grouped by γ: each group's mean top-1 ± its error over its distinct
+    seeds that finished their schedule (reruns and stopped runs are not pooled: :meth:`RunBook.row`'s ``complete``
+    and ``rerun_of``), its kept MiB, its verdict against plain (the rows' ``within_noise``, from
+    :func:`dropit.lab.stats.seed_difference`), and the first run's colour and name."""
     out = []
     for gamma, rs in sorted(_by(rows, "gamma").items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
-        scored = [r for r in rs if r.get("top1") is not None and r.get("test_images")]
+        seeds = [r for r in rs if r.get("complete", True) and r.get("rerun_of") is None]
+        scored = [r for r in seeds if r.get("top1") is not None and r.get("test_images")]
         est = stats.estimate([r["top1"] for r in scored], n_images=min(r["test_images"] for r in scored)) if scored else None
         kept = [r["kept_mib"] for r in rs if r.get("kept_mib") is not None]
+        verdicts = [r["within_noise"] for r in scored if r.get("within_noise") is not None]
         out.append({"gamma": gamma, "est": est, "kept_mib": sum(kept) / len(kept) if kept else None,
-                    "color": rs[0]["color"], "name": rs[0]["name"] + (f" (+{len(rs) - 1} seeds)" if len(rs) > 1 else "")})
+                    "within_noise": verdicts[0] if verdicts else None,
+                    "color": rs[0]["color"], "name": rs[0]["name"] + (f" (+{len(scored) - 1} seeds)" if len(scored) > 1 else "")})
     return out
 
 
@@ -404,7 +460,8 @@ def sweep_summary_figure(rows: Sequence[Mapping], *, title: str | None = None) -
     noisy, total, n_test = 0, 0, None
     for i, (strategy, rs) in enumerate(_by([r for r in ok if r.get("gamma") is not None], "strategy").items()):
         pts = _points(rs)
-        quiet = [ref is not None and p["est"] is not None and stats.within_noise(p["est"], ref) for p in pts]
+        quiet = [p["within_noise"] if p["within_noise"] is not None
+                 else ref is not None and p["est"] is not None and stats.within_noise(p["est"], ref) for p in pts]
         noisy, total = noisy + sum(quiet), total + len(quiet)
         n_test = min([p["est"].n_images for p in pts if p["est"]] + ([ref.n_images] if ref else []), default=n_test)
         line = dict(color="#555555", dash=_DASHES[i % len(_DASHES)])
@@ -430,7 +487,7 @@ def sweep_summary_figure(rows: Sequence[Mapping], *, title: str | None = None) -
                  else f"open markers: within noise at {n_test} test images")
         fig.add_annotation(text=words, xref="x2 domain", yref="y2 domain", x=0.99, y=0.99, showarrow=False,
                            xanchor="right", yanchor="top", font=dict(size=12), bgcolor="rgba(255,255,255,0.85)")
-    ticks = dict(tickvals=[PLAIN_X, 0, 0.2, 0.4, 0.6, 0.8, 1.0], ticktext=["plain", "0", "0.2", "0.4", "0.6", "0.8", "1"])
+    ticks = dict(tickvals=[PLAIN_X, 0.2, 0.4, 0.6, 0.8, 1.0], ticktext=["plain = γ 0", "0.2", "0.4", "0.6", "0.8", "1"])
     fig.update_xaxes(title_text="dropping rate γ", range=[PLAIN_X - 0.08, 1.0], **ticks)
     fig.update_yaxes(rangemode="tozero")  # savings drawn to scale
     fig.update_yaxes(title_text="MiB", row=1, col=1)

@@ -18,15 +18,30 @@ from dropit.lab.claim.protocols import ARMS
 from dropit.lab.claim.summary import table_rows
 from dropit.lab.paper import PAPER_ROWS
 
-def _arm(protocol: str, arm: str) -> str:
-    """What the arm's DropIT is, from its settings in :data:`dropit.lab.claim.protocols.ARMS`."""
-    keys = ARMS.get(protocol, {}).get(arm)
-    if keys is None:
-        return arm
-    if not keys.get("dropit"):
+def arm_name(settings: Mapping | None, *, markdown: bool = False) -> str | None:
+    """An arm named from its DropIT settings, as the README names them: ``"plain"``, ``"mink γ 0.8"``,
+    ``"sampled γ 0.9 + int8"`` (``markdown``: ``"DropIT `mink` γ 0.8"``). Any strategy, γ and quantize level
+    name themselves, so an arm added to :data:`dropit.lab.claim.protocols.ARMS` later needs no table here.
+    None for unknown settings."""
+    if settings is None:
+        return None
+    if not settings.get("dropit"):
         return "plain"
-    quantize = keys.get("dropit_quantize")
-    return (f"DropIT `{keys['dropit_strategy']}` γ {keys['dropit_gamma']}" + (f" + {quantize}" if quantize else ""))
+    strategy, gamma = settings.get("dropit_strategy", "?"), settings.get("dropit_gamma")
+    quantize = settings.get("dropit_quantize")
+    what = f"`{strategy}`" if markdown else str(strategy)
+    name = f"{what} γ {gamma:g}" if isinstance(gamma, (int, float)) else what
+    name += f" + {quantize}" if quantize else ""
+    return f"DropIT {name}" if markdown else name
+
+
+def arm_label(protocol: str, arm: str, *, markdown: bool = False) -> str:
+    """``arm`` of ``protocol`` named from its settings in :data:`dropit.lab.claim.protocols.ARMS` (its id if unknown)."""
+    return arm_name(ARMS.get(protocol, {}).get(arm), markdown=markdown) or arm
+
+
+def _arm(protocol: str, arm: str) -> str:
+    return arm_label(protocol, arm, markdown=True)
 
 
 def _mean_sd(mean, sd, digits: int) -> str:
@@ -64,6 +79,30 @@ HEADER = ["protocol", "arm", "seeds", "test top-1 %", "top-1 − plain [95% CI]"
 def _table(header: list[str], rows: list[list[str]]) -> str:
     rule = ["---" if i < 2 else "---:" for i in range(len(header))]
     return "\n".join("| " + " | ".join(c) + " |" for c in [header, rule, *rows])
+
+
+TOP1_HEADER = ["protocol", "arm", "seeds", "test top-1 %", "top-1 − plain [95% CI]", "verdict"]
+
+
+def top1_markdown(summary: Mapping) -> str:
+    """The short table: test top-1 per protocol and arm, its paired difference to plain and the verdict."""
+    rows = [r[:6] for r in claim_rows(summary)]
+    return _table(TOP1_HEADER, rows) if rows else "No finished run in this summary yet (`make claim` runs the study)."
+
+
+OTHER_HEADER = ["protocol", "arm", "metric", "mean ± sd", "− plain [95% CI]", "verdict"]
+
+
+def other_metrics_markdown(summary: Mapping, metrics=("top5", "train_loss", "test_loss")) -> str:
+    """The second table: every other metric (top-5, final training loss, test loss) with its paired difference."""
+    names = {"top5": "top-5 %", "train_loss": "train loss", "test_loss": "test loss"}
+    rows = []
+    for metric in metrics:
+        digits = 2 if metric.startswith("top") else 3
+        for r in table_rows(summary, metric):
+            rows.append([r["protocol"], _arm(r["protocol"], r["arm"]), names[metric], _mean_sd(r["mean"], r["std"], digits),
+                         _diff(r, digits), r["verdict"]])
+    return _table(OTHER_HEADER, rows) if rows else ""
 
 
 def paper_markdown() -> str:

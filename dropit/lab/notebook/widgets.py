@@ -69,30 +69,33 @@ def _get(obj: Any, key: str, default=None):
 class LiveRunPlot:
     """Training callback drawing one run into a bench figure, flushing every ``every`` steps.
 
-    It appends the run's four traces (:data:`dropit.lab.plots.RUN_TRACES`) to
-    ``fig`` and fills them: per step the training loss, the running training
-    top-1 and the bytes the step kept for backward (``state.kept_bytes``); per
-    epoch the validation top-1, at the epoch's last step. All points are also
-    kept in ``self.history`` (plain lists), which is what tests read.
-    ``request_stop()`` (thread-safe) makes the next ``on_step`` set ``state.stop``;
+    It adds the run's traces to ``figure`` (a :class:`dropit.lab.plots.BenchFigure`, or a bench
+    ``go.Figure`` it wraps) and fills them: per step the training loss, the training top-1 as a running
+    mean since step 1 (it does not start again at each epoch, so an epoch boundary does not look like a
+    collapse) and the bytes the step kept for backward (``state.kept_bytes``); per epoch the validation
+    top-1, at the epoch's last step. All points are also kept in ``self.history`` (plain lists), which is
+    what tests read. ``request_stop()`` (thread-safe) makes the next ``on_step`` set ``state.stop``;
     ``on_progress(state)`` is called after every step.
 
     ``live=False`` (or the environment variable ``DROPIT_LIVE_PLOTS=0``) draws
     only once, at the end: the negative control of the browser tests.
     """
 
-    def __init__(self, fig: go.FigureWidget, name: str, color: str, *, plain: bool = False, every: int = 10,
+    def __init__(self, figure, name: str, color: str, *, plain: bool = False, every: int = 10,
                  live: bool | None = None, on_progress: Callable[[Any], None] | None = None):
-        self.fig, self.name = fig, name
+        self.figure = figure if isinstance(figure, plots.BenchFigure) else plots.BenchFigure(figure)
+        self.fig, self.name = self.figure.fig, name
         self.every = max(1, int(every))
         self.live = os.environ.get("DROPIT_LIVE_PLOTS", "1") != "0" if live is None else bool(live)
         self.on_progress = on_progress
         self.stop_event = threading.Event()
         self.stopped_at: int | None = None
+        self.total_steps: int | None = None
         self.history: dict[str, list] = {k: [] for k in ("step", "loss", "train_top1", "kept_mib", "val_step", "val_top1", "val_se")}
         self._flushed = 0  # steps already sent to the figure
-        with fig.batch_update():
-            self.traces = [fig.data[i] for i in plots.add_run_traces(fig, name, color, plain=plain)]
+        self._banked = [0.0, 0]  # correct answers and images of the epochs before this one
+        self._epoch = [0.0, 0]  # the same, so far in this epoch
+        self.traces = self.figure.add_run(name, color, plain=plain)
 
     @property
     def kept_counted(self) -> bool:
@@ -102,12 +105,24 @@ class LiveRunPlot:
     def request_stop(self) -> None:
         self.stop_event.set()
 
+    def _running_top1(self, state) -> float | None:
+        """The training top-1 since step 1: the loop's is this epoch's running top-1 over ``state.images`` images,
+        so the epochs before are banked when the image count starts again."""
+        top1, images = _get(state, "train_top1"), _get(state, "images")
+        if top1 is None or not images or top1 != top1:
+            return top1
+        if images < self._epoch[1]:  # a new epoch began
+            self._banked = [self._banked[0] + self._epoch[0], self._banked[1] + self._epoch[1]]
+        self._epoch = [float(top1) * images / 100.0, int(images)]
+        return 100.0 * (self._banked[0] + self._epoch[0]) / (self._banked[1] + self._epoch[1])
+
     # -- the lab's callback protocol -------------------------------------------------
     def on_step(self, state) -> None:
         h = self.history
+        self.total_steps = _get(state, "total_steps", self.total_steps)
         h["step"].append(int(_get(state, "step", len(h["step"]) + 1)))
         h["loss"].append(float(_get(state, "loss", float("nan"))))
-        h["train_top1"].append(_get(state, "train_top1"))
+        h["train_top1"].append(self._running_top1(state))
         kept = _get(state, "kept_bytes")
         h["kept_mib"].append(None if kept is None else kept / MiB)
         if self.live and len(h["step"]) - self._flushed >= self.every:
@@ -142,15 +157,8 @@ class LiveRunPlot:
     # -- figure updates --------------------------------------------------------------
     def flush(self) -> None:
         """Send everything recorded so far to the run's traces in one batched update."""
-        h = self.history
-        loss, top1, val, kept = self.traces
-        with self.fig.batch_update():
-            loss.x, loss.y = tuple(h["step"]), tuple(h["loss"])
-            top1.x, top1.y = tuple(h["step"]), tuple(h["train_top1"])
-            val.x, val.y = tuple(h["val_step"]), tuple(h["val_top1"])
-            val.error_y.array = tuple(h["val_se"])
-            kept.x, kept.y = tuple(h["step"]), tuple(h["kept_mib"])
-        self._flushed = len(h["step"])
+        self.traces.show(self.history)
+        self._flushed = len(self.history["step"])
 
 
 def fit_width(fw: go.FigureWidget, delays: Sequence[float] = (0.5, 1.5, 4.0)) -> go.FigureWidget:
@@ -175,12 +183,19 @@ def fit_width(fw: go.FigureWidget, delays: Sequence[float] = (0.5, 1.5, 4.0)) ->
     return fw
 
 
-def _replace_figure(fw: go.FigureWidget, new: go.Figure) -> None:
-    """Make ``fw`` show ``new`` (any trace count) in one batched update."""
+def swap_figure(fw: go.FigureWidget, new: go.Figure) -> None:
+    """Make ``fw`` show ``new`` in one batched update, whatever either's number of traces: the traces are updated
+    in place where the counts match (a slider's redraw sends only what changed), else replaced; the layout,
+    its shapes (threshold lines, bands) and annotations follow ``new``."""
     with fw.batch_update():
-        fw.data = ()
-        fw.add_traces(list(new.data))
-        fw.layout.shapes = new.layout.shapes
+        if len(fw.data) == len(new.data) and all(a.type == b.type for a, b in zip(fw.data, new.data)):
+            for old, trace in zip(fw.data, new.data):
+                old.update(trace.to_plotly_json(), overwrite=True)
+        else:
+            fw.data = ()
+            fw.add_traces(list(new.data))
+        fw.layout.update(new.layout.to_plotly_json(), overwrite=True)
+        fw.layout.shapes = new.layout.shapes  # the threshold line may come or go
         fw.layout.annotations = new.layout.annotations
 
 
@@ -221,10 +236,15 @@ class BenchPanel:
         self.max_steps = W.BoundedIntText(value=base.max_steps or 0, min=0, max=10**7, description="max steps", tooltip="0: no limit")
         self.compile = W.Checkbox(value=bool(base.compile), description="compile", tooltip="torch.compile the model for training (slow to start)")
         self.channels_last = W.Checkbox(value=bool(base.channels_last), description="channels last")
+        self.seed = W.BoundedIntText(value=base.seed, min=0, max=2**31 - 1, description="seed",
+                                     tooltip="the first seed (params file's seed); seeds > 1 runs seed, seed+1, ...")
+        self.schedule = W.HTML()  # what a run will train, from the fields and the recipe: the steps the status counts
+        self.schedule.add_class("dropit-schedule")
         self.seeds = W.BoundedIntText(value=1, min=1, max=20, description="seeds",
                                       tooltip="run each configuration this many times (seeds seed, seed+1, ...): the top-1 bars then show their spread")
-        self.sweep_gammas = W.Text(value=", ".join(f"{g:g}" for g in sweep_gammas) or "0, 0.5, 0.9", description="sweep γ",
-                                   tooltip="dropping rates, comma-separated; the plain model runs first")
+        self.sweep_gammas = W.Text(value=", ".join(f"{g:g}" for g in sweep_gammas) or "0.5, 0.9", description="sweep γ",
+                                   tooltip="dropping rates in [0, 1), comma-separated, each once; the plain model runs "
+                                           "first and stands for γ 0")
         self.sweep_strategies = W.SelectMultiple(options=strategies, value=tuple(sweep_strategies) or (base.dropit_strategy,),
                                                  rows=len(strategies), description="strategies")
         self.run_button = W.Button(description="run", button_style="success", icon="play")
@@ -233,7 +253,8 @@ class BenchPanel:
         self.clear_button = W.Button(description="clear", icon="trash", tooltip="remove all runs from the figure and the table")
         self.status = W.HTML("ready")
         self.status.add_class("dropit-status")  # what the browser tests read
-        self.fig = fit_width(go.FigureWidget(plots.bench_figure()))
+        self.bench_figure = plots.BenchFigure(fit_width(go.FigureWidget(plots.bench_figure())))
+        self.fig = self.bench_figure.fig
         self.table = W.HTML(bench.table_html([]))
         self.summary = go.FigureWidget(plots.sweep_summary_figure([]))  # fitted when a sweep shows it
         self.thread: threading.Thread | None = None
@@ -242,10 +263,14 @@ class BenchPanel:
         self.error: BaseException | None = None
         self._cancel = threading.Event()
         self._sweep_runs: list[bench.Run] = []
+        self._gamma0 = False  # the last sweep's list held γ 0 (the plain run stands for it)
         self._last_status = 0.0
 
         self.dataset.observe(self._dataset_changed, names="value")
         self.dropit.observe(self._dropit_changed, names="value")
+        for w in (self.model, self.dataset, self.epochs, self.max_steps, self.seed):
+            w.observe(lambda _: self._show_schedule(), names="value")
+        self._show_schedule()
         self._dropit_changed({"new": self.dropit.value})
         self.run_button.on_click(lambda _: self.run())
         self.sweep_button.on_click(lambda _: self.sweep())
@@ -254,7 +279,8 @@ class BenchPanel:
         self.widget = W.VBox([
             W.HBox([self.model, self.dataset, self.image_size]),
             W.HBox([self.dropit, self.gamma, self.strategy]),
-            W.HBox([self.epochs, self.max_steps, self.seeds, self.compile, self.channels_last]),
+            W.HBox([self.epochs, self.max_steps, self.seed, self.seeds, self.compile, self.channels_last]),
+            self.schedule,
             W.HBox([self.sweep_gammas, self.sweep_strategies]),
             W.HBox([self.run_button, self.sweep_button, self.stop_button, self.clear_button]),
             self.status, self.fig, self.table,
@@ -268,13 +294,17 @@ class BenchPanel:
         """γ and the strategy mean nothing for the plain model: greyed out while DropIT is off."""
         self.gamma.disabled = self.strategy.disabled = not change["new"]
 
+    def _show_schedule(self) -> None:
+        self.schedule.value = "each run trains " + html.escape(bench.schedule_words(self.config()))
+
     def config(self):
         """The RunConfig the widgets describe now (its out_dir is chosen when it runs)."""
         return dataclasses.replace(
             self.base, model=self.model.value, dataset=self.dataset.value, image_size=int(self.image_size.value),
             dropit=bool(self.dropit.value), dropit_gamma=float(self.gamma.value), dropit_strategy=self.strategy.value,
             compile=bool(self.compile.value), channels_last=bool(self.channels_last.value),
-            epochs=int(self.epochs.value), max_steps=int(self.max_steps.value) or None, resume=False,
+            epochs=int(self.epochs.value), max_steps=int(self.max_steps.value) or None, seed=int(self.seed.value),
+            resume=False,
         )
 
     def _folder(self, run: bench.Run) -> Path:
@@ -296,12 +326,16 @@ class BenchPanel:
         """The plain model, then DropIT at each strategy and γ (default: the sweep widgets'), one after another."""
         from dropit.lab.train.config import ConfigError
 
+        if self.running:
+            return
+        listed = self.sweep_gammas.value if gammas is None else gammas
         try:
-            plan = bench.sweep_configs(self.config(), self.sweep_gammas.value if gammas is None else gammas,
-                                       list(strategies or self.sweep_strategies.value), seeds=int(self.seeds.value))
-        except ConfigError as e:
+            plan = bench.sweep_configs(self.config(), listed, list(strategies or self.sweep_strategies.value),
+                                       seeds=int(self.seeds.value))
+        except ConfigError as e:  # said before any run starts
             self._set_status(f"cannot sweep: {e}", force=True)
             return
+        self._gamma0 = 0.0 in bench.parse_gammas(listed)
         self._start(plan, sweep=True)
 
     def stop(self) -> None:
@@ -319,8 +353,9 @@ class BenchPanel:
         self.book.clear()
         self._sweep_runs = []
         self.table.value = bench.table_html([])  # before the figure: a watcher that sees the figure empty sees the table empty too
-        self.fig.data = self.fig.data[:plots.BENCH_PLACEHOLDERS]
-        _replace_figure(self.summary, plots.sweep_summary_figure([]))
+        self.bench_figure.clear()  # the runs' traces go and the axes fit what comes next
+        swap_figure(self.summary, plots.sweep_summary_figure([]))
+        self.widget.children = tuple(c for c in self.widget.children if c is not self.summary)  # no empty sweep panel
         self._set_status("ready", force=True)
 
     def wait(self, timeout: float | None = None) -> dict | None:
@@ -361,11 +396,12 @@ class BenchPanel:
                 self._set_status(f"training {run.name}{' (sweep run %d of %d)' % where if where else ''}: starting "
                                  + ("(loading data, compiling on the first step)" if cfg.compile else "(loading data)"), force=True)
                 if not self.overlay:
-                    self.fig.data = self.fig.data[:plots.BENCH_PLACEHOLDERS]
-                self.current = LiveRunPlot(self.fig, run.name, run.color, plain=run.plain, every=self.every,
+                    self.bench_figure.clear()
+                self.current = LiveRunPlot(self.bench_figure, run.name, run.color, plain=run.plain, every=self.every,
                                            on_progress=self._progress(run, where))
                 try:
                     run.result = train.run(run.config, callbacks=[self.current])
+                    run.total_steps = self.current.total_steps or run.total_steps
                 except BaseException as e:  # shown in the panel: a thread's traceback has no cell
                     run.error, self.error = repr(e), e
                     self.table.value = bench.table_html(self.book.table())
@@ -375,7 +411,7 @@ class BenchPanel:
                 done.append(run)
                 self.table.value = bench.table_html(self.book.table())
                 if sweep:
-                    _replace_figure(self.summary, plots.sweep_summary_figure(self._sweep_table()))
+                    swap_figure(self.summary, plots.sweep_summary_figure(self._sweep_table()))
                 if self.current.stopped_at is not None:
                     break
             self._set_status(self._finished_line(done, total, sweep, time.monotonic() - t0), force=True)
@@ -403,7 +439,7 @@ class BenchPanel:
 
     def _finished_line(self, done: list, total: int, sweep: bool, seconds: float) -> str:
         if sweep:
-            return bench.sweep_line(self.book, done, total, seconds)
+            return bench.sweep_line(self.book, done, total, seconds, gamma0=self._gamma0)
         if not done:
             return "stopped before the run started"
         counted = self.current is None or self.current.kept_counted
@@ -415,16 +451,6 @@ class BenchPanel:
         if force or now - self._last_status > 0.25:  # at most four updates a second from the training loop
             self.status.value = text if is_html else html.escape(text)
             self._last_status = now
-
-
-def _refresh(fw: go.FigureWidget, new: go.Figure) -> None:
-    """Make ``fw`` show ``new`` (same trace count) in one batched update."""
-    with fw.batch_update():
-        for old, trace in zip(fw.data, new.data):
-            old.update(trace.to_plotly_json(), overwrite=True)
-        fw.layout.update(new.layout.to_plotly_json(), overwrite=True)
-        fw.layout.shapes = new.layout.shapes  # the threshold line may come or go
-        fw.layout.annotations = new.layout.annotations
 
 
 def gamma_explorer(x, *, gamma: float = 0.9, strategy: str = "mink", index=(0, 0), seed: int = 0) -> W.VBox:
@@ -446,8 +472,8 @@ def gamma_explorer(x, *, gamma: float = 0.9, strategy: str = "mink", index=(0, 0
 
     def redraw(_=None):
         new_heat, new_hist = figures(slider.value, dropdown.value)
-        _refresh(heat, new_heat)
-        _refresh(hist, new_hist)
+        swap_figure(heat, new_heat)
+        swap_figure(hist, new_hist)
 
     slider.observe(redraw, names="value")
     dropdown.observe(redraw, names="value")
@@ -456,14 +482,6 @@ def gamma_explorer(x, *, gamma: float = 0.9, strategy: str = "mink", index=(0, 0
     box.figures = (heat, hist)
     box.controls = (slider, dropdown)
     return box
-
-
-def _replace(fw: go.FigureWidget, new: go.Figure) -> None:
-    """Make ``fw`` show ``new``, whatever its number of traces."""
-    with fw.batch_update():
-        fw.data = ()
-        fw.add_traces(list(new.data))
-        fw.layout.update(new.layout.to_plotly_json(), overwrite=True)
 
 
 def memory_explorer(
@@ -487,7 +505,7 @@ def memory_explorer(
 
     def redraw(_=None):
         for fw, name in zip(figs, models):
-            _replace(fw, figure(name, slider.value, menu.value))
+            swap_figure(fw, figure(name, slider.value, menu.value))
 
     slider.observe(redraw, names="value")
     menu.observe(redraw, names="value")

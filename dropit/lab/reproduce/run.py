@@ -11,8 +11,8 @@ this Python on first use, ``python -m ipykernel install --sys-prefix --name drop
 1. ``memory.ipynb``      the Cache (MB) column of all eight rows, per-layer breakdown
 2. ``quickstart.ipynb``  the teaching figures (no widgets)
 3. ``explore.ipynb``     a short γ sweep through the lab bench: plain, then DropIT at γ 0.5 and 0.9 (quick preset only)
-   ``claim.ipynb``       the accuracy claim study: quick runs plain and mink for 200 steps (a pipeline check),
-                         both show the committed full study (docs/claim.md)
+   ``claim.ipynb``       the accuracy claim study: both presets show the committed full study (docs/claim.md);
+                         quick also runs plain and mink for 200 steps into results/claim_check (a pipeline check)
 4. ``cifar100.ipynb``    the four CIFAR-100 rows (``params/cifar100_*[_quick].yaml``)
 5. ``imagenet.ipynb``    the four ImageNet rows (Imagenette in the quick preset)
 6. ``iclr.ipynb``        the ICLR release's eight DeiT rows (``params/iclr_*[_quick].yaml``)
@@ -86,14 +86,12 @@ def plan(preset: str, results: Path) -> list[Job]:
 
 
 def claim_parameters(preset: str, results: Path) -> dict:
-    """The claim notebook's parameters: quick runs a two-arm, one-seed, 200-step study to test the pipeline;
-    both presets show the committed full study (``docs/claim``, written by ``make claim``)."""
-    quick, committed = preset == "quick", str(project_root() / "docs" / "claim")
-    return dict(study_dir=str(results / "claim") if quick else committed, protocols=["cnn"] if quick else ["cnn", "vit"],
-                mechanism_json="" if quick else f"{committed}/mechanism.json", committed_study=committed,
-                run_small_study=quick,
-                small_protocol="cnn", small_arms=["plain", "mink"], small_seeds=1, small_max_steps=200,
-                small_val_subset=2000, small_overrides=[NO_DOWNLOAD])
+    """The claim notebook's parameters: both presets show the committed full study (``docs/claim``, written by
+    ``make claim``); quick also runs a two-arm, one-seed, 200-step pipeline check into ``results/claim_check``."""
+    quick = preset == "quick"
+    return dict(study_dir=str(project_root() / "docs" / "claim"), protocols=["cnn", "vit"], run_check=quick,
+                check_dir=str(results / "claim_check"), check_protocol="cnn", check_arms=["plain", "mink"],
+                check_seeds=1, check_max_steps=200, check_val_subset=2000, check_overrides=[NO_DOWNLOAD])
 
 
 RESERVE_S = 60.0  # kept back for the report, kernel start-ups and slack
