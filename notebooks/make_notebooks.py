@@ -114,12 +114,12 @@ With a dropped input the weight gradient is biased: the dropped elements contrib
 The paper argues that the same dropping also removes minibatch noise, and that this is why
 DropIT can match or beat plain training. The claim study measured both at a few steps of a
 CIFAR-100 training run, against the exact gradient of 16 minibatches (`docs/claim.md`, "The
-mechanism"): left, the minibatch gradient's noise for plain and DropIT at the same weights;
-right, DropIT's bias² and each one's mean squared distance to the exact gradient. DropIT helps
-a step where its distance falls below plain's; but a shrunk gradient is nearer whenever noise
-dominates, so `docs/claim.md` also gives how far plain's gradient would have to be scaled down
-to be as near. Over its full runs, the study's DropIT arms finished with a higher training loss
-and a lower top-1 than plain at every seed, on a CNN and a ViT (its table: `docs/claim.md`).
+mechanism"), one line per step: left, DropIT's bias as a share of the exact gradient's norm;
+right, DropIT's minibatch noise over plain's at the same weights (below 1: less noisy). The
+caption under the title states what the lines show. Distances to the exact gradient, and how
+far plain's gradient would have to be scaled down to be as near, are tabled in `docs/claim.md`.
+Over its full runs, the study's DropIT arms finished with a higher training loss and a lower
+top-1 than plain at every seed, on a CNN and a ViT (the claim notebook's first chart).
 """),
     code("""
 from dropit.lab.claim import figures
@@ -167,17 +167,21 @@ the plain model? Pick a model, a dataset, γ and a strategy and press **run**: l
 running top-1 and the bytes each step kept for backward are drawn live while training
 runs in the background, validation top-1 once per epoch. Every run stays on the figure
 in its own colour, so plain and DropIT runs sit side by side, and the table below fills
-in as runs finish. **sweep** runs the plain model (the reference) and then DropIT at
-each γ and strategy listed, and draws what γ saves and costs; **stop** ends the current
+in as runs finish. The fields show what a run will train (from the parameter file), and the
+line under them the steps that the status line counts. **sweep** runs the plain model (the
+reference, which also stands for γ 0) and then DropIT at each γ and strategy listed, and draws
+what γ saves and costs (a γ listed twice, an empty list or one outside [0, 1) is refused); **stop** ends the current
 run cleanly after its step (metrics.json is still written) and skips the rest of a
 sweep; **clear** empties the bench. **compile** trains `torch.compile(model)`,
 **channels last** changes the memory layout, **seeds** repeats each run with further
 seeds. Data comes from `DROPIT_DATA` (or the `data_dir` of the parameter file).
 
-Every top-1 carries its error: the binomial standard error of the run's test images, or
-the spread over seeds where runs were repeated. A difference from the plain run under two
-combined errors is marked *within noise at n test images*, and a run too short to tell a
-working DropIT from a broken one says so. The default recipe (`params/explore.yaml`,
+Every top-1 carries its error: the binomial standard error of the run's test images. Only runs
+of distinct seeds that finished their schedule form a mean; a rerun of a seed is shown as a
+rerun (flagged if it differs) and a stopped run with its own step count, neither pooled nor
+judged. Where plain and DropIT share seeds, the difference is paired by seed, and the table
+names the test it used; a difference whose 95% interval holds 0 is marked *within noise at n
+test images*, and a run too short to tell a working DropIT from a broken one says so. The default recipe (`params/explore.yaml`,
 150 steps, 2000 test images, about 30 s a DropIT run on two idle cores) is long enough for
 that; `params/smoke.yaml` (10 steps) is not. For a difference of a point or less, start from
 the accuracy study's recipe, `params_file = "params/claim_cnn.yaml"` (full CIFAR-100, about
@@ -191,7 +195,7 @@ params_file = "params/explore.yaml" # the base recipe the widgets start from; pr
                                     # to compare), explore.yaml (minutes), claim_cnn.yaml (the accuracy study's recipe)
 overrides = []                      # command-line style overrides of the recipe (see dropit.lab.train.config)
 out_root = "runs/explore"
-sweep_gammas = []                   # e.g. [0, 0.5, 0.9]: the sweep's γ values; headless, a non-empty list runs the sweep
+sweep_gammas = []                   # e.g. [0.5, 0.9]: the sweep's γ values; headless, a non-empty list runs the sweep
 sweep_strategies = []               # the sweep's strategies; [] : the recipe's
 overlay = True                      # False: each run replaces the previous one in the figure
 """),
@@ -356,6 +360,13 @@ Forward-kept memory, whole-step peak and step time, each against the plain model
 (`dropit.lab.measure.frontier`: each memory row a fresh process, times interleaved in one).
 Checkpointing keeps only each block's input but runs the block's forward twice;
 `dropit.checkpoint_blocks` combines it with DropIT on the other blocks.
+
+**These step times are not the README's.** With `frontier_models = "tiny"` (the default) this
+times two tiny models in this kernel, on whatever cores the machine has free and beside whatever
+else it runs; on the development VM's two shared cores DropIT measured 1.3–1.8x plain's step time
+here. The README's 1.02–1.07x are CIFAR ResNet-18 and ViT-B/16, each timed alone on an idle VM
+(`benchmarks/frontier.py`); set `frontier_json = "../docs/data/frontier.json"` to show those rows,
+or `frontier_models = "resnet18-cifar,vit_b_16"` to time them here (about 20 minutes).
 """),
     code("""
 from dropit.lab.measure import frontier

@@ -94,3 +94,21 @@ def test_cache_column_figure_peak_only_on_cuda():
     assert [t.name.split(":")[0] for t in fig.data] == ["ours", "paper (CUDA peak)"]
     rows[0]["peak_mb"] = 700.0
     assert len(plots.cache_column_figure(rows).data) == 3
+
+
+def test_heatmap_panels_fit_the_slice_without_blank_margins():
+    x = teach.demo_activation(batch=1, channels=2, size=32)
+    d = teach.drop(x, 0.9, "mink")
+    fig = plots.activation_heatmap(d.before, d.after)
+    for axis in ("xaxis", "xaxis2"):
+        assert fig.layout[axis].range == (-0.5, 31.5) and fig.layout[axis].constrain == "domain"  # was −10 to 40
+    assert fig.layout.yaxis.range == (31.5, -0.5) and fig.layout.yaxis.constrain == "domain"  # row 0 on top
+
+
+def test_gamma_curves_keep_a_strategy_visible_under_another():
+    x = teach.demo_activation(batch=1, channels=4, size=8)
+    layer = torch.nn.Conv2d(4, 4, 3)
+    grads = [r for s in ("mink", "sampled") for r in teach.grad_error_vs_gamma(layer, x, [0, 0.5, 0.9], s)]
+    mink, sampled = plots.gamma_curves(grads).data
+    assert mink.line.width > sampled.line.width and mink.line.dash != sampled.line.dash
+    assert mink.marker.size > sampled.marker.size and mink.marker.symbol != sampled.marker.symbol

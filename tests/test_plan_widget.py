@@ -31,3 +31,11 @@ def test_an_unreachable_target_marks_nothing_and_says_so(planned):
     fig = plan_figure(planned, target=low * 0.5)
     assert "no candidate fits" in fig.layout.title.text
     assert len(next(t for t in fig.data if t.name == "pick").x) == 0
+
+
+def test_every_candidate_is_labelled_not_only_the_pick(planned):
+    fig = plan_figure(planned, target=0.5)
+    groups = [t for t in fig.data if t.name != "pick"]
+    assert all("text" in t.mode for t in groups)
+    labelled = sorted(n for t in groups for n in t.text)
+    assert labelled == sorted(r["name"] for r in planned.rows if r["time_ratio"] is not None) and len(labelled) > 1

@@ -3,16 +3,32 @@
 Only notebooks and the report import this module (it imports plotly); the live,
 widget-backed versions live in :mod:`dropit.lab.notebook.widgets`.
 
-- :func:`activation_heatmap`   one activation slice before and after dropping
-- :func:`magnitude_histogram`  |x| with the kept/dropped split and the threshold
-- :func:`gamma_curves`         weight-gradient error and kept bytes vs gamma
-- :func:`layer_memory_bars`    bytes kept for backward per layer (one or more models)
-- :func:`training_curves`      loss, top-1 and cache memory per epoch of runs
-- :func:`training_figure`      the empty three-panel per-epoch layout
-- :func:`bench_figure`         the explore bench's per-step panels; :func:`add_run_traces` adds a run
-- :func:`sweep_summary_figure` kept memory and top-1 (± error) against γ, the plain run beside γ = 0
-- :func:`cache_column_figure`  the Cache (MB) column: ours beside the paper's
-- :func:`frontier_figure`      memory against step time: DropIT, quantized, checkpointed
+Grouped by the notebook that shows them (the sections below follow the same order):
+
+quickstart.ipynb
+- :func:`activation_heatmap`    one activation slice before and after dropping
+- :func:`magnitude_histogram`   |x| with the kept/dropped split and the threshold
+- :func:`gamma_curves`          weight-gradient error and kept bytes vs gamma, one look per strategy
+- :func:`cache_vs_gamma_figure` a model's bytes kept for backward vs gamma
+
+quickstart.ipynb and memory.ipynb
+- :func:`layer_memory_bars`     bytes kept for backward per layer (one or more models)
+
+explore.ipynb (the lab bench)
+- :func:`bench_figure`          the empty per-step panels; :class:`BenchFigure` owns the runs drawn into them
+                                (:meth:`BenchFigure.add_run` returns a run's :class:`RunTraces`, by name)
+- :func:`sweep_summary_figure`  kept memory and top-1 (± error) against γ, the plain run standing for γ 0
+
+memory.ipynb
+- :func:`cache_column_figure`   the Cache (MB) column: ours beside the paper's
+- :func:`frontier_figure`       memory against step time: DropIT, quantized, checkpointed
+
+cifar100.ipynb, imagenet.ipynb, iclr.ipynb
+- :func:`training_curves`       loss, top-1 and cache memory per epoch of runs
+- :func:`training_figure`       the empty three-panel per-epoch layout
+
+The claim notebook's figures are in :mod:`dropit.lab.claim.figures`, the planner's in
+:mod:`dropit.lab.notebook.planner_widget`.
 
     from dropit.lab import plots
     from dropit.lab.notebook import teach
@@ -33,6 +49,17 @@ MiB = 2**20
 KEPT_COLOR = "#1f77b4"
 DROPPED_COLOR = "#d62728"
 PAPER_COLOR = "#7f7f7f"
+
+
+def _by(rows: Iterable[Mapping[str, Any]], key: str) -> dict[Any, list[Mapping[str, Any]]]:
+    groups: dict[Any, list] = {}
+    for r in rows:
+        groups.setdefault(r.get(key), []).append(r)
+    return groups
+
+
+
+# ================================================================== quickstart.ipynb: one activation, what γ costs and saves
 
 
 def _slice2d(t, index: Sequence[int]) -> torch.Tensor:
@@ -63,8 +90,10 @@ def activation_heatmap(before, after, *, index: Sequence[int] = (0, 0), title: s
     common = dict(colorscale="RdBu", zmin=-lim, zmax=lim, zmid=0.0)
     fig.add_trace(go.Heatmap(z=b.tolist(), name="before", showscale=False, **common), 1, 1)
     fig.add_trace(go.Heatmap(z=a.tolist(), name="after", colorbar=dict(title="x"), **common), 1, 2)
-    for c in (1, 2):
-        fig.update_yaxes(autorange="reversed", scaleanchor=f"x{'' if c == 1 else c}", row=1, col=c)
+    h, w = b.shape
+    for c in (1, 2):  # square cells; the panel shrinks to the slice ("domain"), no blank margin around it
+        fig.update_xaxes(range=[-0.5, w - 0.5], constrain="domain", row=1, col=c)
+        fig.update_yaxes(range=[h - 0.5, -0.5], constrain="domain", scaleanchor=f"x{'' if c == 1 else c}", row=1, col=c)
     fig.update_layout(title=title or f"One activation slice {tuple(index)}", height=420)
     return fig
 
@@ -108,11 +137,8 @@ def magnitude_histogram(
     return fig
 
 
-def _by(rows: Iterable[Mapping[str, Any]], key: str) -> dict[Any, list[Mapping[str, Any]]]:
-    groups: dict[Any, list] = {}
-    for r in rows:
-        groups.setdefault(r.get(key), []).append(r)
-    return groups
+# one look per strategy line, wide and solid first, so a later line lying on it (sampled on mink) leaves it visible
+_STRATEGY_STYLES = (("solid", 5, "circle", 11), ("dash", 2, "x", 8), ("dot", 2, "diamond-open", 9), ("dashdot", 2, "square-open", 8))
 
 
 def gamma_curves(grad_rows: Sequence[Mapping], byte_rows: Sequence[Mapping] = (), *, title: str | None = None) -> go.Figure:
@@ -125,10 +151,13 @@ def gamma_curves(grad_rows: Sequence[Mapping], byte_rows: Sequence[Mapping] = ()
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=("weight-gradient error vs dense autograd", "bytes kept / dense bytes")
     )
-    for strategy, rows in _by(grad_rows, "strategy").items():
+    for i, (strategy, rows) in enumerate(_by(grad_rows, "strategy").items()):
         rows = sorted(rows, key=lambda r: r["gamma"])
+        dash, width, symbol, size = _STRATEGY_STYLES[i % len(_STRATEGY_STYLES)]  # strategies that coincide stay visible
         fig.add_trace(
-            go.Scatter(x=[r["gamma"] for r in rows], y=[r["weight_rel_error"] for r in rows], mode="lines+markers", name=f"grad error ({strategy})"),
+            go.Scatter(x=[r["gamma"] for r in rows], y=[r["weight_rel_error"] for r in rows], mode="lines+markers",
+                       name=f"grad error ({strategy})", line=dict(dash=dash, width=width),
+                       marker=dict(symbol=symbol, size=size)),
             1, 1,
         )
     for strategy, rows in _by(byte_rows, "strategy").items():
@@ -157,6 +186,9 @@ def cache_vs_gamma_figure(rows: Sequence[Mapping], *, title: str | None = None) 
         fig.add_hline(y=plain[0]["cache_bytes"] / MiB, line_dash="dash", line_color=PAPER_COLOR, annotation_text="plain model")
     fig.update_layout(title=title or "Bytes kept for backward vs γ", xaxis_title="dropping rate γ", yaxis_title="MiB", height=380)
     return fig
+
+
+# ================================================================== quickstart.ipynb and memory.ipynb: per-layer memory
 
 
 # Repeated prefixes of the usual model families' layer names, shortened for the per-layer charts.
@@ -228,91 +260,8 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
-def training_figure(*, title: str | None = None) -> go.Figure:
-    """The empty three-panel layout: loss, top-1 (%), cache memory (MiB)."""
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("train loss", "top-1 (%)", "cache kept for backward (MiB)"))
-    fig.update_xaxes(title_text="epoch")
-    fig.update_layout(title=title or "Training", height=380)
-    return fig
+# ================================================================== explore.ipynb: the lab bench
 
-
-def _runs(runs) -> dict[str, Mapping]:
-    if isinstance(runs, Mapping) and "epochs" in runs:
-        runs = [runs]
-    if isinstance(runs, Mapping):
-        return dict(runs)
-    out: dict[str, Mapping] = {}
-    for m in runs:
-        label = base = _run_label(m)
-        n = 1
-        while label in out:  # several runs may share a label ("quick")
-            n += 1
-            label = f"{base} ({n})"
-        out[label] = m
-    return out
-
-
-def _run_label(metrics: Mapping) -> str:
-    """A short legend name: the paper row a run stands for, else its label or model, + DropIT."""
-    cfg = metrics.get("config", {}) or {}
-    name = str(cfg.get("paper_row") or cfg.get("label") or cfg.get("model", "run"))
-    if cfg.get("dropit") and "dropit" not in name.lower():
-        name += f" DropIT γ={cfg.get('dropit_gamma')}"
-    return name
-
-
-def training_curves(runs, *, title: str | None = None) -> go.Figure:
-    """Per-epoch train loss, top-1 and cache memory of one or more runs.
-
-    ``runs``: a metrics dict (``metrics.json``), a list of them, or
-    ``{label: metrics}``.
-    """
-    fig = training_figure(title=title)
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-    for i, (label, m) in enumerate(_runs(runs).items()):
-        epochs = m.get("epochs", [])
-        ep = [e.get("epoch", j + 1) for j, e in enumerate(epochs)]
-        color = palette[i % len(palette)]
-        for col, keys, scale in ((1, ("train_loss",), 1.0), (2, ("val_top1", "top1"), 1.0), (3, ("cache_bytes",), 1 / MiB)):
-            vals = [next((e[k] for k in keys if e.get(k) is not None), None) for e in epochs]
-            pts = [(x, v * scale) for x, v in zip(ep, vals) if v is not None]
-            fig.add_trace(
-                go.Scatter(
-                    x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=label,
-                    legendgroup=label, showlegend=col == 1, line_color=color,
-                ),
-                1, col,
-            )
-    return fig
-
-
-def cache_column_figure(rows: Sequence[Mapping], *, title: str | None = None) -> go.Figure:
-    """The Cache (MB) column: kept-for-backward (ours), CUDA peak (ours, if any), paper's.
-
-    ``rows`` as from ``dropit.lab.measure.cache.cache_column()``.
-    """
-    names = []
-    for r in rows:
-        model = str(r["model"])
-        if r.get("dropit"):
-            model = (model if "DropIT" in model else model + " w. DropIT") + f" γ={r['gamma']}"
-        names.append(f"{r['table']} {model}")
-    fig = go.Figure()
-    fig.add_trace(go.Bar(x=names, y=[r.get("kept_mb") for r in rows], name="ours: kept for backward (meter)"))
-    if any(r.get("peak_mb") is not None for r in rows):
-        fig.add_trace(go.Bar(x=names, y=[r.get("peak_mb") for r in rows], name="ours: CUDA peak (paper's protocol)"))
-    fig.add_trace(go.Bar(x=names, y=[r.get("paper_mb") for r in rows], name="paper (CUDA peak)", marker_color=PAPER_COLOR))
-    fig.update_layout(
-        title=title or "Cache (MB), batch 128, fp32, one training-mode forward",
-        yaxis_title="MB (2^20 bytes)",
-        barmode="group",
-        height=440,
-        xaxis_tickangle=-30,
-    )
-    return fig
-
-
-# ------------------------------------------------------------------ the explore bench
 
 BENCH_PANELS = ("train loss", "top-1 %: train (running mean since step 1), validation ± SE (◆)",
                 "kept for backward (MiB per step)")
@@ -497,6 +446,35 @@ def sweep_summary_figure(rows: Sequence[Mapping], *, title: str | None = None) -
     return fig
 
 
+# ================================================================== memory.ipynb: the Cache column and the frontier
+
+
+def cache_column_figure(rows: Sequence[Mapping], *, title: str | None = None) -> go.Figure:
+    """The Cache (MB) column: kept-for-backward (ours), CUDA peak (ours, if any), paper's.
+
+    ``rows`` as from ``dropit.lab.measure.cache.cache_column()``.
+    """
+    names = []
+    for r in rows:
+        model = str(r["model"])
+        if r.get("dropit"):
+            model = (model if "DropIT" in model else model + " w. DropIT") + f" γ={r['gamma']}"
+        names.append(f"{r['table']} {model}")
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=names, y=[r.get("kept_mb") for r in rows], name="ours: kept for backward (meter)"))
+    if any(r.get("peak_mb") is not None for r in rows):
+        fig.add_trace(go.Bar(x=names, y=[r.get("peak_mb") for r in rows], name="ours: CUDA peak (paper's protocol)"))
+    fig.add_trace(go.Bar(x=names, y=[r.get("paper_mb") for r in rows], name="paper (CUDA peak)", marker_color=PAPER_COLOR))
+    fig.update_layout(
+        title=title or "Cache (MB), batch 128, fp32, one training-mode forward",
+        yaxis_title="MB (2^20 bytes)",
+        barmode="group",
+        height=440,
+        xaxis_tickangle=-30,
+    )
+    return fig
+
+
 def frontier_figure(rows: Sequence[Mapping], *, memory: str = "kept_ratio", title: str | None = None) -> go.Figure:
     """Memory against step time, both relative to the plain model, one marker per configuration.
 
@@ -523,4 +501,65 @@ def frontier_figure(rows: Sequence[Mapping], *, memory: str = "kept_ratio", titl
         xaxis_title="step time / plain (median over interleaved rounds; bars: quartiles)",
         yaxis_title=f"{what} / plain", yaxis_rangemode="tozero", height=520,
     )
+    return fig
+
+
+# ================================================================== the table notebooks: training curves of their rows
+
+
+def training_figure(*, title: str | None = None) -> go.Figure:
+    """The empty three-panel layout: loss, top-1 (%), cache memory (MiB)."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("train loss", "top-1 (%)", "cache kept for backward (MiB)"))
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(title=title or "Training", height=380)
+    return fig
+
+
+def _runs(runs) -> dict[str, Mapping]:
+    if isinstance(runs, Mapping) and "epochs" in runs:
+        runs = [runs]
+    if isinstance(runs, Mapping):
+        return dict(runs)
+    out: dict[str, Mapping] = {}
+    for m in runs:
+        label = base = _run_label(m)
+        n = 1
+        while label in out:  # several runs may share a label ("quick")
+            n += 1
+            label = f"{base} ({n})"
+        out[label] = m
+    return out
+
+
+def _run_label(metrics: Mapping) -> str:
+    """A short legend name: the paper row a run stands for, else its label or model, + DropIT."""
+    cfg = metrics.get("config", {}) or {}
+    name = str(cfg.get("paper_row") or cfg.get("label") or cfg.get("model", "run"))
+    if cfg.get("dropit") and "dropit" not in name.lower():
+        name += f" DropIT γ={cfg.get('dropit_gamma')}"
+    return name
+
+
+def training_curves(runs, *, title: str | None = None) -> go.Figure:
+    """Per-epoch train loss, top-1 and cache memory of one or more runs.
+
+    ``runs``: a metrics dict (``metrics.json``), a list of them, or
+    ``{label: metrics}``.
+    """
+    fig = training_figure(title=title)
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    for i, (label, m) in enumerate(_runs(runs).items()):
+        epochs = m.get("epochs", [])
+        ep = [e.get("epoch", j + 1) for j, e in enumerate(epochs)]
+        color = palette[i % len(palette)]
+        for col, keys, scale in ((1, ("train_loss",), 1.0), (2, ("val_top1", "top1"), 1.0), (3, ("cache_bytes",), 1 / MiB)):
+            vals = [next((e[k] for k in keys if e.get(k) is not None), None) for e in epochs]
+            pts = [(x, v * scale) for x, v in zip(ep, vals) if v is not None]
+            fig.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=label,
+                    legendgroup=label, showlegend=col == 1, line_color=color,
+                ),
+                1, col,
+            )
     return fig

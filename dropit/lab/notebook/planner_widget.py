@@ -38,7 +38,8 @@ def pick_at(planned: Plan, target: float) -> str | None:
 
 
 def plan_figure(planned: Plan, *, target: float, title: str | None = None) -> go.Figure:
-    """Kept bytes against step time (both over plain's) of every candidate, the target as a line, the pick starred."""
+    """Kept bytes against step time (both over plain's) of every candidate, each labelled with its name, the target
+    as a line, the pick starred."""
     rows = [r for r in planned.rows if r["time_ratio"] is not None]
     pick = pick_at(planned, target)
     fits = [r for r in rows if r["kept_ratio"] <= target]
@@ -46,8 +47,9 @@ def plan_figure(planned: Plan, *, target: float, title: str | None = None) -> go
     fig = go.Figure()
     for group, label, color in ((fits, "within the target", "#1f77b4"), (over, "over the target", "#bbbbbb")):
         fig.add_trace(go.Scatter(
-            x=[r["time_ratio"] for r in group], y=[r["kept_ratio"] for r in group], mode="markers", name=label,
-            text=[r["name"] for r in group], marker=dict(size=9, color=color),
+            x=[r["time_ratio"] for r in group], y=[r["kept_ratio"] for r in group], mode="markers+text", name=label,
+            text=[r["name"] for r in group], textposition="bottom center", textfont=dict(size=10, color="#555"),
+            marker=dict(size=9, color=color),  # every candidate labelled, not only the pick
             hovertemplate="%{text}<br>time %{x:.3f}x<br>kept %{y:.3f}<extra></extra>"))
     chosen = [r for r in rows if r["name"] == pick]
     fig.add_trace(go.Scatter(
