@@ -265,7 +265,10 @@ class BenchPanel:
         self._sweep_runs: list[bench.Run] = []
         self._gamma0 = False  # the last sweep's list held γ 0 (the plain run stands for it)
         self._last_status = 0.0
+        self._wire()
 
+    def _wire(self) -> None:
+        """Connect the fields and buttons to the bench, and lay the panel out."""
         self.dataset.observe(self._dataset_changed, names="value")
         self.dropit.observe(self._dropit_changed, names="value")
         for w in (self.model, self.dataset, self.epochs, self.max_steps, self.seed):
