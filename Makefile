@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: test test-e2e claim docs reproduce bench-memory bench-models bench-speed bench-frontier clean
+.PHONY: test test-e2e lab claim docs reproduce bench-memory bench-models bench-speed bench-frontier clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,12 @@ test: $(STAMP) $(KERNEL)
 # Only the browser tests (JupyterLab in headless Chromium; .ci/install-browser.sh installs it).
 test-e2e: $(STAMP) $(KERNEL)
 	$(PY) -m pytest -m e2e tests/e2e -v $(PYTEST_ARGS)
+
+# JupyterLab on notebooks/ with the kit's kernel ("dropit", registered first); as root (containers, these VMs)
+# it passes --allow-root, which jupyter lab asks for there. LAB_ARGS: more options, e.g. LAB_ARGS="--no-browser --port=8899".
+LAB_ARGS ?=
+lab: $(STAMP) $(KERNEL)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 bench-memory: $(STAMP)
 	$(PY) benchmarks/memory.py
