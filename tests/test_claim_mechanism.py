@@ -113,3 +113,43 @@ def test_plain_scale_as_close_recovers_a_known_shrinkage():
     assert plain_scale_as_close(row(1.05)) == pytest.approx(1.05)  # farther than plain: c above 1
     closest = row(1.0)["exact_norm"] ** 2 / (row(1.0)["mse_plain"] + row(1.0)["exact_norm"] ** 2)
     assert plain_scale_as_close({**row(1.0), "mse_dropit": 0.5 * row(closest)["mse_dropit"]}) is None  # no c gets there
+
+
+def _teacher_batches(k=40, b=64):
+    """Labels from a fixed linear teacher: a gradient with a direction, which min-k's dropping consistently bends."""
+    g = torch.Generator().manual_seed(1)
+    teacher = torch.randn(8, 4, generator=g)
+    xs = [torch.randn(b, 8, generator=g) for _ in range(k)]
+    return [(x, (x @ teacher).argmax(1)) for x in xs]
+
+
+def test_an_unbiased_strategy_reads_a_bias_within_its_standard_error_and_min_k_far_outside():
+    model, batches = _mlp(), _teacher_batches()
+    rows = noise_and_bias(model, batches, arms=[("mink", 0.75), ("unbiased", 0.75), ("rescaled", 0.75)])
+    by = {r["strategy"]: r for r in rows}
+    assert [r["gamma"] for r in rows] == [0.75, 0.75, 0.75]
+    assert by["mink"]["bias"] > 4 * by["mink"]["bias_se"]
+    assert by["unbiased"]["bias"] < 2.5 * by["unbiased"]["bias_se"]
+    assert by["unbiased"]["noise_dropit"] > by["unbiased"]["noise_plain"]  # the price: the draws' variance
+
+
+def test_the_same_arms_measure_the_same_draws_twice():
+    model, batches = _mlp(), _batches()
+    first, second = (noise_and_bias(model, batches, arms=[("unbiased", 0.9)]) for _ in range(2))
+    assert first == second
+
+
+def test_memory_matched_gamma_keeps_no_more_than_min_k():
+    from dropit.equal_memory import kept_bytes
+    from dropit.lab.claim.mechanism import memory_matched_gamma
+    from dropit.lab.claim.protocols import run_config
+    from dropit.lab.models.catalog import build_model, default_dropit_exclude, dropit_filter
+
+    cfg = run_config("cnn", "plain", seed=0, out_dir="unused", overrides=["batch_size=8"])
+    assert memory_matched_gamma(cfg, "rescaled", 0.9) == 0.9
+    g = memory_matched_gamma(cfg, "unbiased", 0.9)
+    assert 0.9 < g < 0.93
+    model = build_model("resnet_mini", 10)
+    options = {"module_filter_fn": dropit_filter(default_dropit_exclude(model))}
+    shape = (8, 3, 32, 32)
+    assert kept_bytes(model, shape, "unbiased", g, **options) <= kept_bytes(model, shape, "mink", 0.9, **options)

@@ -16,7 +16,15 @@ minibatch gradient that SGD follows). Per gamma:
 - ``bias``: ||mean_k g_k(DropIT) - g||, DropIT's expected gradient minus the
   exact one, and ``bias_rel`` = bias / ||g||;
 - ``mse_plain``, ``mse_dropit``: mean_k ||g_k - g||², how far one step's gradient
-  is from the exact one (noise + bias², up to the (K - 1)/K of the estimate).
+  is from the exact one (noise + bias², up to the (K - 1)/K of the estimate);
+- ``bias_se``: the standard error of ``bias``, sqrt(tr Cov(g_k(DropIT) - g_k) / K):
+  the bias a strategy with none would still show on K minibatches (its draws and
+  the batches' own spread), so an unbiased strategy reads ``bias`` near it.
+
+Strategies are compared at a gamma each (``arms``: (strategy, gamma) pairs), for
+example at equal kept bytes (:func:`dropit.equal_memory.gamma_for_bytes`; the
+command line's ``--match-memory``). The sampling strategies' draws are keyed by
+minibatch (:func:`dropit.seed_draws`), so every call measures the same draws.
 
 The paper argues DropIT lowers gradient noise; these numbers show whether the
 noise it removes outweighs the bias it adds, per gamma. Dropping also shrinks
@@ -35,6 +43,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from dropit.draws import seed_draws
 from dropit.lab.models.catalog import apply_dropit, default_dropit_exclude, dropit_filter
 from dropit.lab.train.config import RunConfig
 
@@ -52,12 +61,16 @@ def _gradients(model: nn.Module, batches, names: list[str], loss_fn) -> torch.Te
     params = dict(model.named_parameters())
     model.train()
     rows = []
-    for x, y in batches:
+    for k, (x, y) in enumerate(batches):
+        seed_draws(_DRAW_SEED, k)
         model.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
         rows.append(torch.cat([params[n].grad.detach().flatten().double() for n in names]))
     model.zero_grad(set_to_none=True)
     return torch.stack(rows)
+
+
+_DRAW_SEED = 20_221_302  # the sampling strategies' draws in the reference set, one step per minibatch
 
 
 def _variance(g: torch.Tensor) -> float:
@@ -66,9 +79,11 @@ def _variance(g: torch.Tensor) -> float:
 
 def noise_and_bias(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
                    gammas: Sequence[float] = (0.5, 0.8, 0.9), strategy: str = "mink",
+                   arms: Sequence[tuple[str, float]] | None = None,
                    exclude: Sequence[str] | None = None, quantize: str | None = None,
                    loss_fn=None) -> list[dict]:
-    """One row per gamma (see the module docstring) at ``model``'s current weights; ``model`` is left unchanged."""
+    """One row per (strategy, gamma) of ``arms``, default ``strategy`` at each of ``gammas`` (see the module
+    docstring), at ``model``'s current weights; ``model`` is left unchanged."""
     if len(batches) < 2:
         raise ValueError(f"noise needs at least two minibatches, got {len(batches)}")
     loss_fn = loss_fn or nn.CrossEntropyLoss()
@@ -80,13 +95,14 @@ def noise_and_bias(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch
                 "exact_norm": float(exact.norm()), "batches": len(batches), "batch_size": len(batches[0][1]),
                 "weights": int(plain.shape[1])}
         rows = []
-        for gamma in gammas:
-            cfg = RunConfig(dropit=True, dropit_strategy=strategy, dropit_gamma=gamma, dropit_quantize=quantize,
+        for arm_strategy, gamma in (arms if arms is not None else [(strategy, g) for g in gammas]):
+            cfg = RunConfig(dropit=True, dropit_strategy=arm_strategy, dropit_gamma=gamma, dropit_quantize=quantize,
                             dropit_exclude=list(default_dropit_exclude(model) if exclude is None else exclude))
             dropped = _gradients(apply_dropit(copy.deepcopy(model), cfg), batches, names, loss_fn)
             bias = float((dropped.mean(0) - exact).norm())
-            rows.append({"gamma": gamma, "strategy": strategy, **base, "noise_dropit": _variance(dropped),
+            rows.append({"gamma": gamma, "strategy": arm_strategy, **base, "noise_dropit": _variance(dropped),
                          "bias": bias, "bias_rel": bias / max(base["exact_norm"], 1e-30),
+                         "bias_se": math.sqrt(_variance(dropped - plain) / len(batches)),
                          "mse_dropit": float(((dropped - exact) ** 2).sum(1).mean())})
     return rows
 
@@ -110,13 +126,15 @@ def plain_scale_as_close(row: dict) -> float | None:
 class MechanismProbe:
     """A loop callback: :func:`noise_and_bias` at the given optimizer steps of a run; rows gathered in ``rows``."""
 
-    def __init__(self, batches, *, at_steps: Sequence[int], gammas: Sequence[float], strategy: str = "mink"):
-        self.batches, self.at_steps, self.gammas, self.strategy = batches, set(at_steps), gammas, strategy
+    def __init__(self, batches, *, at_steps: Sequence[int], gammas: Sequence[float] = (), strategy: str = "mink",
+                 arms: Sequence[tuple[str, float]] | None = None):
+        self.batches, self.at_steps = batches, set(at_steps)
+        self.arms = list(arms) if arms is not None else [(strategy, g) for g in gammas]
         self.rows: list[dict] = []
 
     def on_step(self, state) -> None:
         if state.step in self.at_steps:
-            for row in noise_and_bias(state.model, self.batches, gammas=self.gammas, strategy=self.strategy):
+            for row in noise_and_bias(state.model, self.batches, arms=self.arms):
                 self.rows.append({"step": state.step, "epoch": state.step / state.steps_per_epoch, **row})
 
 
@@ -138,12 +156,13 @@ def reference_batches(cfg: RunConfig, *, batches: int = 16, batch_size: int | No
 
 
 def probe_run(cfg: RunConfig, *, at_steps: Sequence[int], gammas: Sequence[float] = (0.5, 0.8, 0.9),
-              strategy: str = "mink", batches: int = 16) -> list[dict]:
+              strategy: str = "mink", arms: Sequence[tuple[str, float]] | None = None, batches: int = 16) -> list[dict]:
     """Train ``cfg`` (plain) up to the last of ``at_steps`` and measure :func:`noise_and_bias` at each of them."""
     from dropit.lab.train.loop import run
 
     cfg = dataclasses.replace(cfg, dropit=False, max_steps=max(at_steps), checkpoint=False, resume=False)
-    probe = MechanismProbe(reference_batches(cfg, batches=batches), at_steps=at_steps, gammas=gammas, strategy=strategy)
+    probe = MechanismProbe(reference_batches(cfg, batches=batches), at_steps=at_steps, gammas=gammas, strategy=strategy,
+                           arms=arms)
     run(cfg, callbacks=[probe])
     return probe.rows
 
@@ -162,20 +181,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--protocol", default="cnn")
     p.add_argument("--steps", default="50,400,1500", help="optimizer steps at which to measure")
     p.add_argument("--gammas", default="0.5,0.8,0.9")
-    p.add_argument("--strategy", default="mink", help="DropIT's strategy: mink (the paper's), sampled (the kit's default)")
+    p.add_argument("--strategy", default="mink",
+                   help="DropIT's strategy, or several comma-separated: mink (the paper's), sampled (the kit's default), "
+                        "unbiased, rescaled")
+    p.add_argument("--match-memory", action="store_true",
+                   help="take --gammas as mink's: each strategy runs at the gamma that keeps mink's bytes there")
     p.add_argument("--batches", type=int, default=16, help="minibatches in the reference set")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     steps = [int(s) for s in args.steps.split(",")]
     work = Path(args.out).parent / "work" / f"mechanism-{args.protocol}"  # the study's ignored work/ folder
     cfg = run_config(args.protocol, "plain", seed=0, out_dir=work, overrides=args.overrides)
-    rows = probe_run(cfg, at_steps=steps, gammas=[float(g) for g in args.gammas.split(",")], batches=args.batches,
-                     strategy=args.strategy)
-    write_json(args.out, {"protocol": args.protocol, "config": cfg.to_dict(), "rows": rows})
+    gammas = [float(g) for g in args.gammas.split(",")]
+    arms = [(s, g) for s in args.strategy.split(",") for g in gammas]
+    if args.match_memory:
+        arms = [(s, memory_matched_gamma(cfg, s, g)) for s, g in arms]
+    rows = probe_run(cfg, at_steps=steps, arms=arms, batches=args.batches)
+    write_json(args.out, {"protocol": args.protocol, "config": cfg.to_dict(), "match_memory": args.match_memory,
+                          "rows": rows})
     for r in rows:
-        print(f"step {r['step']:>6} gamma {r['gamma']:.2f}: noise plain {r['noise_plain']:.4g} dropit {r['noise_dropit']:.4g}"
-              f"  bias {r['bias']:.4g} ({100 * r['bias_rel']:.1f}% of |g|)  mse plain {r['mse_plain']:.4g} dropit {r['mse_dropit']:.4g}")
+        print(f"step {r['step']:>6} {r['strategy']} gamma {r['gamma']:.4g}: noise plain {r['noise_plain']:.4g} "
+              f"dropit {r['noise_dropit']:.4g}  bias {r['bias']:.4g} ({100 * r['bias_rel']:.1f}% of |g|, se "
+              f"{r['bias_se']:.3g})  mse plain {r['mse_plain']:.4g} dropit {r['mse_dropit']:.4g}")
     return 0
+
+
+def memory_matched_gamma(cfg: RunConfig, strategy: str, mink_gamma: float) -> float:
+    """The gamma at which ``strategy`` keeps what ``"mink"`` keeps at ``mink_gamma`` in ``cfg``'s model and batch,
+    rounded up to 1e-3 (never more bytes than mink's)."""
+    from dropit.equal_memory import gamma_for_bytes, kept_bytes
+    from dropit.lab.models.catalog import build_model, default_image_size
+
+    size = cfg.image_size or default_image_size(cfg.model, cfg.dataset)
+    model = build_model(cfg.model, 10, image_size=size, patch_size=cfg.patch_size)  # the classifier is not converted
+    shape = (cfg.batch_size, 3, size, size)
+    options = {"module_filter_fn": dropit_filter(default_dropit_exclude(model))}
+    target = kept_bytes(model, shape, "mink", mink_gamma, **options)
+    if kept_bytes(model, shape, strategy, mink_gamma, **options) <= target:  # mink's capacity (rescaled): its gamma
+        return mink_gamma
+    return math.ceil(gamma_for_bytes(model, shape, strategy, target, **options) * 1000 - 1e-6) / 1000
 
 
 if __name__ == "__main__":
