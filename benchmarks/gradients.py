@@ -23,7 +23,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dropit  # noqa: E402
-from benchmarks.speed import cifar_resnet18  # noqa: E402
+from dropit.lab.models.catalog import build_model  # noqa: E402
 
 
 def weight_grads(model, x, y):
@@ -35,7 +35,7 @@ def weight_grads(model, x, y):
 def main():
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    base = cifar_resnet18()
+    base = build_model("resnet18_cifar", 100)  # the catalog's, as every published table
     x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 100, (32,))
     dense = weight_grads(base, x, y)
     variants = [("mink", None), ("mink", torch.bfloat16), ("mink", torch.float16), ("sampled", None),

@@ -11,65 +11,24 @@ ResNet-18 (224x224, batch 8) and torchvision Faster R-CNN (ResNet-50 FPN, two
 512x512 images with targets). Variants: plain, ``to_dropit(model, gamma=0.9)``
 with its defaults, and one row per ``--quantize`` level.
 
-Each row runs in a fresh process, as ``benchmarks/memory.py`` does: one
-training-mode forward (loss included), fp32, CPU, two threads, with
-``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors go back to the system.
-It reports the memory meter's bytes kept for backward (each storage once,
-parameters excluded) and the growth of resident memory over the forward with
-its graph still alive; ratios are against the plain row of the same model.
+Each row runs in a fresh process (:mod:`dropit.lab.measure.resident`, as
+``benchmarks/memory.py``'s): one training-mode forward (loss included), fp32,
+CPU, two threads. It reports the meter's saved bytes (each storage once,
+parameters excluded) and the resident growth over the forward with its graph
+still alive; ratios are against the plain row of the same model.
 """
 from __future__ import annotations
 
 import argparse
-import gc
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dropit.lab.train.runtime import rss_bytes  # noqa: E402
+from dropit.lab.measure.resident import zoo_row  # noqa: E402
 
 MiB = 2**20
-
-
-def one(name: str, variant: str, gamma: float) -> dict:
-    """In the child process: build, convert, one forward; the meter's bytes and the RSS growth."""
-    import torch
-
-    import dropit
-    from dropit.lab.models import zoo
-
-    torch.set_num_threads(2)
-    case = zoo.build(name, "bench")
-    if variant != "plain":
-        options = {} if variant == "dropit" else {"quantize": variant.removeprefix("quantize=")}
-        dropit.to_dropit(case.model, gamma=gamma, **options)
-    with torch.no_grad():  # warm up kernels and allocator paths outside the measurement
-        case.forward()
-    gc.collect()
-    torch.manual_seed(1)
-    before = rss_bytes()
-    with dropit.CacheMeter(case.model) as meter:
-        loss = case.loss(case.forward())
-    growth = rss_bytes() - before
-    report = meter.report()
-    del loss
-    return {"model": name, "config": case.config, "variant": variant, "meter_bytes": report.total_bytes,
-            "dense_bytes": report.dense_bytes, "rss_growth_bytes": growth}
-
-
-def run_child(name: str, variant: str, gamma: float) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="2",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, __file__, "--child", name, variant, "--gamma", str(gamma)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f"{name} ({variant}) failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def check_quantize(levels: list[str]) -> None:
@@ -99,16 +58,12 @@ def main(argv=None):
     from dropit.lab.models import zoo
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
     p.add_argument("--gamma", type=float, default=0.9)
     p.add_argument("--models", default=",".join(zoo.NAMES), help=f"comma-separated, of {','.join(zoo.NAMES)}")
     p.add_argument("--quantize", default="", metavar="LEVEL[,LEVEL]",
                    help="also convert with to_dropit(..., quantize=LEVEL), one row per level")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     args = p.parse_args(argv)
-    if args.child:
-        print(json.dumps(one(*args.child, args.gamma)))
-        return None
     names = [n for n in args.models.split(",") if n]
     unknown = sorted(set(names) - set(zoo.NAMES))
     if unknown:
@@ -122,7 +77,7 @@ def main(argv=None):
     for name in names:
         base = None
         for variant in variants:
-            r = run_child(name, variant, args.gamma)
+            r = zoo_row(name, variant, gamma=args.gamma)
             base = base or r
             r["meter_ratio"] = r["meter_bytes"] / base["meter_bytes"]
             r["rss_ratio"] = r["rss_growth_bytes"] / base["rss_growth_bytes"]

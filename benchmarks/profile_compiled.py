@@ -26,7 +26,8 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dropit  # noqa: E402
-from benchmarks.speed import cifar_resnet18, small_vit  # noqa: E402
+from dropit.candidate import Candidate  # noqa: E402
+from dropit.lab.models.catalog import build_model  # noqa: E402
 
 GROUPS = (  # first match wins
     ("dropit custom ops", ("dropit::",)),
@@ -44,11 +45,11 @@ def group_of(name: str) -> str:
     return "other aten" if name.startswith("aten::") else "other"
 
 
-def configurations(base: nn.Module, gamma: float):
-    yield "plain", base
-    yield "DropIT", dropit.to_dropit(copy.deepcopy(base), gamma=gamma)
-    for level in dropit.QUANTIZE_LEVELS:
-        yield f"DropIT + {level}", dropit.to_dropit(copy.deepcopy(base), gamma=gamma, quantize=level)
+def candidates(gamma: float) -> list[Candidate]:
+    """Plain, DropIT and DropIT + each quantize level, compiled as the README shows (channels_last, fullgraph)."""
+    compiled = dict(compiled=True, fullgraph=True, channels_last=True)
+    return [Candidate(label="plain", **compiled), Candidate(gamma, label="DropIT", **compiled)] + [
+        Candidate(gamma, level, label=f"DropIT + {level}", **compiled) for level in dropit.QUANTIZE_LEVELS]
 
 
 def profile(models: dict[str, nn.Module], x, y, steps: int) -> dict[str, dict[str, tuple[float, float]]]:
@@ -108,13 +109,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     wanted = args.configs.split(",")
-    builders = {"resnet18": ("CIFAR ResNet-18", cifar_resnet18), "vit": ("ViT (6 layers, dim 384, patch 4)", small_vit)}
+    builders = {"resnet18": ("CIFAR ResNet-18", "resnet18_cifar"), "vit": ("ViT (6 layers, dim 384, patch 4)", "vit_small")}
     for key in args.models.split(","):
-        title, build = builders[key]
+        title, name = builders[key]
         torch.manual_seed(0)
         x, y = torch.randn(args.batch, 3, 32, 32), torch.randint(0, 100, (args.batch,))
-        models = {config: dropit.compile_budgeted(model, fullgraph=True)
-                  for config, model in configurations(build(), args.gamma) if config in wanted}
+        base = build_model(name, 100)
+        models = {c.name: c.build(copy.deepcopy(base)) for c in candidates(args.gamma) if c.name in wanted}
         report(f"{title} (batch {args.batch}, compiled, {args.steps} interleaved steps)",
                profile(models, x, y, args.steps), args.top)
 

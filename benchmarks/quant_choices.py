@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.speed import cifar_resnet18, small_vit  # noqa: E402
+from dropit.lab.models.catalog import build_model  # noqa: E402
 from dropit import kernels  # noqa: E402
 from dropit.kernels import quant_reference as ref  # noqa: E402
 from dropit.quant import fewbit_tables  # noqa: E402
@@ -127,7 +127,7 @@ def sdpa_grads(r, q, k, v, out):
 
 def vit():
     """The small ViT with a random head (torchvision zero-initialises it, so no gradient would flow)."""
-    model = small_vit().train()
+    model = build_model("vit_small", 100).train()
     nn.init.normal_(model.heads.head.weight, std=0.02)
     return model
 
@@ -163,7 +163,7 @@ def main():
     x, y = batches()
     settings = [(8, 32), (8, 64), (8, 128), (4, 16), (4, 32), (4, 64)]
 
-    resnet = cifar_resnet18().train()
+    resnet = build_model("resnet18_cifar", 100).train()
     bns = capture(resnet, x, y, nn.BatchNorm2d)
     for r in bns:
         r["inputs"] = (r["x"],)

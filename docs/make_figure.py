@@ -23,7 +23,7 @@ CELL, GAP, N = 14, 40, 16
 
 
 def activation() -> torch.Tensor:
-    from benchmarks.speed import cifar_resnet18
+    from dropit.lab.models.catalog import build_model
 
     torch.manual_seed(0)
     image = torch.rand(1, 3, 32, 32)
@@ -33,7 +33,7 @@ def activation() -> torch.Tensor:
 
         images, _ = read_cifar100(Path(root) / "cifar-100-python", "test")
         image = torch.as_tensor(images[:1]).float() / 255
-    model = cifar_resnet18().eval()
+    model = build_model("resnet18_cifar", 100).eval()  # the catalog's CIFAR ResNet-18
     with torch.no_grad():
         x = model.relu(model.bn1(model.conv1(image)))
     return x[0, 5, 8 : 8 + N, 8 : 8 + N]

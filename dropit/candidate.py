@@ -8,7 +8,8 @@
 
 The planner's candidates, the frontier's configurations and the benchmarks'
 rows are all Candidates. A row that needs more than the planner's grid says it
-with keyword fields: a ``label`` (the name to print), further ``options`` of
+with keyword fields: a ``label`` (the name to print), a ``baseline`` (the
+name of the row its ratios are taken against), further ``options`` of
 :func:`dropit.to_dropit` (``(("relu_mask", False),)``), a ``module_filter``
 (the model -> the ``module_filter_fn`` to convert with, for rules that look at
 the model: the lab's first layer and classifier), ``blocks_of`` (the model ->
@@ -48,6 +49,7 @@ class Candidate:
     strategy: str = DEFAULT_STRATEGY
     _: KW_ONLY
     label: str | None = None  # the name, where the derived one is not wanted
+    baseline: str | None = None  # the name of the candidate its ratios are taken against, in a table that has one
     options: tuple[tuple[str, Any], ...] = ()  # further keyword options of to_dropit
     module_filter: Callable[[nn.Module], Callable[[nn.Module, str], bool]] | None = None
     blocks_of: Callable[[nn.Module], Sequence[str]] | None = None  # a rule choosing the blocks on the model

@@ -6,7 +6,7 @@ activation memory budget, each against plain.
     rows = frontier.run(["tiny"], rounds=2)                 # seconds: a narrow ResNet
     rows = frontier.run(["tiny"], configs=frontier.COMPILED)  # the compiled rows (each compiles: minutes)
 
-A configuration (:data:`CONFIGS`, a :class:`Config`) is a conversion of the model
+A configuration (:data:`CONFIGS`, a :class:`dropit.candidate.Candidate`) is a conversion of the model
 (DropIT at γ = 0.9 leaves the lab's dense layers alone, the first layer and the
 classifier: :func:`dropit.lab.models.catalog.default_dropit_exclude`; checkpointed
 blocks) and, for the rows named ``"compiled ..."``, ``torch.compile`` (``fullgraph``)
@@ -15,9 +15,10 @@ compiler's default). :data:`EAGER` are the default rows, :data:`COMPILED` the
 compiled ones; each row is measured against its ``baseline``, ``"plain"`` for the
 eager rows and ``"compiled plain"`` for the compiled ones:
 
-- ``kept``: the growth of the process's resident memory over one
-  training-mode forward, the graph alive (what ``benchmarks/memory.py``
-  measures), at the model's memory batch;
+- ``kept`` (forward-kept): the resident growth, how much the process's
+  resident memory grows over one training-mode forward, the graph alive (what
+  ``benchmarks/memory.py`` measures; not the saved bytes the meter and the
+  planner count), at the model's memory batch;
 - ``peak``: the growth of the process's peak resident memory over one whole
   step (zero_grad, forward, loss, backward, SGD step with momentum), from just
   before it; the peak is reset through ``/proc/self/clear_refs`` first, and two
@@ -28,14 +29,14 @@ eager rows and ``"compiled plain"`` for the compiled ones:
   budget took effect, since what the compiled graph does not keep it recomputes in backward;
 - ``time``: the median over rounds of the step time over the baseline step of the
   same round (and over the DropIT step, eager or compiled: ``time_vs_dropit``), all
-  configurations interleaved in one process, at the model's time batch. Each
+  configurations interleaved in one process (:mod:`dropit.timing`), at the model's time batch. Each
   compiled model is an instance of its own subclass (:func:`own_class`) with a
   backend of its own, so dynamo cannot run one model's graph (and budget) for
   another; dynamo's recompile limit is raised for the rounds, since every model is
   one more graph of the same ``forward``.
 
-Each memory row runs in a fresh Python process with ``MALLOC_MMAP_THRESHOLD_=65536``
-so that freed large tensors go back to the system. Linux only (``/proc``).
+Each memory row runs in a fresh Python process (:mod:`dropit.lab.measure.process`,
+which also makes glibc give freed large tensors back to the system). Linux only (``/proc``).
 """
 from __future__ import annotations
 
@@ -43,21 +44,17 @@ import argparse
 import contextlib
 import gc
 import json
-import os
-import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
-from dataclasses import KW_ONLY, dataclass
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
-import dropit
+from dropit.candidate import Candidate
+from dropit.timing import interleave, summarize
 
 from dropit.lab.io import write_json
+from dropit.lab.measure.process import in_fresh_process
 from dropit.lab.models.catalog import build_model, default_dropit_exclude, dropit_filter
 from dropit.lab.train.runtime import peak_rss_bytes, reset_peak_rss, rss_bytes
 
@@ -75,22 +72,6 @@ MODELS = {
 }
 
 
-@dataclass(frozen=True)
-class Config:
-    """A frontier row's model: ``convert`` applied in place, then compiled with ``budget`` if ``compiled``
-    (``None``: the compiler's default budget)."""
-
-    convert: Callable[[nn.Module], None]
-    _: KW_ONLY
-    compiled: bool = False
-    budget: float | None = None
-
-    @property
-    def baseline(self) -> str:
-        """The configuration this one's ratios are taken against."""
-        return "compiled plain" if self.compiled else "plain"
-
-
 def blocks_of(model: nn.Module) -> list[str]:
     """Qualified names of the residual blocks: torchvision's BasicBlock/Bottleneck and ViT EncoderBlock."""
     from torchvision.models.resnet import BasicBlock, Bottleneck
@@ -99,40 +80,45 @@ def blocks_of(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, (BasicBlock, Bottleneck, EncoderBlock))]
 
 
-def _dropit(quantize: str | None = None, every_other_checkpointed: bool = False) -> Callable[[nn.Module], None]:
-    def apply(model: nn.Module) -> None:
-        if every_other_checkpointed:
-            dropit.checkpoint_blocks(model, blocks_of(model)[::2])
-        dense = dropit_filter(default_dropit_exclude(model))  # the lab's rule: first layer and classifier
-        dropit.to_dropit(model, gamma=GAMMA, quantize=quantize, module_filter_fn=dense)  # skips checkpointed blocks
-    return apply
+def every_other_block(model: nn.Module) -> list[str]:
+    return blocks_of(model)[::2]
 
 
-def _plain(model: nn.Module) -> None:
-    return None
+def lab_filter(model: nn.Module) -> Callable[[nn.Module, str], bool]:
+    """The lab's rule for the layers DropIT leaves dense: the first layer and the classifier."""
+    return dropit_filter(default_dropit_exclude(model))
 
 
-CONFIGS: dict[str, Config] = {
-    "plain": Config(_plain),
-    "DropIT": Config(_dropit()),
-    "DropIT + int8": Config(_dropit("int8")),
-    "DropIT + int4": Config(_dropit("int4")),
-    "checkpoint every block": Config(lambda model: dropit.checkpoint_blocks(model, blocks_of(model))),
-    "checkpoint every other block + DropIT": Config(_dropit(None, True)),
-    "checkpoint every other block + DropIT + int8": Config(_dropit("int8", True)),
-    "compiled plain": Config(_plain, compiled=True, budget=1.0),  # the default budget, named
-    "compiled budget 0.5": Config(_plain, compiled=True, budget=0.5),
-    "compiled budget 0.2": Config(_plain, compiled=True, budget=0.2),
-    "compiled budget 0.0": Config(_plain, compiled=True, budget=0.0),
-    "compiled DropIT": Config(_dropit(), compiled=True),
-    "compiled DropIT + int8": Config(_dropit("int8"), compiled=True),
-    "compiled DropIT + int4": Config(_dropit("int4"), compiled=True),
-    "compiled DropIT + budget 0.5": Config(_dropit(), compiled=True, budget=0.5),
-    "compiled DropIT + budget 0.2": Config(_dropit(), compiled=True, budget=0.2),
-    "compiled DropIT + int8 + budget 0.5": Config(_dropit("int8"), compiled=True, budget=0.5),
-    "compiled checkpoint every block": Config(lambda model: dropit.checkpoint_blocks(model, blocks_of(model)),
-                                              compiled=True),
-}
+def _config(name: str, gamma: float | None = None, quantize: str | None = None, *, compiled: bool = False,
+            **fields) -> Candidate:
+    """A frontier row's candidate: compiled ones ``fullgraph`` and against compiled plain, eager against plain."""
+    return Candidate(gamma, quantize, compiled=compiled, fullgraph=compiled, label=name,
+                     baseline="compiled plain" if compiled else "plain",
+                     module_filter=lab_filter if gamma is not None else None, **fields)
+
+
+CONFIGS: dict[str, Candidate] = {c.name: c for c in (
+    _config("plain"),
+    _config("DropIT", GAMMA),
+    _config("DropIT + int8", GAMMA, "int8"),
+    _config("DropIT + int4", GAMMA, "int4"),
+    _config("checkpoint every block", blocks_of=blocks_of, blocks_label="every block"),
+    _config("checkpoint every other block + DropIT", GAMMA, blocks_of=every_other_block,
+            blocks_label="every other block"),
+    _config("checkpoint every other block + DropIT + int8", GAMMA, "int8", blocks_of=every_other_block,
+            blocks_label="every other block"),
+    _config("compiled plain", compiled=True, budget=1.0),  # the default budget, named
+    _config("compiled budget 0.5", compiled=True, budget=0.5),
+    _config("compiled budget 0.2", compiled=True, budget=0.2),
+    _config("compiled budget 0.0", compiled=True, budget=0.0),
+    _config("compiled DropIT", GAMMA, compiled=True),
+    _config("compiled DropIT + int8", GAMMA, "int8", compiled=True),
+    _config("compiled DropIT + int4", GAMMA, "int4", compiled=True),
+    _config("compiled DropIT + budget 0.5", GAMMA, compiled=True, budget=0.5),
+    _config("compiled DropIT + budget 0.2", GAMMA, compiled=True, budget=0.2),
+    _config("compiled DropIT + int8 + budget 0.5", GAMMA, "int8", compiled=True, budget=0.5),
+    _config("compiled checkpoint every block", compiled=True, blocks_of=blocks_of, blocks_label="every block"),
+)}
 EAGER = [name for name, c in CONFIGS.items() if not c.compiled]  # run()'s and the command line's default
 COMPILED = [name for name, c in CONFIGS.items() if c.compiled]  # benchmarks/frontier.py --compiled
 
@@ -153,7 +139,7 @@ def build(model_key: str, config: str) -> tuple[nn.Module, nn.Module, int, int, 
     c = CONFIGS[config]
     c.convert(model)
     model.train()
-    stepped = dropit.compile_budgeted(own_class(model), budget=c.budget, fullgraph=True) if c.compiled else model
+    stepped = c.compile(own_class(model)) if c.compiled else model
     return model, stepped, size, memory_batch, time_batch
 
 
@@ -196,47 +182,33 @@ def measure_memory(model_key: str, config: str) -> dict:
 
 
 def memory_row(model_key: str, config: str) -> dict:
-    """:func:`measure_memory` in a fresh Python process."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="2")
-    cmd = [sys.executable, "-m", "dropit.lab.measure.frontier", "--child", model_key, config]
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """:func:`measure_memory` in a fresh Python process (:mod:`dropit.lab.measure.process`)."""
+    return in_fresh_process("dropit.lab.measure.frontier:measure_memory", model_key=model_key, config=config)
 
 
 def measure_times(model_key: str, configs: list[str], rounds: int) -> dict[str, dict]:
-    """Step time of each configuration over its baseline's in the same round: median and quartiles.
-    ``configs`` holds every baseline it needs."""
+    """Step time of each configuration over its baseline's in the same round: median and quartiles
+    (:mod:`dropit.timing`, two warm-up rounds: the first compiles). ``configs`` holds every baseline it needs."""
     torch.set_num_threads(2)
     built = {c: build(model_key, c) for c in configs}
     _, _, size, _, batch = built[configs[0]]
     opts = {c: torch.optim.SGD(b[0].parameters(), lr=1e-3, momentum=0.9) for c, b in built.items()}
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 100, (batch,))
-    times: dict[str, list[float]] = {c: [] for c in configs}
+    steps = {c: (lambda c=c: _step(built[c][1], opts[c], x, y)) for c in configs}
     limit = contextlib.nullcontext()  # eager rows leave dynamo's settings alone
     if any(CONFIGS[c].compiled for c in configs):  # every compiled model is one more graph of the same forward
         limit = torch._dynamo.config.patch(recompile_limit=max(8, 2 * len(configs)))
     with limit:
-        for r in range(rounds + 2):  # two warm-up rounds: the first compiles
-            for c in configs:
-                t0 = time.perf_counter()
-                _step(built[c][1], opts[c], x, y)
-                if r >= 2:
-                    times[c].append(time.perf_counter() - t0)
+        times = interleave(steps, rounds=rounds, warmup=2)
     out = {}
     for c in configs:
-        q1, med, q3 = _ratio_quartiles(times[c], times[CONFIGS[c].baseline])
-        out[c] = {"step_s": statistics.median(times[c]), "time_ratio": med, "time_q1": q1, "time_q3": q3,
+        t = summarize(times[c], times[CONFIGS[c].baseline])
+        out[c] = {"step_s": t.step_s, "time_ratio": t.ratio, "time_q1": t.ratio_q1, "time_q3": t.ratio_q3,
                   "time_batch": batch}
         dropit_row = "compiled DropIT" if CONFIGS[c].compiled else "DropIT"
         if dropit_row in times:  # what the companions, checkpointing or a budget add to DropIT's own step
-            out[c]["time_vs_dropit"] = _ratio_quartiles(times[c], times[dropit_row])[1]
+            out[c]["time_vs_dropit"] = summarize(times[c], times[dropit_row]).ratio
     return out
-
-
-def _ratio_quartiles(times: list[float], base: list[float]) -> tuple[float, float, float]:
-    """Quartiles of the per-round ratios: drifts of machine speed between rounds cancel."""
-    ratios = sorted(t / b for t, b in zip(times, base))
-    return tuple(statistics.quantiles(ratios, n=4)) if len(ratios) > 1 else (ratios[0],) * 3
 
 
 def with_baselines(configs: list[str]) -> list[str]:
@@ -318,7 +290,6 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--child", nargs=2, metavar=("MODEL", "CONFIG"))
     p.add_argument("--models", default="resnet18-cifar,vit_b_16", help=f"any of {', '.join(MODELS)}")
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--compiled", action="store_true", help="the compiled rows (default: the eager ones)")
@@ -330,9 +301,6 @@ def main(argv=None):
     p.add_argument("--memory-only", action="store_true",
                    help="measure only the memory rows (into --memory-json); they need no idle machine, the times do")
     args = p.parse_args(argv)
-    if args.child:
-        print(json.dumps(measure_memory(*args.child)))
-        return None
     configs = args.configs.split(",") if args.configs else (COMPILED if args.compiled else EAGER)
     print(f"CPU, fp32, gamma={GAMMA}, 2 threads; memory rows each a fresh process; compiled rows fullgraph, "
           "against compiled plain")

@@ -5,6 +5,7 @@
     build_model("vit_b_16", 100, image_size=224, weights="vit_b_16.pth")
     build_model("resnet_mini", 100)             # narrow ResNet (16..128 channels), CIFAR stem: CPU demos
     build_model("vit_tiny", 100, image_size=32) # 4-layer, 192-wide torchvision ViT: CPU demos
+    build_model("vit_small", 100)               # 6-layer, 384-wide torchvision ViT, patch 4 at 32x32: the speed tables
     build_model("vit_tiny_conv", 100)           # the same with a convolutional stem: the claim study's ViT
     build_model("deit_small", 100, weights="weights/deit_small_patch16_224.pth")  # timm's DeiT-Ti/S/B
     build_model("deit_mini", 100, image_size=32) # timm DeiT-Ti blocks, 4 deep: CPU demos
@@ -33,7 +34,7 @@ from torchvision.models import vit_b_16 as tv_vit_b_16
 from torchvision.models.resnet import BasicBlock, conv1x1
 from torchvision.models.vision_transformer import ConvStemConfig, VisionTransformer, interpolate_embeddings
 
-MODEL_NAMES = ("resnet18_cifar", "resnet18", "vit_b_16", "resnet_mini", "vit_tiny", "vit_tiny_conv",
+MODEL_NAMES = ("resnet18_cifar", "resnet18", "vit_b_16", "resnet_mini", "vit_tiny", "vit_tiny_conv", "vit_small",
                "deit_tiny", "deit_small", "deit_base", "deit_mini")
 _DEIT = {"deit_tiny": "deit_tiny_patch16_224", "deit_small": "deit_small_patch16_224", "deit_base": "deit_base_patch16_224"}
 
@@ -108,7 +109,16 @@ def _vit_tiny(name: str, num_classes: int, size: int, patch_size: int | None) ->
                              mlp_dim=384, num_classes=num_classes, conv_stem_configs=stem)
 
 
-_NATIVE_32 = ("resnet18_cifar", "resnet_mini", "vit_tiny", "vit_tiny_conv", "deit_mini")  # the CIFAR stem and the CPU demo models
+def _vit_small(num_classes: int, size: int, patch_size: int | None) -> nn.Module:
+    """torchvision's ViT, 6 layers, width 384, 6 heads, MLP 1536; patch ``size // 8`` (4 at 32x32)."""
+    patch = patch_size or max(1, size // 8)
+    if size % patch:
+        raise ValueError(f"vit_small: image_size {size} is not a multiple of patch_size {patch}")
+    return VisionTransformer(image_size=size, patch_size=patch, num_layers=6, num_heads=6, hidden_dim=384,
+                             mlp_dim=1536, num_classes=num_classes)
+
+
+_NATIVE_32 = ("resnet18_cifar", "resnet_mini", "vit_tiny", "vit_tiny_conv", "vit_small", "deit_mini")  # the CIFAR stem and the CPU demo models
 
 
 def default_image_size(model: str, dataset: str | None = None) -> int:
@@ -149,6 +159,8 @@ def build_model(
         model = tv_vit_b_16(weights=None, num_classes=num_classes, image_size=size)
     elif name in ("vit_tiny", "vit_tiny_conv"):
         model = _vit_tiny(name, num_classes, size, patch_size)
+    elif name == "vit_small":
+        model = _vit_small(num_classes, size, patch_size)
     elif name in _DEIT or name == "deit_mini":
         model = _deit(name, num_classes, size, patch_size)
     if weights:
