@@ -114,13 +114,3 @@ def entry_of(module: nn.Module) -> Kind | None:
             return kind
     return None
 
-
-def kind_of(module: nn.Module) -> str | None:
-    """The name of the kind DropIT can convert this module as, or None."""
-    kind = entry_of(module)
-    return kind.name if kind is not None else None
-
-
-def names(option: str) -> tuple[str, ...]:
-    """The kinds that ``option`` enables, e.g. ``names("quantize")``."""
-    return tuple(kind.name for kind in KINDS if kind.option == option)

@@ -82,12 +82,6 @@ class CacheReport:
             for layer in self.layers
         ]
 
-    def by_kind(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for layer in self.layers:
-            out[layer.kind] = out.get(layer.kind, 0) + layer.bytes
-        return out
-
     def by_storage(self) -> dict[str, int]:
         """Bytes by how they are stored: record kinds ("bits", "int8", ...) and "plain"."""
         out: dict[str, int] = {}

@@ -49,11 +49,6 @@ class Layout:
     numel: int
     capacity: int  # elements the values can hold (numel for "dense")
 
-    @property
-    def saved_count(self) -> int:
-        """How many tensors a record of this kind saves for backward."""
-        return {"bits": 2, "index": 2, "dense": 1, "absent": 0}[self.kind]
-
 
 class Record(NamedTuple):
     values: torch.Tensor  # (capacity,) kept values; the dense (masked) tensor for "dense"
@@ -65,10 +60,6 @@ class Record(NamedTuple):
     def saved(self) -> tuple[torch.Tensor, ...]:
         """The tensors backward needs: what goes through ``ctx.save_for_backward``."""
         return (self.values,) if self.positions is None else (self.values, self.positions)
-
-    @property
-    def tensors(self) -> tuple[torch.Tensor, ...]:
-        return self.saved
 
     def nbytes(self) -> int:
         """Bytes held for backward."""

@@ -64,10 +64,11 @@ def test_unfiltered_kinds_ignore_module_filter_fn():
 def test_first_matching_entry_wins_and_names_are_unique():
     assert len({kind.name for kind in kinds.KINDS}) == len(kinds.KINDS)
     mha = nn.MultiheadAttention(8, 2)
-    assert kinds.kind_of(mha) == "mha" and kinds.kind_of(mha.out_proj) == "linear"
-    assert kinds.kind_of(nn.ConvTranspose2d(2, 2, 3)) == "conv_transpose" and kinds.kind_of(nn.Conv2d(2, 2, 3)) == "conv"
-    assert kinds.kind_of(nn.Sigmoid()) is None
-    assert set(kinds.names("quantize")) == {"batchnorm", "layernorm", "rmsnorm", "gelu", "silu"}
+    assert kinds.entry_of(mha).name == "mha" and kinds.entry_of(mha.out_proj).name == "linear"
+    assert kinds.entry_of(nn.ConvTranspose2d(2, 2, 3)).name == "conv_transpose"
+    assert kinds.entry_of(nn.Conv2d(2, 2, 3)).name == "conv"
+    assert kinds.entry_of(nn.Sigmoid()) is None
+    assert {k.name for k in kinds.KINDS if k.option == "quantize"} == {"batchnorm", "layernorm", "rmsnorm", "gelu", "silu"}
 
 
 def test_an_entry_with_an_unknown_option_is_refused():

@@ -10,12 +10,20 @@ import torch.nn as nn
 import dropit
 from dropit import hf_modules, quant
 from dropit.kernels import quant_reference as ref
-from dropit.kinds import kind_of
+from dropit.kinds import entry_of
+
 from test_quant_modules import _SECOND_DERIVATIVE_MAX, _check, _init, _input, _run, _steps
 
 transformers = pytest.importorskip("transformers")
 from transformers import activations as hf_act  # noqa: E402
 from transformers.models.llama.modeling_llama import LlamaRMSNorm  # noqa: E402
+
+
+def kind_of(module):
+    """The name of the kind to_dropit converts ``module`` as, or None."""
+    entry = entry_of(module)
+    return entry.name if entry is not None else None
+
 
 ACTIVATIONS = {  # class name -> (constructor, the torch module it computes)
     "NewGELUActivation": (hf_act.NewGELUActivation, "gelu_tanh"),
