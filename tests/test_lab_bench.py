@@ -327,3 +327,13 @@ def test_the_schedule_says_what_runs():
     assert bench.planned_steps(dataclasses.replace(cfg, max_steps=40)) == 40
     assert "cut at max steps 40" in bench.schedule_words(dataclasses.replace(cfg, max_steps=40))
     assert bench.planned_steps(dataclasses.replace(cfg, subset=None)) == 3 * 500  # all 50,000 CIFAR-100 images
+
+
+def test_the_sweep_summary_draws_a_rerun_at_its_seeds_estimate():
+    book, first, sweep, _ = _replay_issue_32()
+    rows = [r for r in book.table() if r["number"] in {s.number for s in sweep}]  # the sweep's runs only
+    fig = plots.sweep_summary_figure(rows)
+    top1 = fig.data[1]
+    assert list(top1.x) == [0.5, 0.9] and list(top1.y) == pytest.approx([8.70, 8.20])  # γ 0.9: run #1's seed, once
+    assert top1.error_y.array[1] == pytest.approx(100 * (0.082 * 0.918 / 2000) ** 0.5)  # one seed: its binomial SE
+    assert not top1.text[1].endswith("seeds)")  # not "(+1 seeds)": the rerun is no second seed

@@ -371,9 +371,14 @@ def _points(rows: Sequence[Mapping]) -> list[dict]:
     for gamma, rs in sorted(_by(rows, "gamma").items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
         seeds = [r for r in rs if r.get("complete", True) and r.get("rerun_of") is None]
         scored = [r for r in seeds if r.get("top1") is not None and r.get("test_images")]
-        est = stats.estimate([r["top1"] for r in scored], n_images=min(r["test_images"] for r in scored)) if scored else None
+        book = next((r for r in rs if r.get("mean_top1") is not None), None)  # the run book's mean over the recipe's seeds
+        if book is not None:  # a rerun of a seed run before the sweep still points at that seed's estimate
+            est = stats.Estimate(book["mean_top1"], book["mean_top1_err"], book["mean_images"], book["mean_seeds"])
+            scored = scored or [book]
+        else:
+            est = stats.estimate([r["top1"] for r in scored], n_images=min(r["test_images"] for r in scored)) if scored else None
         kept = [r["kept_mib"] for r in rs if r.get("kept_mib") is not None]
-        verdicts = [r["within_noise"] for r in scored if r.get("within_noise") is not None]
+        verdicts = [r["within_noise"] for r in rs if r.get("within_noise") is not None]
         out.append({"gamma": gamma, "est": est, "kept_mib": sum(kept) / len(kept) if kept else None,
                     "within_noise": verdicts[0] if verdicts else None,
                     "color": rs[0]["color"], "name": rs[0]["name"] + (f" (+{len(scored) - 1} seeds)" if len(scored) > 1 else "")})

@@ -9,6 +9,12 @@ divs' ``data`` in the page, and saves screenshots.
 
     .venv/bin/python -m pytest tests/e2e -m e2e -v      # needs chromium + playwright
 
+``test_seeds_are_seeds_through_run_sweep_stop_and_clear`` replays issue 32's sequence (run, a sweep
+that repeats run #1's seed, a run stopped early) and reads the table's seed counts: a rerun and a
+stopped run are shown, never pooled; bad sweep lists are refused before any run; clear leaves an
+empty bench with its axes reset and no sweep panel. ``test_the_claim_notebook_opens_on_its_answer``
+checks that the claim notebook's first output is the committed study's chart.
+
 Explore is the lab bench: ``test_explore_live_figure_grows_while_training`` watches
 one run draw while it trains; ``test_runs_overlay_fill_the_table_and_a_sweep_draws_its_summary``
 presses run twice (the second run's traces join the first's, which stay as they were,
@@ -436,6 +442,93 @@ def test_runs_overlay_fill_the_table_and_a_sweep_draws_its_summary(browser, star
     assert shot["taken"], "never saw the third run of the sweep half-way"
     page.locator(".js-plotly-plot").nth(1).scroll_into_view_if_needed()
     page.screenshot(path=str(screenshots / "explore_sweep_summary.png"))
+
+
+ROWS_JS = """() => Array.from(document.querySelectorAll('table.dropit-runs tr.dropit-run'))
+    .map(tr => Array.from(tr.querySelectorAll('td')).map(td => td.innerText.trim()))"""
+AXES_JS = """() => { const gd = document.querySelector('.js-plotly-plot');
+    return {autorange: gd.layout.xaxis.autorange, uirevision: gd.layout.uirevision,
+            figures: document.querySelectorAll('.js-plotly-plot').length}; }"""
+
+
+def table_by_run(page) -> dict[int, dict[str, str]]:
+    """The runs table as {run number: {column heading: cell text}}."""
+    from dropit.lab.notebook.bench import COLUMNS
+
+    rows = page.evaluate(ROWS_JS)
+    return {int(re.search(r"#(\d+)", r[0]).group(1)): dict(zip((t for _, t, _ in COLUMNS), r)) for r in rows}
+
+
+@browser_test
+def test_seeds_are_seeds_through_run_sweep_stop_and_clear(browser, start_lab, screenshots, tmp_path):
+    """Issue 32's sequence in the browser: run, sweep γ 0, 0.5, 0.9 (its γ 0.9 run repeats run #1's seed), run and
+    stop; the table must pool neither the rerun nor the stopped run, and clear must leave an empty, reset bench."""
+    steps = 30
+    lab = start_lab(parameters={"explore": _explore_parameters(tmp_path / "runs", steps=steps)})
+    page = open_explore(browser, lab, screenshots, "seeds")
+    schedule = page.locator(".dropit-schedule").inner_text()
+    assert schedule.startswith(f"each run trains {steps} steps: 1 epoch × 50") and "seed 42" in schedule, schedule
+
+    first = press_and_watch(page, "run")[-1]  # DropIT γ 0.9 mink, seed 42
+    assert first.status.startswith("done: #1 resnet_mini · DropIT γ=0.9 mink"), first.status
+    sweep_box = page.locator(".widget-text", has=page.locator(".widget-label", has_text="sweep γ")).locator("input")
+    for bad, said in (("0.5, 0.5", "listed twice"), ("", "at least one γ"), ("0.5, 1.5", "outside [0, 1)")):
+        sweep_box.fill(bad)
+        sweep_box.press("Enter")
+        button(page, "sweep").click()
+        page.wait_for_function(f"() => document.querySelector('.dropit-status').innerText.includes({said!r})")
+        assert page.evaluate(TRACES_JS)["table_rows"] == 1  # refused before any run started
+    sweep_box.fill("0, 0.5, 0.9")
+    sweep_box.press("Enter")
+    done = press_and_watch(page, "sweep", timeout=300)[-1]
+    assert done.status.startswith("done: sweep of 3 of 3 runs") and "γ 0 is the plain run" in done.status, done.status
+    page.locator(".js-plotly-plot").nth(1).scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshots / "explore_seeds_after_sweep.png"))
+
+    button(page, "run").click()  # the same configuration again, stopped after a few steps
+    page.wait_for_function(f"() => ({TRACES_JS})().traces[0].length === 20 && ({TRACES_JS})().traces[0][16] >= 5",
+                           timeout=120_000)
+    button(page, "stop").click()
+    stopped = watch_training(page, timeout=120)[-1]
+    assert stopped.status.startswith("stopped: #5 ") and "no verdict" in stopped.status, stopped.status
+
+    table = table_by_run(page)
+    assert sorted(table) == [1, 2, 3, 4, 5]
+    seeds = {n: row["seeds in the mean"] for n, row in table.items()}
+    assert seeds[1] == seeds[2] == seeds[3] == "1 (seed 42)", seeds
+    assert seeds[4].startswith("rerun of #1 (seed 42): not pooled"), seeds
+    assert re.fullmatch(rf"stopped at step \d+/{steps}: not pooled", seeds[5]), seeds
+    vs = {n: row["top-1 − plain"] for n, row in table.items()}
+    assert "(one seed each, binomial SEs)" in vs[1] and "(one seed each, binomial SEs)" in vs[3], vs
+    assert vs[4] == "as #1 (a rerun is not a seed)" and vs[5] == "– (stopped: no verdict)", vs
+    assert not any("mean of" in v for v in vs.values())
+    page.screenshot(path=str(screenshots / "explore_seeds_table.png"))
+
+    button(page, "clear").click()
+    page.wait_for_function(f"() => {{ const t = ({TRACES_JS})(); const a = ({AXES_JS})();"
+                           " return t.traces.length === 1 && t.traces[0].length === 0 && t.table_rows === 0 && a.figures === 1; }")
+    axes = page.evaluate(AXES_JS)
+    assert axes["autorange"] is True and axes["uirevision"] == "bench-1", axes  # old ranges go; no sweep panel stays
+
+
+@browser_test
+def test_the_claim_notebook_opens_on_its_answer(browser, start_lab, screenshots):
+    """With its defaults the claim notebook's first output is the committed study's chart (issue 32)."""
+    import json as _json
+
+    lab = start_lab()
+    page = open_and_run_all(browser, lab, "claim", timeout=150, hide_files=True)
+    first = page.locator(".jp-CodeCell .jp-OutputArea-output").first
+    assert first.locator(".main-svg").count() >= 1, first.inner_text()[:500]  # a drawn plotly chart, not text
+    text = first.inner_text()
+    assert "Does DropIT cost accuracy?" in text, text[:500]
+    committed = _json.loads((ROOT / "docs" / "claim" / "claim.json").read_text())
+    labels = [line for line in text.splitlines() if re.match(r"(cnn|vit): ", line)]
+    assert len(labels) == sum(len(p["arms"]) - 1 for p in committed["protocols"].values()), labels
+    assert "cnn: mink γ 0.8" in labels and "vit: sampled γ 0.9 + int8" in labels
+    first.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    first.screenshot(path=str(screenshots / "claim_answer.png"))
 
 
 @browser_test

@@ -164,8 +164,8 @@ def schedule_words(cfg: RunConfig) -> str:
     spe, total = steps_per_epoch(cfg), planned_steps(cfg)
     images = cfg.subset or TRAIN_IMAGES.get(cfg.dataset)
     if spe is None:
-        return f"{cfg.epochs} epochs" + (f", at most {cfg.max_steps} steps" if cfg.max_steps else "") + f", seed {cfg.seed}"
-    text = f"{total} steps: {cfg.epochs} epochs × {spe} ({images} images / batch {cfg.batch_size})"
+        return f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}" + (f", at most {cfg.max_steps} steps" if cfg.max_steps else "") + f", seed {cfg.seed}"
+    text = f"{total} steps: {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} × {spe} ({images} images / batch {cfg.batch_size})"
     if cfg.max_steps and cfg.max_steps < cfg.epochs * spe:
         text += f", cut at max steps {cfg.max_steps}"
     return text + f"; test on {cfg.val_subset or 'all'} test images; seed {cfg.seed}"
@@ -361,6 +361,9 @@ class RunBook:
         if run.complete:
             reps = self.seed_runs(run)
             row["seeds"], row["seed_list"] = len(reps), sorted(reps)
+        est = self.top1_estimate(run) if run.complete else None  # the recipe's mean over its distinct seeds
+        row.update(mean_top1=est.value if est else None, mean_top1_err=est.error if est else None,
+                   mean_seeds=est.seeds if est else 0, mean_images=est.n_images if est else None)
         diff = self.difference(run)
         if diff is not None:
             row.update(top1_vs_plain=diff.value, top1_vs_plain_err=diff.error, within_noise=diff.within_noise,

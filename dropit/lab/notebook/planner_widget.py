@@ -74,12 +74,10 @@ def planner_explorer(planned: Plan, *, target: float = 0.3):
                            description="target", continuous_update=False)
     box = W.VBox([slider, fig])
 
+    from dropit.lab.notebook.widgets import swap_figure
+
     def redraw(_=None):
-        new = plan_figure(planned, target=slider.value)
-        with fig.batch_update():
-            for trace, fresh in zip(fig.data, new.data):
-                trace.x, trace.y, trace.text = fresh.x, fresh.y, fresh.text
-            fig.layout.shapes, fig.layout.annotations, fig.layout.title = new.layout.shapes, new.layout.annotations, new.layout.title
+        swap_figure(fig, plan_figure(planned, target=slider.value))  # the one helper every widget redraws through
         box.pick = pick_at(planned, slider.value)
 
     slider.observe(redraw, names="value")
