@@ -146,7 +146,7 @@ def test_the_core_imports_only_torch_and_the_standard_library_at_module_level():
 
 # The lab's layers, lowest first: a module may import from its own layer or a lower one, never a higher.
 LAB_LAYERS = [
-    {"io", "paper", "download", "stats"},  # leaves: files, the paper's numbers, fetching, statistics
+    {"io", "units", "paper", "download", "stats"},  # leaves: files, MiB, the paper's numbers, fetching, statistics
     {"models"},
     {"data"},  # the default image size is a model's and dataset's rule (models.catalog)
     {"train"},

@@ -41,6 +41,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
+# Each dataset's classes and training images: the one table of them (the dry run, the Cache column, the bench)
+NUM_CLASSES = {"cifar100": 100, "imagenet": 1000, "imagenette": 10}
+TRAIN_IMAGES = {"cifar100": 50_000, "imagenet": 1_281_167, "imagenette": 9_469}
+
 CIFAR_FOLDER = "cifar-100-python"
 
 
@@ -267,7 +271,7 @@ def build_datasets(cfg) -> tuple[Dataset, Dataset, int]:
             train_tf, eval_tf = resized_transforms(size, mean, std, cfg.crop_scale_min, pil=False)
         train = CIFAR100(folder, "train", train_tf)
         val = CIFAR100(folder, "test", eval_tf)
-        num_classes = 100
+        num_classes = NUM_CLASSES["cifar100"]
     else:
         train_tf, eval_tf = resized_transforms(size, mean, std, cfg.crop_scale_min, pil=True)
         train = image_folder(root, cfg.dataset, "train", train_tf)

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from dropit.lab import download as dl
-from dropit.lab.data.datasets import DatasetMissing, ensure_dataset, resolve_data_dir
+from dropit.lab.data.datasets import NUM_CLASSES, TRAIN_IMAGES, DatasetMissing, ensure_dataset, resolve_data_dir
 from dropit.lab.models.catalog import apply_dropit, build_model, default_image_size
 from dropit.lab.models.weights import WeightsMissing, is_remote, remote, resolve_weights, weights_path
 from dropit.lab.paper import TABLES
@@ -43,8 +43,6 @@ from dropit.lab.reproduce.rows import default_launcher, resolve, table_params
 from dropit.lab.train.config import RunConfig, load_config
 from dropit.lab.train.optim import build_optimizer
 
-TRAIN_IMAGES = {"cifar100": 50_000, "imagenet": 1_281_167, "imagenette": 9_469}
-CLASSES = {"cifar100": 100, "imagenet": 1000, "imagenette": 10}
 DOWNLOADABLE = {"cifar100": dl.CIFAR100, "imagenette": dl.IMAGENETTE}
 PROBE_BATCH = 2
 MAX_STEP_S = 20.0
@@ -125,7 +123,7 @@ def weights_fit(cfg: RunConfig, path: Path) -> str | None:
     """Why the weights file does not load into the row's model, or None if it does."""
     size = cfg.image_size or default_image_size(cfg.model, cfg.dataset)
     try:
-        build_model(cfg.model, CLASSES[cfg.dataset], image_size=size, patch_size=cfg.patch_size, weights=path)
+        build_model(cfg.model, NUM_CLASSES[cfg.dataset], image_size=size, patch_size=cfg.patch_size, weights=path)
     except Exception as e:  # a truncated file, another architecture's keys: the row would stop at the same place
         return f"the weights at {path} do not load ({type(e).__name__}: {str(e).strip()[:300]})"
     return None
@@ -160,7 +158,7 @@ def placement(cfg: RunConfig) -> tuple[str, torch.device, int, list[str]]:
 def step_seconds(cfg: RunConfig, device: torch.device, batch: int, *, steps: int = 2) -> float:
     """Median seconds of ``steps`` training steps after a warm-up one, on random images (data loading excluded)."""
     size = cfg.image_size or default_image_size(cfg.model, cfg.dataset)
-    classes = CLASSES[cfg.dataset]
+    classes = NUM_CLASSES[cfg.dataset]
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = build_model(cfg.model, classes, image_size=size, patch_size=cfg.patch_size)
     model = apply_dropit(model, cfg).to(device, memory_format=fmt).train()

@@ -27,6 +27,7 @@ from typing import Any, Iterable
 from dropit.lab import stats
 from dropit.lab.models.catalog import default_image_size
 from dropit.lab.paper import ICLR_ROWS, TABLE_TITLES, TABLES, table_rows
+from dropit.lab.units import mib
 
 RunLike = dict | str | Path
 
@@ -111,10 +112,6 @@ def describe_run(metrics: dict) -> str:
     return f"{label}: {text}" if label else text
 
 
-def _mb(nbytes: Any) -> float | None:
-    return None if nbytes is None else nbytes / 2**20
-
-
 def build_table(table: str, runs: Iterable[RunLike] = ()) -> list[dict]:
     """Rows of one table ("cifar100", "imagenet" or "iclr") as plain dicts, paper order."""
     if table not in TABLES:
@@ -139,8 +136,8 @@ def build_table(table: str, runs: Iterable[RunLike] = ()) -> list[dict]:
             "top1_se": _stderr(final.get("top1"), final.get("val_images")),
             "test_images": final.get("val_images"),
             "top5": final.get("top5"),
-            "cache_mb": _mb(final.get("cache_bytes")),
-            "cache_peak_cuda_mb": _mb(final.get("cache_peak_cuda_bytes")),  # the paper's protocol, GPU runs only
+            "cache_mb": mib(final.get("cache_bytes")),
+            "cache_peak_cuda_mb": mib(final.get("cache_peak_cuda_bytes")),  # the paper's protocol, GPU runs only
             "ran": describe_run(m) if m is not None else "not run",
             "run_dir": (m or {}).get("_path") or ((m or {}).get("config") or {}).get("out_dir"),
         })

@@ -7,6 +7,7 @@ import torch.nn as nn
 
 import dropit
 from dropit.lab.train.config import RunConfig
+from dropit.lab.units import MiB
 
 
 class Console:
@@ -56,9 +57,9 @@ def banner(cfg: RunConfig, model: nn.Module, *, n_train: int, n_val: int, steps_
 def epoch_line(row: dict, epochs: int) -> str:
     """One finished epoch: training loss and top-1, validation, cache, peak, throughput."""
     vt = "" if row["val_top1"] is None else f" val top1 {row['val_top1']:.2f} top5 {row['val_top5']:.2f}"
-    cache = "" if row["cache_bytes"] is None else f" cache {row['cache_bytes'] / 2**20:.1f} MiB"
+    cache = "" if row["cache_bytes"] is None else f" cache {row['cache_bytes'] / MiB:.1f} MiB"
     return (f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} top1 {row['train_top1']:.2f}{vt}"
-            f"{cache} peak {row['peak_bytes'] / 2**20:.0f} MiB {row['images_per_s'] or 0:.0f} img/s {row['train_s']:.1f}s")
+            f"{cache} peak {row['peak_bytes'] / MiB:.0f} MiB {row['images_per_s'] or 0:.0f} img/s {row['train_s']:.1f}s")
 
 
 def fmt(x) -> str:
