@@ -263,7 +263,7 @@ def _unique(names: list[str]) -> list[str]:
 # ================================================================== explore.ipynb: the lab bench
 
 
-BENCH_PANELS = ("train loss", "top-1 %: train (running mean since step 1), validation ± SE (◆)",
+BENCH_PANELS = ("train loss", "top-1 %: train running mean, validation ± SE ◆",
                 "kept for backward (MiB per step)")
 RUN_TRACES = ("loss", "train_top1", "val_top1", "kept_mib")  # each run's traces, in this order
 _PANEL_OF = {"loss": 1, "train_top1": 2, "val_top1": 2, "kept_mib": 3}
