@@ -18,13 +18,13 @@ sends a short run elsewhere): ``--seed 1 --runs plain`` measures it.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dropit.lab.stats import top1_stderr  # noqa: E402
 from dropit.lab.train.config import RunConfig  # noqa: E402
 from dropit.lab.train.loop import run  # noqa: E402
 
@@ -37,12 +37,6 @@ RUNS = {
 }
 # sized so that both models' four default runs finish in about 40 minutes on two CPU cores
 SIZES = {"resnet_mini": dict(subset=20000, epochs=4, lr=0.05), "vit_tiny": dict(subset=10000, epochs=4, lr=1e-3)}
-
-
-def standard_error(top1: float, n: int) -> float:
-    """Standard error, in points, of a top-1 (in %) measured on n images."""
-    p = top1 / 100
-    return 100 * math.sqrt(p * (1 - p) / n)
 
 
 def train(model: str, runs: list[str], args, root: str) -> list[tuple[str, dict]]:
@@ -66,7 +60,7 @@ def train(model: str, runs: list[str], args, root: str) -> list[tuple[str, dict]
           f"gamma={args.gamma}, {args.val_subset} test images")
     print(f"{'run':<10}{'top-1':>8}{'+-SE':>7}{'top-5':>8}{'cache MiB':>11}{'images/s':>10}")
     for name, f in rows:
-        se = standard_error(f["top1"], args.val_subset)
+        se = top1_stderr(f["top1"], args.val_subset)
         print(f"{name:<10}{f['top1']:8.2f}{se:7.2f}{f['top5']:8.2f}{f['cache_bytes'] / 2**20:11.1f}"
               f"{f['images_per_s']:10.1f}")
     return rows

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from pathlib import Path
 
 from dropit.lab.claim.markdown import claim_markdown, mechanism_markdown
+from dropit.lab.stats import top1_stderr
 from dropit.lab.io import write_text  # the kit's one atomic writer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,12 +63,6 @@ def sci(x: float) -> str:
     """1.7e-3 rather than Python's 1.7e-03."""
     mantissa, exponent = f"{x:.1e}".split("e")
     return f"{mantissa}e{int(exponent)}"
-
-
-def standard_error(top1: float, n: int) -> float:
-    """Of a top-1 (in %) measured on ``n`` test images: sqrt(p (1 - p) / n)."""
-    p = top1 / 100
-    return 100 * math.sqrt(p * (1 - p) / n)
 
 
 def first_of_group(rows: list[dict], key: str) -> list[bool]:
@@ -292,7 +286,7 @@ def render_accuracy(doc: dict) -> str:
     rows, new = doc["rows"], first_of_group(doc["rows"], "model")
     return table(["model", "run", "top-1", "± SE", "top-5", "kept for backward (MiB)"], "llrrrr", [
         [r["model"] if n else "", runs.get(r["run"], r["run"]) + (f", seed {r['seed']}" if r.get("seed") else ""),
-         f"{r['top1']:.2f}", f"{standard_error(r['top1'], doc['n_test']):.2f}", f"{r['top5']:.2f}",
+         f"{r['top1']:.2f}", f"{top1_stderr(r['top1'], doc['n_test']):.2f}", f"{r['top5']:.2f}",
          f"{r['cache_mib']:.1f}"] for r, n in zip(rows, new)])
 
 
@@ -300,7 +294,7 @@ def render_quick_tables(doc: dict) -> str:
     """make reproduce's quick rows (results/tables.md): row, n_test, plain and dropit [top-1, top-5]."""
     def cell(r: dict, key: str) -> str:
         top1, top5 = r[key]
-        return f"{top1:.2f} ± {standard_error(top1, r['n_test']):.2f} / {top5:.2f}"
+        return f"{top1:.2f} ± {top1_stderr(top1, r['n_test']):.2f} / {top5:.2f}"
 
     return table(["row (quick stand-in)", "test images", "plain top-1 ± SE / top-5", "DropIT top-1 ± SE / top-5"],
                  "lrll", [[r["row"], f"{r['n_test']:,}", cell(r, "plain"), cell(r, "dropit")] for r in doc["rows"]])

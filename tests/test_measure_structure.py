@@ -4,6 +4,7 @@ table; and the instruments themselves (the fresh process, the peer, the README's
 import ast
 import copy
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,13 @@ def test_the_published_peer_selects_over_the_whole_input_and_keeps_the_input_gra
     drop_x, drop_p = grads(global_topk(copy.deepcopy(plain), 0.9))
     torch.testing.assert_close(drop_x, gx)  # the input gradient needs the weight only
     assert not torch.allclose(drop_p[0], gp[0])  # the weight gradient is taken from the kept 10%
+
+
+BINOMIAL_SE = re.compile(r"sqrt\(\s*p\s*\*\s*\(\s*1(?:\.0)?\s*-\s*p\s*\)")
+
+
+def test_the_standard_error_of_a_top1_is_computed_in_one_place():
+    assert BINOMIAL_SE.search("return 100 * math.sqrt(p * (1 - p) / n)")
+    assert not BINOMIAL_SE.search("is sqrt(p (1 - p) / n) in points")  # prose does not count
+    found = [_rel(p) for p in SOURCES if BINOMIAL_SE.search(p.read_text())]
+    assert found == ["dropit/lab/stats.py"], found
