@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from dropit.lab import stats
+from dropit.lab.data.datasets import NUM_CLASSES, TRAIN_IMAGES  # the training split's size names the schedule
 from dropit.lab.train.config import CHOICES, ConfigError, RunConfig
 
 MiB = 2**20
@@ -139,9 +140,6 @@ def sweep_configs(base: RunConfig, gammas: Sequence[float], strategies: Sequence
     plan = [plain] + [dataclasses.replace(base, dropit=True, dropit_gamma=g, dropit_strategy=s)
                       for s in strategies for g in dropping]
     return [c for cfg in plan for c in with_seeds(cfg, seeds)]
-
-
-TRAIN_IMAGES = {"cifar100": 50_000, "imagenette": 9_469, "imagenet": 1_281_167}  # each dataset's training split
 
 
 def steps_per_epoch(cfg: RunConfig) -> int | None:
@@ -545,7 +543,7 @@ def error_html(exc: BaseException, details: str) -> str:
             f"<details><summary>details</summary><pre>{html.escape(details)}</pre></details>")
 
 
-CLASSES = {"cifar100": 100, "imagenette": 10, "imagenet": 1000}
+CLASSES = NUM_CLASSES
 
 
 def too_short_words(run: Run) -> str | None:
