@@ -115,3 +115,16 @@ def test_commit_adds_only_the_run_files_and_skips_when_nothing_changed(tiny, tmp
     files = sorted(git("ls-files").split())
     assert files == ["study/.gitignore", "study/claim.json", "study/runs/cnn-plain-seed0.json"]  # no checkpoint
     assert len(git("log", "--oneline").splitlines()) == 2  # the run, then the summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["cnn", "vit"])
+def test_the_equal_memory_arms_keep_no_more_than_mink_at_their_gamma(protocol):
+    from dropit.lab.claim.mechanism import memory_matched_gamma
+    from dropit.lab.claim.protocols import ARMS, MEMORY_OF, run_config
+
+    cfg = run_config(protocol, "plain", seed=0, out_dir="unused")
+    for arm, mink_gamma in MEMORY_OF.items():
+        if arm in ARMS[protocol]:
+            settings = ARMS[protocol][arm]
+            assert memory_matched_gamma(cfg, settings["dropit_strategy"], mink_gamma) == settings["dropit_gamma"], arm
