@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: test test-e2e lab claim docs reproduce bench-memory bench-models bench-speed bench-frontier clean
+.PHONY: test test-fast test-e2e lab claim docs reproduce bench-memory bench-models bench-speed bench-frontier clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,12 @@ $(KERNEL): $(STAMP)
 
 test: $(STAMP) $(KERNEL)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit tests alone: no notebook runs, no browser (tests/e2e), nothing marked slow; under 2 minutes on two cores.
+# `make test` stays the one command that runs everything.
+FAST := not slow and not notebook and not e2e
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "$(FAST)" --ignore=tests/e2e $(PYTEST_ARGS)
 
 # Only the browser tests (JupyterLab in headless Chromium; .ci/install-browser.sh installs it).
 test-e2e: $(STAMP) $(KERNEL)

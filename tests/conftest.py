@@ -31,9 +31,11 @@ def _offline(monkeypatch):
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device; none is present on this machine")
+    """Tests that run a notebook (they take the ``kernel`` fixture) are marked ``notebook``; CUDA tests skip
+    without a CUDA device."""
+    skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA device; none is present on this machine")
     for item in items:
-        if "cuda" in item.keywords:
+        if "kernel" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.notebook)
+        if skip is not None and "cuda" in item.keywords:
             item.add_marker(skip)
