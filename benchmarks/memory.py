@@ -42,7 +42,7 @@ def main(argv=None):
         for variant in args.variants.split(","):
             r = forward_row(config, variant, gamma=args.gamma, strategy=args.strategy)
             base = base or r["growth_bytes"]
-            r["ratio"] = r["growth_bytes"] / base
+            r = {**r, "ratio": r["growth_bytes"] / base}  # resident growth over plain's
             results.append(r)
             print(f"{config:<16}{variant:<11}{r['growth_bytes'] / MiB:15.1f}{r['ratio']:8.3f}"
                   f"{r['meter_bytes'] / MiB:11.1f}{r['meter_bytes'] / r['growth_bytes']:10.3f}", flush=True)

@@ -79,8 +79,8 @@ def main(argv=None):
         for variant in variants:
             r = zoo_row(name, variant, gamma=args.gamma)
             base = base or r
-            r["meter_ratio"] = r["meter_bytes"] / base["meter_bytes"]
-            r["rss_ratio"] = r["rss_growth_bytes"] / base["rss_growth_bytes"]
+            r = {**r, "meter_ratio": r["meter_bytes"] / base["meter_bytes"],  # saved bytes over plain's
+                 "rss_ratio": r["rss_growth_bytes"] / base["rss_growth_bytes"]}  # resident growth over plain's
             rows.append(r)
             print(f"{name:<13}{variant:<18}{r['meter_bytes'] / MiB:11.1f}{r['meter_ratio']:8.3f}"
                   f"{r['rss_growth_bytes'] / MiB:10.1f}{r['rss_ratio']:8.3f}", flush=True)

@@ -137,13 +137,13 @@ def bench_model(name, base, x, y, gamma, rounds, device, strategies=("mink", "ra
         # each round's step over the plain step of the same round: drifts in machine speed between rounds cancel
         reference = reference_of(key)
         t = summarize(ts, times[reference])
+        to_default = {}
+        if quantize:  # what the lossy companions add to DropIT's own step
+            to_default["ratio_to_default"] = summarize(ts, times[default if reference == "plain" else "default, compiled"]).ratio
         rows.append({"configuration": key, "step_ms": t.step_s * 1e3, "ratio": t.ratio, "q1": t.ratio_q1,
-                     "q3": t.ratio_q3, "reference": reference})
+                     "q3": t.ratio_q3, "reference": reference, **to_default})
         label = f"{t.ratio:15.3f}x" if key != reference else f"{'1.000x':>16}"
-        extra = ""
-        if quantize:
-            rows[-1]["ratio_to_default"] = summarize(ts, times[default if reference == "plain" else "default, compiled"]).ratio
-            extra = f"{rows[-1]['ratio_to_default']:17.3f}x"
+        extra = f"{to_default['ratio_to_default']:17.3f}x" if quantize else ""
         print(f"{key:<22}{t.step_s * 1e3:18.1f}{label}{f'{t.ratio_q1:.3f}-{t.ratio_q3:.3f}':>18}{extra}"
               + (f"  (vs {reference})" if reference != "plain" and key != reference else ""))
     return rows
