@@ -177,7 +177,9 @@ def test_quickstart_runs_headless(kernel, results, tmp_path):
     figs = _outputs(nb, PLOTLY)
     # heatmap, histogram, gamma curves, the mechanism, cache vs gamma, two per-layer bar charts
     assert len(figs) == 7
-    assert len(figs[3]["data"]) == 2 * 5 and figs[3]["data"][1]["y"] == [0.375, 0.275]  # DropIT's noise at step 50
+    # the mechanism: per step, bias / ‖g‖ in percent, and DropIT's noise over plain's ((0.5 - g / 4) / 0.5)
+    assert len(figs[3]["data"]) == 2 * 2 and figs[3]["data"][0]["y"] == pytest.approx([50.0, 90.0])
+    assert figs[3]["data"][1]["y"] == pytest.approx([0.75, 0.55])
     assert not _outputs(nb, "application/vnd.jupyter.widget-view+json")  # no widgets without a front end
     heat = figs[0]["data"]
     assert sum(v == 0 for row in heat[1]["z"] for v in row) > sum(v == 0 for row in heat[0]["z"] for v in row)
@@ -206,15 +208,16 @@ def test_explore_sweeps_headless_from_a_parameter(kernel, tmp_path):
     out_root = tmp_path / "sweep"
     nb = _execute("explore", tmp_path, kernel, interactive=False, out_root=str(out_root), sweep_gammas=[0, 0.9],
                   overrides=[f"data_dir={_data_root()}", *TINY])
+    # γ 0 is the plain run: not trained again
     assert sorted(p.parent.name for p in out_root.glob("*/metrics.json")) == [
-        "01_resnet_mini_cifar100", "02_resnet_mini_cifar100_dropit0_mink", "03_resnet_mini_cifar100_dropit0.9_mink"]
+        "01_resnet_mini_cifar100", "02_resnet_mini_cifar100_dropit0.9_mink"]
     runs, summary = _outputs(nb, PLOTLY)
-    assert len(_runs_traces(runs)) == 12  # three runs side by side, four traces each
-    # DropIT's kept MiB and top-1 at γ 0 and 0.9, then the plain run beside the γ axis in each panel
-    assert [t["x"] for t in summary["data"]] == [[0, 0.9], [0, 0.9], [-0.1], [-0.1]]
+    assert len(_runs_traces(runs)) == 8  # two runs side by side, four traces each
+    # DropIT's kept MiB and top-1 at γ 0.9, then the plain run (standing for γ 0) beside the γ axis in each panel
+    assert [t["x"] for t in summary["data"]] == [[0.9], [0.9], [-0.1], [-0.1]]
     assert len(summary["layout"]["shapes"]) == 3  # plain's dashed lines and its noise band
     (table,) = _outputs(nb, "text/markdown")
-    assert table.count("\n") == 6 and "#1 resnet_mini · plain" in table and "| 1.000 |" in table
+    assert table.count("\n") == 5 and "#1 resnet_mini · plain" in table and "| 1.000 |" in table
     assert "top-1 − plain" in table and "kept vs plain" in table
 
 
