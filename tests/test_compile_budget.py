@@ -66,16 +66,14 @@ def test_backend_cannot_be_overridden():
 
 @pytest.mark.slow
 def test_the_train_loop_compiles_with_the_configured_budget():
-    from types import SimpleNamespace
-
     from dropit.lab.train.config import load_config
-    from dropit.lab.train.loop import Trainer
+    from dropit.lab.train.loop import compile_model
 
     x = torch.randn(4, 3, 8, 8)
     counts = {}
     for budget in (1.0, 0.0):
         cfg = load_config(None, ["compile=true", f"compile_memory_budget={budget}"])
-        model = Trainer._compile(SimpleNamespace(cfg=cfg), tiny_cnn())  # the loop's own compile call
+        model = compile_model(cfg, tiny_cnn())  # the loop's own compile call
         counts[budget] = forward_convolutions_per_step(model, x)
     assert counts == {1.0: 3, 0.0: 6}
 

@@ -1,4 +1,5 @@
 """Parameter files and command-line overrides: coercion, and clear errors before any work."""
+import json
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,74 @@ def test_iclr_files_follow_the_release():
             assert (full.weight_decay, full.warmup_epochs, full.label_smoothing) == (0.05, 5, 0.1) and not full.pretrained
         else:  # fine-tuned from the DeiT authors' ImageNet-1k file, by timm's name for it
             assert full.pretrained == f"timm:{row['model_name']}_patch16_224.fb_in1k" and full.image_size == 224
+
+
+# ---------------------------------------------------------------- base files
+
+
+RESOLVED = Path(__file__).parent / "data" / "params_resolved.json"  # every params/*.yaml resolved before bases existed
+
+
+def test_every_parameter_file_resolves_as_before_it_named_a_base():
+    before = json.loads(RESOLVED.read_text())
+    assert sorted(before) == sorted(p.name for p in PARAMS.glob("*.yaml"))
+    for name, values in before.items():
+        assert load_config(PARAMS / name).to_dict() == values, name
+    extending = [p.name for p in PARAMS.glob("*.yaml") if "\nbase:" in "\n" + p.read_text()]
+    assert len(extending) >= 15  # the dropit and quick variants state only what differs
+
+
+def test_a_base_chain_says_which_file_set_which_key(tmp_path):
+    _write(tmp_path, "model: resnet_mini\nlr: 0.3\nepochs: 5\n", "plain.yaml")
+    _write(tmp_path, "base: plain.yaml\nlr: 0.2\n", "mid.yaml")
+    top = _write(tmp_path, "base: mid.yaml\ndropit: true\n", "top.yaml")
+    cfg = load_config(top, ["epochs=2"])
+    assert (cfg.model, cfg.lr, cfg.epochs, cfg.dropit) == ("resnet_mini", 0.2, 2, True)
+    assert cfg.sources.chain == [str(top), str(tmp_path / "mid.yaml"), str(tmp_path / "plain.yaml")]
+    assert cfg.sources.keys == {"model": str(tmp_path / "plain.yaml"), "lr": str(tmp_path / "mid.yaml"),
+                                "epochs": "the command line", "dropit": str(top)}
+    assert "base" not in cfg.to_dict()
+
+
+def test_an_error_in_a_base_names_the_file_and_the_chain(tmp_path):
+    _write(tmp_path, "model: resnet_mini\nlr: -1\n", "plain.yaml")
+    top = _write(tmp_path, "base: plain.yaml\ndropit: true\n", "top.yaml")
+    with pytest.raises(ConfigError, match=r"'lr' \(in .*plain\.yaml, a base of .*top\.yaml\) must be positive"):
+        load_config(top)
+    _write(tmp_path, "model: resnet_mini\nlrr: 0.1\n", "typo.yaml")
+    with pytest.raises(ConfigError, match=r"unknown parameter 'lrr' \(in .*typo\.yaml\).*Did you mean 'lr'"):
+        load_config(_write(tmp_path, "base: typo.yaml\n", "child.yaml"))
+
+
+def test_a_cycle_of_bases_is_named_with_its_fix(tmp_path):
+    a = _write(tmp_path, "base: b.yaml\nlr: 0.1\n", "a.yaml")
+    _write(tmp_path, "base: a.yaml\n", "b.yaml")
+    with pytest.raises(ConfigError, match=r"cycle of bases \(.*a\.yaml -> .*b\.yaml -> .*a\.yaml\).*remove the 'base:'"):
+        load_config(a)
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(_write(tmp_path, "base: self.yaml\n", "self.yaml"))
+
+
+def test_a_missing_base_file_is_named_with_its_fix(tmp_path):
+    top = _write(tmp_path, "base: nowhere.yaml\nlr: 0.1\n", "top.yaml")
+    with pytest.raises(ConfigError, match=r"top\.yaml names 'base: nowhere\.yaml', but there is no file .*nowhere\.yaml"
+                                          r".*relative to .*fix the name or remove"):
+        load_config(top)
+    with pytest.raises(ConfigError, match="'base' must name one parameter file"):
+        load_config(_write(tmp_path, "base: [a.yaml, b.yaml]\n", "two.yaml"))
+
+
+def test_metrics_json_records_where_each_key_came_from(tmp_path):
+    from lab_fakes import write_cifar100
+
+    from dropit.lab.train.loop import run
+
+    write_cifar100(tmp_path / "data", n_train=40, n_test=20)
+    _write(tmp_path, "model: resnet_mini\nepochs: 1\nbatch_size: 20\nlr: 0.05\nthreads: 1\n", "plain.yaml")
+    top = _write(tmp_path, "base: plain.yaml\nmax_steps: 1\n", "top.yaml")
+    run(load_config(top, [f"data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / 'out'}", "cache_batch=4"]))
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["config_sources"]["chain"] == [str(top), str(tmp_path / "plain.yaml")]
+    assert m["config_sources"]["keys"]["lr"] == str(tmp_path / "plain.yaml")
+    assert m["config_sources"]["keys"]["max_steps"] == str(top)
+    assert m["config_sources"]["keys"]["out_dir"] == "the command line"

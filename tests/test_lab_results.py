@@ -36,4 +36,4 @@ def test_epoch_rows_and_final_totals():
 
 def test_metrics_json_key_order():
     m = results.metrics_json(config={}, status="done", rows=[], per_step=[], final=None, environment={})
-    assert list(m) == ["config", "status", "epochs", "per_step", "final", "environment"]
+    assert list(m) == ["config", "config_sources", "status", "epochs", "per_step", "final", "environment"]

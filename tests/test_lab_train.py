@@ -219,3 +219,55 @@ def test_channels_last_converts_the_model_and_every_batch(data_root, tmp_path):
     assert not any(seen[False].inputs)
     # the same model in another layout: same loss, and after one DropIT step the same weights
     assert seen[True].losses == pytest.approx(seen[False].losses, rel=1e-4)
+
+
+def test_each_step_keys_the_draws_to_the_seed_and_the_steps_taken_before_it(data_root, tmp_path):
+    from dropit import draws
+
+    class Keys:
+        def __init__(self):
+            self.at_forward, self.after = [], []
+
+        def on_step(self, state):
+            self.after.append(tuple(draws._key))
+            if state.step == 1:  # from now on, the key each training forward sees
+                state.model.register_forward_pre_hook(
+                    lambda m, args: self.at_forward.append(tuple(draws._key)) if m.training else None)
+
+    keys = Keys()
+    run(_cfg(data_root, tmp_path / "a", epochs=2, max_steps=6, cache_batch=4, dropit=True), callbacks=keys)
+    assert keys.after == [(3, step) for step in range(6)]  # seed 3, rank 0; the step count before each step
+    assert keys.at_forward[:2] == [(3, 1), (3, 2)]  # set before the forward, not after it
+
+
+def test_tensor_loader_data_has_no_sampler_and_its_order_follows_the_epoch(data_root, tmp_path):
+    from dropit.lab.train.loop import Data, _setup_data
+    from dropit.lab.train.runtime import Dist
+
+    cfg = _cfg(data_root, tmp_path, data_on_device=True)
+    data = _setup_data(cfg, Dist(cfg))
+    assert isinstance(data, Data) and data.sampler is None and data.generator is None
+    firsts = []
+    for epoch in (0, 1, 0):
+        data.set_epoch(epoch, cfg.seed, 0)
+        firsts.append(next(iter(data.train_loader))[1])
+    assert not torch.equal(firsts[0], firsts[1]) and torch.equal(firsts[0], firsts[2])
+    with pytest.raises(ConfigError, match="batch_size 400 exceeds the 160 training images"):
+        _setup_data(_cfg(data_root, tmp_path, batch_size=400), Dist(cfg))
+    with pytest.raises(ConfigError, match="batch_size 400 exceeds the 160 training images"):
+        _setup_data(_cfg(data_root, tmp_path, batch_size=400, data_on_device=True), Dist(cfg))
+
+
+@pytest.mark.slow
+def test_the_loop_reproduces_its_recorded_numbers(tmp_path):
+    """tests/train_equivalence.py's single-process runs give what they gave before the loop's refactor,
+    bit for bit (metrics.json without timings and paths, weights, what callbacks saw), on the machine that
+    recorded them; re-record with ``python tests/train_equivalence.py record`` after a deliberate change."""
+    import train_equivalence as eq
+
+    fixture = json.loads((eq.HERE / "data" / "train_equivalence.json").read_text())
+    if fixture["machine"] != eq.machine():
+        pytest.skip(f"recorded on {fixture['machine']}, this is {eq.machine()}: float results may differ")
+    now = eq.single_process(tmp_path)
+    diffs = eq.differences(fixture["runs"], now)
+    assert not diffs, "\n".join(diffs[:20])

@@ -107,8 +107,18 @@ class RunConfig:
     record_every: int = 10  # steps between metrics.json's per-step records (loss, train top-1, kept bytes); 0: none
     paper_row: Optional[str] = None  # id of the paper row this run stands for (tables); inferred if None
 
+    sources = None  # not a field: where the values came from (a Sources), set by load_config
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# How a run is carried out and recorded, not what it learns: runs that differ only in these learn the same
+# weights. The one list; a resumed run may also change its length and execution (loop.RESUMABLE), and the
+# explore bench counts runs that differ in these and the seed as repeats.
+RUN_CONTROL = frozenset({"out_dir", "label", "resume", "checkpoint", "num_workers", "threads", "device", "log_every",
+                         "record_every", "cache_batch", "paper_row", "download", "data_dir", "weights_dir",
+                         "eval_every", "eval_batch_size"})
 
 
 def field_names() -> list[str]:
@@ -121,12 +131,16 @@ _HINTS = typing.get_type_hints(RunConfig)
 COMMAND_LINE = "the command line"
 
 
-def _where(key: str, source: str | Mapping[str, str] | None) -> str:
+def _where(key: str, source: "str | Mapping[str, str] | Sources | None") -> str:
     """``'lr' (in params/smoke.yaml)`` or ``'lr' (from the command line)``: where the key's value came from.
 
-    ``source`` is one origin for every key, or a mapping from key to origin (a file, or :data:`COMMAND_LINE`).
+    ``source`` is one origin for every key, a mapping from key to origin (a file, or :data:`COMMAND_LINE`), or
+    a :class:`Sources`, which names the chain when the key came from a base file
+    (``'lr' (in params/plain.yaml, a base of params/dropit.yaml)``).
     """
-    if isinstance(source, Mapping):
+    if isinstance(source, Sources):
+        source = source.where(key)
+    elif isinstance(source, Mapping):
         source = source.get(key.split("[")[0])
     if not source:
         return f"{key!r}"
@@ -297,42 +311,103 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
-    """Read a YAML parameter file (a flat mapping of RunConfig keys) and apply ``key=value`` overrides."""
-    values: dict[str, Any] = {}
-    source = None
-    if path is not None:
-        source = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise ConfigError(f"cannot read parameter file {source}: {e.strerror or e}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"parameter file {source} is not valid YAML: {e}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"parameter file {source} must be a mapping of key: value, got {type(loaded).__name__}"
-            )
+BASE_KEY = "base"  # a parameter file's "base: other.yaml": start from that file's values, then set this file's
+
+
+@dataclass
+class Sources:
+    """Where a configuration's values came from: the chain of parameter files and, per key, the file that set it.
+
+    ``chain`` runs from the file named to the last base (``[dropit.yaml, plain.yaml]``); ``keys`` maps each key
+    set by a file or the command line to that file or :data:`COMMAND_LINE` (keys at their default are absent).
+    """
+
+    chain: list[str] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def where(self, key: str) -> str | None:
+        """The origin of ``key`` for :func:`_where`, naming the chain when a base file set it."""
+        origin = self.keys.get(key.split("[")[0])
+        if origin and origin != COMMAND_LINE and self.chain and origin != self.chain[0]:
+            return f"{origin}, a base of {' -> '.join(self.chain[:self.chain.index(origin)])}"
+        return origin
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chain": list(self.chain), "keys": dict(sorted(self.keys.items()))}
+
+
+def _read_mapping(path: Path, source: str) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read parameter file {source}: {e.strerror or e}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"parameter file {source} is not valid YAML: {e}") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"parameter file {source} must be a mapping of key: value, got {type(loaded).__name__}")
+    return loaded
+
+
+def read_chain(path: str | Path) -> tuple[dict[str, Any], Sources]:
+    """The values of a parameter file and of its bases (``base: file.yaml``, relative to the file's folder),
+    each file's over its base's; and where each came from. A missing base or a cycle raises ConfigError."""
+    chain: list[str] = []
+    layers: list[dict[str, Any]] = []
+    current: Path | None = Path(path)
+    named = str(path)
+    while current is not None:
+        source = named if not chain else str(current)
+        if any(Path(c).resolve() == current.resolve() for c in chain):
+            loop = " -> ".join(chain + [source])
+            raise ConfigError(f"parameter file {chain[0]} has a cycle of bases ({loop}): a file cannot be its own "
+                              f"base; remove the '{BASE_KEY}:' line that closes the cycle")
+        if chain and not current.is_file():
+            raise ConfigError(f"parameter file {chain[-1]} names '{BASE_KEY}: {layers[-1][BASE_KEY]}', but there is no "
+                              f"file {current}; the base is read relative to {Path(chain[-1]).parent or '.'}: "
+                              f"fix the name or remove the '{BASE_KEY}:' line")
+        loaded = _read_mapping(current, source)
         for key in loaded:
-            if not isinstance(key, str) or key not in _HINTS:
+            if key != BASE_KEY and (not isinstance(key, str) or key not in _HINTS):
                 raise _unknown(str(key), source)
-        values.update(loaded)
+        chain.append(source)
+        layers.append(loaded)
+        base = loaded.get(BASE_KEY)
+        if base is not None and (not isinstance(base, str) or not base.strip()):
+            raise ConfigError(f"parameter file {source}: '{BASE_KEY}' must name one parameter file, got {base!r}")
+        current = current.parent / base if base is not None else None
+    values: dict[str, Any] = {}
+    keys: dict[str, str] = {}
+    for source, layer in zip(reversed(chain), reversed(layers)):  # the last base first, the file named last
+        for key, value in layer.items():
+            if key != BASE_KEY:
+                values[key], keys[key] = value, source
+    return values, Sources(chain, keys)
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
+    """Read a YAML parameter file (a flat mapping of RunConfig keys, and ``base: file.yaml`` to extend another)
+    and apply ``key=value`` overrides. The result's ``sources`` (:class:`Sources`) says which file set which key."""
+    values, sources = read_chain(path) if path is not None else ({}, Sources())
     over = parse_overrides(overrides)
     for key, value in over.items():  # check each override against its own type first
         _coerce(key, value, _HINTS[key], COMMAND_LINE)
     values.update(over)
-    origins = {key: source for key in values if source} | {key: COMMAND_LINE for key in over}
-    return from_dict(values, origins)
+    sources.keys.update({key: COMMAND_LINE for key in over})
+    cfg = from_dict(values, sources)
+    cfg.sources = sources
+    return cfg
 
 
 def as_config(config: RunConfig | dict | str | Path) -> RunConfig:
     """Accept a RunConfig, a dict of its fields or a parameter file path."""
     if isinstance(config, RunConfig):
-        return validate(dataclasses.replace(config))
+        copy = validate(dataclasses.replace(config))
+        copy.sources = getattr(config, "sources", None)
+        return copy
     if isinstance(config, dict):
         return from_dict(config)
     return load_config(config)

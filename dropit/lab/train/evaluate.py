@@ -1,7 +1,7 @@
 """What the loop measures on its model between epochs: validation accuracy, and the bytes a forward keeps.
 
 - :func:`evaluate`       loss and top-1/top-5 on this rank's validation shard, summed over ranks
-- :func:`measure_cache`  ``dropit.measure_cache`` of one training-mode forward, as plain numbers
+- :func:`cache_figures`  ``dropit.measure_cache`` of one training-mode forward, as plain numbers
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, autocas
             "val_images": meter.n}
 
 
-def measure_cache(model: nn.Module, sample: torch.Tensor) -> tuple[int, int | None]:
+def cache_figures(model: nn.Module, sample: torch.Tensor) -> tuple[int, int | None]:
     """(bytes kept for backward by one training forward of ``sample``, that forward's CUDA peak or None).
 
     ``dropit.measure_cache`` leaves the model as it found it (modes, buffers,

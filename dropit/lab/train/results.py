@@ -1,6 +1,8 @@
 """``<out_dir>/metrics.json``: what one run records, and the one place its layout is written down.
 
     {"config":      RunConfig as a dict,
+     "config_sources": {"chain": [file, its base, ...], "keys": {key: file or "the command line"}}
+                    which parameter file set which key (null when the config was not read from files),
      "status":      "running" (after each epoch) | "done" | "stopped",
      "epochs":      [epoch_row, ...]        one per epoch trained, resumed ones included,
      "per_step":    [step_row, ...]         every ``record_every`` steps (none when 0),
@@ -113,7 +115,7 @@ def last_evaluation(rows: list[dict]) -> dict:
 
 
 def metrics_json(*, config: dict, status: str, rows: list[dict], per_step: list[dict], final: dict | None,
-                 environment: dict) -> dict[str, Any]:
+                 environment: dict, config_sources: dict | None = None) -> dict[str, Any]:
     """The whole of metrics.json, in its key order."""
-    return {"config": config, "status": status, "epochs": rows, "per_step": per_step, "final": final,
-            "environment": environment}
+    return {"config": config, "config_sources": config_sources, "status": status, "epochs": rows,
+            "per_step": per_step, "final": final, "environment": environment}
