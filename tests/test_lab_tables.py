@@ -120,3 +120,16 @@ def test_a_run_without_its_test_image_count_shows_no_error():
     row = tables.build_table("cifar100", [m])[0]
     assert row["top1_se"] is None and "| 12.50 |" in tables.to_markdown([row])
     assert "binomial standard error" in tables.tables_markdown([])
+
+
+def test_a_dropit_row_is_compared_with_its_plain_row_by_the_labs_one_rule():
+    plain, drop = _metrics(top1=12.5), _metrics(dropit=True, top1=11.0)
+    rows = tables.build_table("cifar100", [plain, drop])
+    # one run each on 1000 test images: ± hypot(1.046, 0.989) = 1.44, within two of them
+    assert rows[1]["top1_vs_plain"] == "-1.50 ± 1.44 (one seed each, binomial SEs), within noise at 1000 test images"
+    assert rows[0]["top1_vs_plain"] is None and rows[3]["top1_vs_plain"] is None  # plain, and a row not run
+    assert "| -1.50 ± 1.44 (one seed each, binomial SEs), within noise at 1000 test images |" in tables.to_markdown(rows)
+    far = tables.build_table("cifar100", [plain, _metrics(dropit=True, top1=2.0)])[1]["top1_vs_plain"]
+    assert far.startswith("-10.50 ± ") and "within noise" not in far
+    stopped = tables.build_table("cifar100", [plain, _metrics(dropit=True, top1=11.0, stopped=True)])
+    assert stopped[1]["top1_vs_plain"] is None  # a stopped run gets no verdict

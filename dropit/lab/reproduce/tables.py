@@ -39,6 +39,7 @@ COLUMNS = [
     ("top5", "Top-5 (ours)"),
     ("paper_cache_mb", "Cache MB (paper)"),
     ("cache_mb", "Cache MB (ours)"),
+    ("top1_vs_plain", "Top-1 − plain (ours)"),
     ("ran", "What ran"),
 ]
 
@@ -121,6 +122,7 @@ def build_table(table: str, runs: Iterable[RunLike] = ()) -> list[dict]:
         m = load_run(run)
         by_row[row_id_of(m)] = m
     rows = []
+    plain = {p["model"]: by_row.get(p["id"]) for p in table_rows(table) if not p["dropit"]}
     for p in table_rows(table):
         m = by_row.get(p["id"])
         final = (m or {}).get("final") or {}
@@ -138,10 +140,24 @@ def build_table(table: str, runs: Iterable[RunLike] = ()) -> list[dict]:
             "top5": final.get("top5"),
             "cache_mb": mib(final.get("cache_bytes")),
             "cache_peak_cuda_mb": mib(final.get("cache_peak_cuda_bytes")),  # the paper's protocol, GPU runs only
+            "top1_vs_plain": vs_plain(m, plain.get(p["model"])) if p["dropit"] else None,
             "ran": describe_run(m) if m is not None else "not run",
             "run_dir": (m or {}).get("_path") or ((m or {}).get("config") or {}).get("out_dir"),
         })
     return rows
+
+
+def vs_plain(run: dict | None, plain: dict | None) -> str | None:
+    """A DropIT row's top-1 minus its plain row's, by the lab's one rule (:func:`dropit.lab.stats.seed_difference`:
+    one run each, so ± their combined binomial errors, and the test named); None unless both finished with a top-1."""
+    sides = []
+    for m in (run, plain):
+        final = (m or {}).get("final") or {}
+        if m is None or final.get("top1") is None or not final.get("val_images") or m.get("status") == "stopped":
+            return None
+        sides.append((((m.get("config") or {}).get("seed", 0)), final["top1"], final["val_images"]))
+    (sa, a, na), (sb, b, nb) = sides
+    return str(stats.seed_difference({sa: a}, {sb: b}, n_images=min(na, nb))).replace(" points", "")
 
 
 def build_tables(runs: Iterable[RunLike] = ()) -> dict[str, list[dict]]:
