@@ -36,6 +36,18 @@ Student-t interval with n - 1 degrees of freedom::
 
     mean ± t(0.975, n - 1) · sd / sqrt(n)
 
+A configuration against its reference over seeds, the one rule the bench's table, its
+status lines, its sweep summary and the reproduction tables call::
+
+    seed_difference({0: 8.20}, {0: 9.35}, n_images=2000)
+    # -1.15 ± 0.89 points (one seed each, binomial SEs), within noise at 2000 test images
+    seed_difference({0: 8.2, 1: 9.0, 2: 8.5}, {0: 9.35, 1: 9.5, 2: 9.9}, n_images=2000)
+    # paired by seed over 3 seeds, Student-t 95%
+
+Its inputs map each *distinct* seed to a run that finished its schedule: a rerun of a
+seed or a stopped run is the caller's to leave out (:class:`dropit.lab.notebook.bench.RunBook`
+does).
+
 The t quantile comes from the exact closed form of Student's t distribution
 function for integer degrees of freedom (Abramowitz & Stegun 26.7.3 and
 26.7.4), inverted by bisection: no scipy, and ``torch.distributions.StudentT``
