@@ -53,3 +53,21 @@ def test_the_issue_case_the_smoke_sweep_is_noise_and_chance_is_not_plain():
 
 def test_noise_words_name_the_smaller_test_set():
     assert stats.noise_words(stats.Estimate(1, 1, 500), stats.Estimate(1, 1, 2000)) == "within noise at 500 test images"
+
+
+def test_seed_difference_pairs_shared_seeds_and_names_its_test():
+    import pytest as _pytest
+
+    from dropit.lab import stats as _stats
+
+    one = _stats.seed_difference({0: 8.20}, {0: 9.35}, n_images=2000)
+    assert not one.paired and one.seeds == 1 and one.test == "one seed each, binomial SEs"
+    assert one.value == _pytest.approx(-1.15) and one.error == _pytest.approx(0.894, abs=1e-3) and one.within_noise
+    assert str(one) == "-1.15 ± 0.89 points (one seed each, binomial SEs), within noise at 2000 test images"
+    # the same seeds on both sides: paired, so the shared seed-to-seed spread cancels
+    paired = _stats.seed_difference({0: 50.0, 1: 52.0, 2: 54.0}, {0: 51.0, 1: 53.1, 2: 55.2}, n_images=10_000)
+    assert paired.paired and paired.seeds == 3 and paired.value == _pytest.approx(-1.1) and not paired.within_noise
+    unpaired = _stats.seed_difference({0: 50.0, 1: 52.0, 2: 54.0}, {3: 51.0, 4: 53.1, 5: 55.2}, n_images=10_000)
+    assert not unpaired.paired and unpaired.within_noise and unpaired.test == "unpaired, 3 and 3 seeds"
+    with _pytest.raises(ValueError, match="at least one seed"):
+        _stats.seed_difference({}, {0: 1.0}, n_images=100)
