@@ -127,15 +127,18 @@ class MechanismProbe:
     """A loop callback: :func:`noise_and_bias` at the given optimizer steps of a run; rows gathered in ``rows``."""
 
     def __init__(self, batches, *, at_steps: Sequence[int], gammas: Sequence[float] = (), strategy: str = "mink",
-                 arms: Sequence[tuple[str, float]] | None = None):
+                 arms: Sequence[tuple[str, float]] | None = None, on_rows=None):
         self.batches, self.at_steps = batches, set(at_steps)
         self.arms = list(arms) if arms is not None else [(strategy, g) for g in gammas]
+        self.on_rows = on_rows  # called with every row so far after each measured step (a long probe saves as it goes)
         self.rows: list[dict] = []
 
     def on_step(self, state) -> None:
         if state.step in self.at_steps:
             for row in noise_and_bias(state.model, self.batches, arms=self.arms):
                 self.rows.append({"step": state.step, "epoch": state.step / state.steps_per_epoch, **row})
+            if self.on_rows is not None:
+                self.on_rows(self.rows)
 
 
 def reference_batches(cfg: RunConfig, *, batches: int = 16, batch_size: int | None = None, seed: int = 1234,
@@ -156,13 +159,14 @@ def reference_batches(cfg: RunConfig, *, batches: int = 16, batch_size: int | No
 
 
 def probe_run(cfg: RunConfig, *, at_steps: Sequence[int], gammas: Sequence[float] = (0.5, 0.8, 0.9),
-              strategy: str = "mink", arms: Sequence[tuple[str, float]] | None = None, batches: int = 16) -> list[dict]:
+              strategy: str = "mink", arms: Sequence[tuple[str, float]] | None = None, batches: int = 16,
+              on_rows=None) -> list[dict]:
     """Train ``cfg`` (plain) up to the last of ``at_steps`` and measure :func:`noise_and_bias` at each of them."""
     from dropit.lab.train.loop import run
 
     cfg = dataclasses.replace(cfg, dropit=False, max_steps=max(at_steps), checkpoint=False, resume=False)
     probe = MechanismProbe(reference_batches(cfg, batches=batches), at_steps=at_steps, gammas=gammas, strategy=strategy,
-                           arms=arms)
+                           arms=arms, on_rows=on_rows)
     run(cfg, callbacks=[probe])
     return probe.rows
 
@@ -196,9 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     arms = [(s, g) for s in args.strategy.split(",") for g in gammas]
     if args.match_memory:
         arms = [(s, memory_matched_gamma(cfg, s, g)) for s, g in arms]
-    rows = probe_run(cfg, at_steps=steps, arms=arms, batches=args.batches)
-    write_json(args.out, {"protocol": args.protocol, "config": cfg.to_dict(), "match_memory": args.match_memory,
-                          "rows": rows})
+    def save(rows: list[dict], complete: bool = False) -> None:  # after each measured step: a stopped probe keeps them
+        write_json(args.out, {"protocol": args.protocol, "config": cfg.to_dict(), "match_memory": args.match_memory,
+                              "steps": steps, "complete": complete, "rows": rows})
+
+    rows = probe_run(cfg, at_steps=steps, arms=arms, batches=args.batches, on_rows=save)
+    save(rows, complete=True)
     for r in rows:
         print(f"step {r['step']:>6} {r['strategy']} gamma {r['gamma']:.4g}: noise plain {r['noise_plain']:.4g} "
               f"dropit {r['noise_dropit']:.4g}  bias {r['bias']:.4g} ({100 * r['bias_rel']:.1f}% of |g|, se "
