@@ -271,3 +271,15 @@ def test_the_loop_reproduces_its_recorded_numbers(tmp_path):
     now = eq.single_process(tmp_path)
     diffs = eq.differences(fixture["runs"], now)
     assert not diffs, "\n".join(diffs[:20])
+
+
+def test_start_up_problems_are_one_list_for_the_trainer_and_the_dry_run(tmp_path):
+    from dropit.lab.train.runtime import startup_problems
+
+    cfg = RunConfig(amp="fp16", batch_size=10, out_dir=str(tmp_path))
+    assert startup_problems(cfg, torch.device("cpu"), 3) == [
+        "amp=fp16 needs CUDA; use amp=bf16 or amp=none on CPU", "batch_size 10 is not divisible by the 3 processes"]
+    assert startup_problems(RunConfig(batch_size=12), torch.device("cpu"), 3) == []
+    with pytest.raises(ConfigError, match="amp=fp16 needs CUDA"):
+        run(RunConfig(amp="fp16", device="cpu", out_dir=str(tmp_path)))
+    assert not any(tmp_path.iterdir())  # refused before any work

@@ -42,6 +42,7 @@ from dropit.lab.paper import TABLES
 from dropit.lab.reproduce.rows import default_launcher, resolve, table_params
 from dropit.lab.train.config import RunConfig, load_config
 from dropit.lab.train.optim import build_optimizer
+from dropit.lab.train.runtime import startup_problems
 
 DOWNLOADABLE = {"cifar100": dl.CIFAR100, "imagenette": dl.IMAGENETTE}
 PROBE_BATCH = 2
@@ -147,10 +148,7 @@ def placement(cfg: RunConfig) -> tuple[str, torch.device, int, list[str]]:
         world, device = 1, torch.device(want)
         text = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
         text += "" if n_cuda else " (no CUDA device here)"
-    if cfg.amp == "fp16" and device.type != "cuda":
-        problems.append("amp=fp16 needs CUDA")
-    if cfg.batch_size % world:
-        problems.append(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    problems += startup_problems(cfg, device, world)
     per_device = cfg.batch_size // world
     return f"{text}; batch {per_device} per device", device, per_device, problems
 

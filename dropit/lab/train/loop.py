@@ -64,7 +64,7 @@ from dropit.lab.train.evaluate import cache_figures, evaluate
 from dropit.lab.train.metrics import Meter, all_reduce_max, topk_correct
 from dropit.lab.train.optim import Schedule, build_optimizer
 from dropit.lab.train.results import EpochStats
-from dropit.lab.train.runtime import Dist, PeakMemory, compile_counts, environment
+from dropit.lab.train.runtime import Dist, PeakMemory, compile_counts, environment, startup_problems
 from dropit.lab.train.step_memory import StepMemory
 
 STOP_SHARE_EVERY = 20  # under DDP, steps between the all-reduces of the stop flag (and one at each epoch's end)
@@ -206,10 +206,9 @@ class Trainer:
     """One run: :meth:`setup` builds its parts and state, :meth:`train` runs it to the end."""
 
     def __init__(self, cfg: RunConfig, d: Dist, callbacks: list):
-        if cfg.amp == "fp16" and d.device.type != "cuda":
-            raise ConfigError("amp='fp16' needs CUDA; use amp=bf16 or amp=none on CPU")
-        if cfg.batch_size % d.world:
-            raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {d.world} processes")
+        problems = startup_problems(cfg, d.device, d.world)
+        if problems:
+            raise ConfigError(problems[0])
         self.cfg, self.d, self.callbacks = cfg, d, callbacks
         self.console = Console(d.main, cfg.log_every)
         self.ckpt_path = Path(cfg.out_dir) / "checkpoint.pt"

@@ -1,6 +1,7 @@
 """Where a run runs: rank, world size and device (torchrun or one process), and the record of it.
 
 - :class:`Dist`         rank / world / device; initialises and closes the process group under torchrun
+- :func:`startup_problems`  what stops a configuration from starting there (fp16 off CUDA, an indivisible batch)
 - :func:`environment`   the ``environment`` block of metrics.json (versions, device, threads, ...)
 - :func:`rss_bytes`, :func:`peak_rss_bytes`, :func:`reset_peak_rss`  this process's resident memory, now and
   at its peak: the lab's one way to measure it (the loop's CPU peak, the frontier, benchmarks/memory.py)
@@ -54,6 +55,17 @@ class Dist:
     def close(self) -> None:
         if self.owned and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def startup_problems(cfg: RunConfig, device: torch.device, world: int) -> list[str]:
+    """What stops ``cfg`` from starting on ``world`` processes on ``device``: the Trainer raises the first,
+    the dry run lists them all."""
+    problems = []
+    if cfg.amp == "fp16" and device.type != "cuda":
+        problems.append("amp=fp16 needs CUDA; use amp=bf16 or amp=none on CPU")
+    if cfg.batch_size % world:
+        problems.append(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    return problems
 
 
 def rss_bytes() -> int:
