@@ -283,3 +283,19 @@ def test_start_up_problems_are_one_list_for_the_trainer_and_the_dry_run(tmp_path
     with pytest.raises(ConfigError, match="amp=fp16 needs CUDA"):
         run(RunConfig(amp="fp16", device="cpu", out_dir=str(tmp_path)))
     assert not any(tmp_path.iterdir())  # refused before any work
+
+
+def test_under_ddp_the_stop_flag_is_all_reduced_every_few_steps_not_every_step():
+    from types import SimpleNamespace
+
+    from dropit.lab.train import loop
+
+    trainer = loop.Trainer.__new__(loop.Trainer)  # only what _stop_now reads
+    trainer.d, trainer.state, shared = SimpleNamespace(world=2), SimpleNamespace(stop=True), []
+    trainer._share_stop = lambda: shared.append(True)
+    every = loop.STOP_SHARE_EVERY
+    assert every > 1
+    assert [trainer._stop_now(s) for s in range(1, 2 * every + 1)] == [s % every == 0 for s in range(1, 2 * every + 1)]
+    assert len(shared) == 2  # one all-reduce per STOP_SHARE_EVERY steps
+    trainer.d.world = 1
+    assert trainer._stop_now(3) and len(shared) == 2  # one process: at once, no communication
