@@ -1,8 +1,9 @@
 """Widgets and live plots for the notebooks: the only module that imports ipywidgets.
 
 - :class:`BenchPanel`    the explore notebook's lab bench: model / dataset / γ /
-  strategy / seeds / compile / channels-last pickers (γ and strategy greyed out
-  while DropIT is off), run, sweep, stop and clear buttons, a status line (a
+  strategy / epochs / max steps / seed / seeds / compile / channels-last pickers (γ
+  and strategy greyed out while DropIT is off) with a line saying the schedule they
+  make (the steps the status counts), run, sweep, stop and clear buttons, a status line (a
   failed run: one escaped sentence, its traceback folded in ``<details>``), the
   runs side by side (per-step figure, every panel laid out before the first run),
   the runs table (every top-1 ± its error, "within noise" where so), and the
@@ -213,8 +214,10 @@ class BenchPanel:
     :class:`dropit.lab.notebook.bench.Run`) and, once finished, its row in the runs
     table. ``overlay=False`` makes each run replace the previous one in the
     figure instead (the browser test's negative control). A sweep runs the
-    plain model first (the reference), then DropIT at each strategy and γ, and
-    draws :attr:`summary` as its runs finish. Run folders are
+    plain model first (the reference, which stands for γ 0), then DropIT at each
+    strategy and γ, and draws :attr:`summary` as its runs finish; a bad γ list is
+    refused in the status line before any run. :meth:`clear` empties the figure
+    (axes reset), the table, and removes the summary. Run folders are
     ``<out_root>/<NN>_<model>_<dataset>[_dropit<γ>_<strategy>...]``.
     """
 
