@@ -76,6 +76,20 @@ def test_notebooks_name_the_kernel_that_setup_and_reproduce_register():
     assert re.search(r"^test: .*\$\(KERNEL\)", makefile, re.M) and re.search(r"^test-e2e: .*\$\(KERNEL\)", makefile, re.M)
 
 
+def test_make_lab_starts_jupyterlab_on_the_notebooks_with_the_kits_kernel():
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make not found")
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^lab: .*\$\(KERNEL\)", makefile, re.M)  # the "dropit" kernel is registered first
+    dry = subprocess.run(["make", "-n", "lab"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    (line,) = [l for l in dry.splitlines() if "jupyter lab" in l]
+    assert "--ServerApp.root_dir=notebooks" in line
+    assert ("--allow-root" in line.split()) == (os.geteuid() == 0)  # jupyter lab refuses root without it
+
+
 def test_notebooks_match_their_generator(tmp_path):
     written = _generator().write_all(tmp_path)
     assert sorted(p.stem for p in written) == sorted(NAMES)
