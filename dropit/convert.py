@@ -42,7 +42,7 @@ from typing import Callable, Iterator, Mapping
 import torch
 import torch.nn as nn
 
-from . import kinds
+from . import hf_attention, kinds
 from .checkpoint import CheckpointForward, checkpointed_modules
 from .kinds import Kind
 from .sparsify import DropSpec
@@ -138,8 +138,9 @@ def to_dropit(
     """
     spec = _checked_spec(strategy, gamma, value_dtype, quantize)
     rates = {p: check_gamma(g, f"gamma_by_name[{p!r}]") for p, g in (gamma_by_name or {}).items()}
-    if any(True for _ in converted_modules(model)):
+    if any(True for _ in converted_modules(model)) or hf_attention.converted(model):
         raise ValueError("model is already converted to DropIT; call dropit.restore(model) first, or set_gamma()")
+    attention_configs = hf_attention.plan(model, quantize)  # transformers models: raises before any change
     enabled = {  # kinds.OPTIONS: which option turns each kind on
         "always": True, "relu_mask": relu_mask, "compact_maxpool": compact_maxpool, "quantize": quantize is not None,
     }
@@ -149,6 +150,7 @@ def to_dropit(
         if kind.prepare is not None:
             kind.prepare(module, layer_spec)
         module.forward = DropITForward(module, kind, layer_spec)
+    hf_attention.apply(attention_configs, quantize)  # transformers' attention interface: see dropit.hf_attention
     return model
 
 
@@ -216,4 +218,5 @@ def restore(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if isinstance(module.__dict__.get("forward"), (DropITForward, CheckpointForward)):
             del module.__dict__["forward"]
+    hf_attention.restore(model)
     return model
