@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 
 import torch.nn as nn
 
-from . import attention, hf_modules, layers, pool
+from . import attention, gated, hf_modules, layers, pool
 from .activations import activation_forward, function_of
 from .norms import TORCH_RMSNORM, batchnorm_forward, is_batchnorm, layernorm_forward, rmsnorm_forward
 from .quant import fewbit_tables
@@ -104,6 +104,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("rmsnorm", _is_rmsnorm, rmsnorm_forward, option="quantize"),
     Kind("gelu", _is_gelu, activation_forward, option="quantize", prepare=_fit_fewbit_tables),
     Kind("silu", _is_silu, activation_forward, option="quantize", prepare=_fit_fewbit_tables),
+    Kind("gated_mlp", gated.is_gated_mlp, gated.gated_mlp_forward, option="quantize", computes=gated.activation_of),
 )
 
 

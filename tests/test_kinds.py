@@ -68,7 +68,8 @@ def test_first_matching_entry_wins_and_names_are_unique():
     assert kinds.entry_of(nn.ConvTranspose2d(2, 2, 3)).name == "conv_transpose"
     assert kinds.entry_of(nn.Conv2d(2, 2, 3)).name == "conv"
     assert kinds.entry_of(nn.Sigmoid()) is None
-    assert {k.name for k in kinds.KINDS if k.option == "quantize"} == {"batchnorm", "layernorm", "rmsnorm", "gelu", "silu"}
+    assert {k.name for k in kinds.KINDS if k.option == "quantize"} == {"batchnorm", "layernorm", "rmsnorm", "gelu", "silu",
+                                                                           "gated_mlp"}
 
 
 def test_an_entry_with_an_unknown_option_is_refused():

@@ -114,7 +114,7 @@ def test_llama_rmsnorm_under_bf16_autocast_matches_plain_forward():
     assert (gx_q.float() - gx_p.float()).norm() / gx_p.float().norm() < 0.05
 
 
-@pytest.mark.parametrize("name, converted", [("gpt2", {"gelu", "layernorm"}), ("llama", {"rmsnorm", "silu"})])
+@pytest.mark.parametrize("name, converted", [("gpt2", {"gelu", "layernorm"}), ("llama", {"rmsnorm", "gated_mlp"})])  # its SiLU: inside the gated product
 def test_hf_models_keep_less_than_dropit_alone(name, converted):
     from dropit.lab.models import zoo
 
