@@ -28,10 +28,21 @@ of the model and measured on the example batch:
 - ``grad_error``: the relative L2 error of all parameter gradients against the
   plain model's, on the same batch (0 for exact configurations).
 
-The pick is the candidate with the smallest median step among those within the
-target. The compiler's budget is not monotonic in memory, hence measuring every
+- ``grad_bias``: the relative L2 error of the mean gradient over ``draws``
+  steps on the same batch (:func:`dropit.seed_draws` keys each): the error that
+  does not average out. It equals ``grad_error`` for deterministic strategies,
+  and falls toward 0 as the draws grow for ``"unbiased"``;
+- ``study_top1``: what the kit's accuracy study measured for exactly this
+  strategy, gamma and quantize level (:mod:`dropit.evidence`; empty elsewhere).
+
+The pick (``objective="fastest"``, the default) is the candidate with the
+smallest median step among those within the target; ``objective="faithful"``
+picks the smallest ``grad_bias`` (then ``grad_error``) among those within the
+target and, with ``max_time_ratio``, within that step time against plain's.
+The compiler's budget is not monotonic in memory, hence measuring every
 candidate rather than bisecting. A target below every candidate raises
-ValueError naming the smallest figure reached.
+ValueError naming the smallest figure reached; so does a time budget no
+candidate within the target meets.
 """
 from __future__ import annotations
 
@@ -44,6 +55,8 @@ import torch.nn as nn
 
 from .budget import check_budget
 from .candidate import Candidate
+from .draws import seed_draws
+from .evidence import StudyCost, describe, study_top1_cost
 from .quant import check_quantize
 from .saved import SavedBytes
 from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy
@@ -51,6 +64,7 @@ from .timing import Timing, time_against
 
 MiB = 2**20
 METRICS = ("saved", "peak")
+OBJECTIVES = ("fastest", "faithful")
 _OLD_NAMES = {"kept_bytes": "saved_bytes", "kept_ratio": "saved_ratio", "kept": "saved"}  # before "saved" was the name
 
 __all__ = ["Candidate", "Plan", "Row", "candidates_for", "choose", "plan", "repeated_blocks", "saved_bytes"]
@@ -72,6 +86,8 @@ class Row:
     grad_error: float  # relative L2 error of all parameter gradients against the plain model's
     saved_ratio: float = 1.0  # saved_bytes over plain's
     timing: Timing | None = None  # None: over the target, not timed
+    grad_bias: float | None = None  # relative error of the mean gradient over the draws (None: not measured)
+    study_top1: tuple[StudyCost, ...] = ()  # the accuracy study's top-1 cost of this setting, where measured
 
     @property
     def step_s(self) -> float | None:
@@ -108,10 +124,16 @@ class Plan:
     candidates: list[Candidate]
     target_bytes: int
     metric: str  # "saved" | "peak"
+    objective: str = "fastest"  # "fastest" | "faithful"
+    max_time_ratio: float | None = None  # "faithful": the step-time budget against plain's
     pick: Candidate = field(init=False)
 
     def __post_init__(self):
-        self.pick = self.candidates[choose(self.rows, self.target_bytes, self.metric)]
+        self.pick = self.candidates[self._choose(self.target_bytes)]
+
+    def _choose(self, target_bytes: int) -> int:
+        return choose(self.rows, target_bytes, self.metric, objective=self.objective,
+                      max_time_ratio=self.max_time_ratio)
 
     @property
     def plain_bytes(self) -> int:
@@ -119,29 +141,37 @@ class Plan:
 
     def pick_for(self, fraction: float) -> Candidate:
         """The pick for another target, a fraction of plain's (from this table; a timed table is needed)."""
-        return self.candidates[choose(self.rows, int(fraction * self.plain_bytes), self.metric)]
+        return self.candidates[self._choose(int(fraction * self.plain_bytes))]
 
     def apply(self, model: nn.Module) -> nn.Module:
         """The pick applied to ``model`` in place; returns the module to train (compiled if the pick compiles)."""
         return self.pick.build(model)
 
     def table(self) -> str:
-        lines = [f"target: {self.metric} <= {self.target_bytes / MiB:.1f} MiB; pick: {self.pick.name}",
+        within = f" within {self.max_time_ratio:g}x plain's step" if self.max_time_ratio else ""
+        lines = [f"target: {self.metric} <= {self.target_bytes / MiB:.1f} MiB; pick ({self.objective}{within}): "
+                 f"{self.pick.name}",
                  f"{'candidate':<58}{'saved MiB':>10}{'ratio':>7}{'peak MiB':>9}{'step ms':>9}{'±':>8}"
-                 f"{'vs plain':>9}{'grad err':>9}"]
+                 f"{'vs plain':>9}{'grad err':>9}{'bias':>9}  study top-1 vs plain"]
         for r in self.rows:
             peak = f"{r.peak_bytes / MiB:9.1f}" if r.peak_bytes is not None else f"{'-':>9}"
             timed = (f"{r.step_s * 1e3:9.1f}{r.noise_s * 1e3:8.1f}{r.time_ratio:8.3f}x"
                      if r.timing is not None else f"  {'(over target: not timed)':<22}")
             mark = " <- pick" if r.name == self.pick.name else ""
+            bias = f"{r.grad_bias:9.1e}" if r.grad_bias is not None else f"{'-':>9}"
             lines.append(f"{r.name:<58}{r.saved_bytes / MiB:10.1f}{r.saved_ratio:7.3f}{peak}{timed}"
-                         f"{r.grad_error:9.1e}{mark}")
+                         f"{r.grad_error:9.1e}{bias}  {describe(r.study_top1)}{mark}")
         return "\n".join(lines)
 
 
-def choose(rows: list[Row], target_bytes: int, metric: str = "saved") -> int:
-    """Index of the fastest timed row whose ``metric`` bytes are within the target; ValueError if none is."""
+def choose(rows: list[Row], target_bytes: int, metric: str = "saved", *, objective: str = "fastest",
+           max_time_ratio: float | None = None) -> int:
+    """Index of the pick among the timed rows whose ``metric`` bytes are within the target: the fastest, or
+    (``objective="faithful"``) the smallest gradient bias, then error, within ``max_time_ratio`` of plain's step.
+    ValueError if none is."""
     metric = _OLD_NAMES.get(metric, metric)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     fits = [i for i, r in enumerate(rows) if r.bytes_of(metric) <= target_bytes and r.timing is not None]
     if not fits:
         plain = rows[0].bytes_of(metric)
@@ -152,7 +182,18 @@ def choose(rows: list[Row], target_bytes: int, metric: str = "saved") -> int:
             f"{low.bytes_of(metric) / MiB:.2f} MiB ({low.bytes_of(metric) / plain:.3f} "
             f"of plain's) by {low.name}: raise the target, or add candidates (higher gammas, int4, "
             "more checkpointed blocks, compile=True with a lower budget)")
-    return min(fits, key=lambda i: rows[i].step_s)
+    if objective == "fastest":
+        return min(fits, key=lambda i: rows[i].step_s)
+    fast = [i for i in fits if max_time_ratio is None or rows[i].time_ratio <= max_time_ratio]
+    if not fast:
+        best = min(fits, key=lambda i: rows[i].time_ratio)
+        raise ValueError(f"no candidate within the target runs within {max_time_ratio:g}x plain's step; the fastest "
+                         f"is {rows[best].name} at {rows[best].time_ratio:.3f}x: raise max_time_ratio or the target")
+    return min(fast, key=lambda i: (_bias(rows[i]), rows[i].grad_error, rows[i].step_s))
+
+
+def _bias(row: Row) -> float:
+    return row.grad_bias if row.grad_bias is not None else row.grad_error
 
 
 def repeated_blocks(model: nn.Module) -> list[str]:
@@ -199,8 +240,9 @@ def plan(model: nn.Module, inputs, loss_fn: Callable[[object], torch.Tensor], *,
          quantize: Sequence[str | None] = (None, "int8", "int4"), blocks: Sequence[Sequence[str]] | None = None,
          compile: bool = False, budgets: Sequence[float | None] = (None, 0.5, 0.2, 0.0),
          strategy: str = DEFAULT_STRATEGY, strategies: Sequence[str] | None = None, rounds: int = 5,
-         time_all: bool = False, seed: int = 0, log: Callable[[str], None] | None = None) -> Plan:
-    """Measure the candidates on ``model`` (left untouched) and pick the fastest within the target.
+         time_all: bool = False, seed: int = 0, objective: str = "fastest", max_time_ratio: float | None = None,
+         draws: int = 4, log: Callable[[str], None] | None = None) -> Plan:
+    """Measure the candidates on ``model`` (left untouched) and pick the fastest (or most faithful) within the target.
 
     Args:
         inputs: the example batch: a tensor, or a tuple of the model's positional inputs.
@@ -216,11 +258,21 @@ def plan(model: nn.Module, inputs, loss_fn: Callable[[object], torch.Tensor], *,
         rounds: timed rounds (one step of each candidate each round, after a warm-up round).
         time_all: time every candidate, not only those within the target (for :meth:`Plan.pick_for`).
         seed: the RNG seed before each gradient step (dropout and random strategies alike).
+        objective: ``"fastest"`` (the default) or ``"faithful"``: the smallest gradient bias within the target and
+            ``max_time_ratio`` (the step time against plain's; None: any).
+        draws: gradient steps on the batch whose mean gives ``grad_bias`` for strategies that draw
+            (``"unbiased"``); deterministic ones need one.
         log: called with a line per candidate measured.
     """
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     metric = _OLD_NAMES.get(metric, metric)
     cuda = _check_options(inputs, metric, target, target_bytes, rounds)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if max_time_ratio is not None and not max_time_ratio > 0:
+        raise ValueError(f"max_time_ratio must be a positive step-time ratio to plain's, got {max_time_ratio!r}")
+    if draws < 1:
+        raise ValueError(f"draws must be at least 1, got {draws}")
     cands = candidates_for(model, gammas=gammas, quantize=quantize, blocks=blocks, compile=compile,
                            budgets=budgets, strategies=strategies or (strategy,))
     exact = _gradients(copy.deepcopy(model).train(), inputs, loss_fn, seed)
@@ -229,14 +281,14 @@ def plan(model: nn.Module, inputs, loss_fn: Callable[[object], torch.Tensor], *,
     with torch._dynamo.config.patch(recompile_limit=max(8, 2 * len(cands))):
         for c in cands:
             m = c.build(copy.deepcopy(model).train())
-            rows.append(_measure(c, m, inputs, loss_fn, exact, seed, cuda))
+            rows.append(_measure(c, m, inputs, loss_fn, exact, seed, cuda, draws))
             limit = target_bytes if target_bytes is not None else int(target * rows[0].bytes_of(metric))
             keep = time_all or len(rows) == 1 or rows[-1].bytes_of(metric) <= limit
             built.append(m if keep else None)
             if log:
                 log(f"measured {c.name}: saved {rows[-1].saved_bytes / MiB:.1f} MiB")
         rows = _timed(built, rows, inputs, loss_fn, rounds, cuda)
-    return Plan(rows, cands, limit, metric)
+    return Plan(rows, cands, limit, metric, objective, max_time_ratio)
 
 
 def _check_options(inputs: tuple, metric: str, target, target_bytes, rounds: int) -> bool:
@@ -268,8 +320,9 @@ def _step(model: nn.Module, inputs, loss_fn) -> None:
     loss_fn(model(*inputs)).backward()
 
 
-def _gradients(model: nn.Module, inputs, loss_fn, seed: int) -> torch.Tensor:
+def _gradients(model: nn.Module, inputs, loss_fn, seed: int, draw: int = 0) -> torch.Tensor:
     torch.manual_seed(seed)
+    seed_draws(seed, draw)
     _step(model, inputs, loss_fn)
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float()
                       for p in model.parameters()])
@@ -288,9 +341,15 @@ def saved_bytes(model: nn.Module, inputs) -> int:
     return saved.bytes
 
 
-def _measure(c: Candidate, model: nn.Module, inputs, loss_fn, exact: torch.Tensor, seed: int, cuda: bool) -> Row:
+def _measure(c: Candidate, model: nn.Module, inputs, loss_fn, exact: torch.Tensor, seed: int, cuda: bool,
+             draws: int = 1) -> Row:
     grads = _gradients(model, inputs, loss_fn, seed)  # also the warm-up (and the compile)
-    error = float((grads - exact).norm() / exact.norm().clamp_min(1e-30))
+    norm = exact.norm().clamp_min(1e-30)
+    error = float((grads - exact).norm() / norm)
+    bias = error
+    if c.gamma and get_strategy(c.strategy).draws and draws > 1:
+        mean = sum((_gradients(model, inputs, loss_fn, seed, k) for k in range(1, draws)), grads) / draws
+        bias = float((mean - exact).norm() / norm)
     peak = None
     if cuda:
         for p in model.parameters():
@@ -303,7 +362,7 @@ def _measure(c: Candidate, model: nn.Module, inputs, loss_fn, exact: torch.Tenso
         peak = torch.cuda.max_memory_allocated() - base
     return Row(name=c.name, gamma=c.gamma, quantize=c.quantize, strategy=c.strategy, blocks=len(c.blocks),
                compiled=c.compiled, budget=c.budget, saved_bytes=saved_bytes(model, inputs), peak_bytes=peak,
-               grad_error=error)
+               grad_error=error, grad_bias=bias, study_top1=study_top1_cost(c.strategy, c.gamma, c.quantize))
 
 
 def _timed(built: list, rows: list[Row], inputs, loss_fn, rounds: int, cuda: bool) -> list[Row]:

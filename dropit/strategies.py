@@ -84,6 +84,7 @@ class Strategy:
     # finish(values, flat, selection): the values to store, from the kept input values (any length; zeros
     # are padding and must stay zero). None: store the input's own values.
     finish: Callable[[torch.Tensor, torch.Tensor, Selection], torch.Tensor] | None = None
+    draws: bool = False  # keeps a hashed random draw (dropit.draws): two steps on one batch keep different elements
 
     def __call__(self, x: torch.Tensor, gamma: float) -> torch.Tensor:
         """The (n,) bool keep mask of flat x (before any capacity limit)."""
@@ -245,7 +246,7 @@ STRATEGIES: dict[str, Strategy] = {
     "mink": Strategy("mink", select_mink, exact_capacity),
     "sampled": Strategy("sampled", select_sampled, sampled_capacity),
     "random": Strategy("random", select_random, random_capacity),
-    "unbiased": Strategy("unbiased", select_unbiased, unbiased_capacity, finish_unbiased),
+    "unbiased": Strategy("unbiased", select_unbiased, unbiased_capacity, finish_unbiased, draws=True),
     "rescaled": Strategy("rescaled", select_mink, exact_capacity, finish_rescaled),
 }
 DEFAULT_STRATEGY = "sampled"  # the fast default; "mink" reproduces the paper exactly

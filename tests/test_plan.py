@@ -122,3 +122,64 @@ def test_compiled_candidates_at_budgets_each_compile_their_own():
     compiled = Candidate(compiled=True, budget=0.0).build(copy.deepcopy(model))
     compiled(x).sum().backward()  # compiles
     assert saved_bytes(compiled, x) == p.rows[1].saved_bytes  # the same graph, measured afresh
+
+
+@pytest.fixture(scope="module")
+def weighed(batch):
+    x, y = batch
+    return dropit.plan(small_resnet(), x, lambda out: F.cross_entropy(out, y), target=0.9, gammas=(0.8,),
+                       quantize=(None,), blocks=[[]], strategies=("mink", "unbiased"), rounds=2, draws=6)
+
+
+def test_grad_bias_is_the_error_for_min_k_and_averages_down_for_unbiased(weighed):
+    rows = {r.strategy: r for r in weighed.rows if r.gamma}
+    assert rows["mink"].grad_bias == rows["mink"].grad_error
+    assert rows["unbiased"].grad_bias < 0.7 * rows["unbiased"].grad_error  # six draws: the variance averages out
+    assert weighed.rows[0].grad_bias == 0.0
+
+
+def test_the_table_shows_the_study_cost_where_one_was_measured(weighed):
+    rows = {r.strategy: r for r in weighed.rows if r.gamma}
+    (cost,) = rows["mink"].study_top1
+    assert (cost.protocol, cost.seeds) == ("cnn", 3) and cost.ci95[0] < cost.mean < cost.ci95[1] < 0
+    assert rows["unbiased"].study_top1 == ()
+    table = weighed.table()
+    assert "cnn -0.98 [-1.21, -0.75]" in table and "bias" in table
+
+
+def test_faithful_picks_the_smallest_bias_within_the_time_budget(weighed):
+    from dropit.planner import Plan
+
+    faithful = Plan(weighed.rows, weighed.candidates, weighed.target_bytes, "saved", objective="faithful")
+    best = min((r for r in weighed.rows if r.timing is not None and r.saved_bytes <= weighed.target_bytes),
+               key=lambda r: (r.grad_bias, r.grad_error))
+    assert faithful.pick.name == best.name
+    slowest = max(r.time_ratio for r in weighed.rows)
+    assert choose(weighed.rows, weighed.target_bytes, objective="faithful", max_time_ratio=slowest) is not None
+    with pytest.raises(ValueError, match="runs within 0.01x plain's step; the fastest"):
+        choose(weighed.rows, weighed.target_bytes, objective="faithful", max_time_ratio=0.01)
+    with pytest.raises(ValueError, match="objective must be one of fastest, faithful"):
+        choose(weighed.rows, weighed.target_bytes, objective="quickest")
+
+
+def test_the_evidence_table_matches_the_committed_study():
+    import json
+    from pathlib import Path
+
+    from dropit.evidence import STUDY_TOP1
+    from dropit.lab.claim.protocols import ARMS
+
+    summary = json.loads((Path(__file__).parents[1] / "docs" / "claim" / "claim.json").read_text())
+    seen = 0
+    for protocol, body in summary["protocols"].items():
+        for arm, stats in body["arms"].items():
+            top1 = (stats.get("diff_vs_plain") or {}).get("top1")
+            settings = ARMS[protocol][arm]
+            if not top1 or not settings.get("dropit") or top1["n"] < 3:
+                continue
+            key = (settings["dropit_strategy"], settings["dropit_gamma"], settings.get("dropit_quantize"))
+            (cost,) = [c for c in STUDY_TOP1[key] if c.protocol == protocol]
+            assert (cost.mean, cost.ci95, cost.seeds) == (round(top1["mean"], 2), (round(top1["ci95_low"], 2),
+                                                          round(top1["ci95_high"], 2)), top1["n"]), (protocol, arm)
+            seen += 1
+    assert seen == sum(len(v) for v in STUDY_TOP1.values())  # every entry of the table comes from the summary
