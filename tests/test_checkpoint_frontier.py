@@ -101,6 +101,7 @@ def test_frontier_script_on_a_small_model(tmp_path):
     assert "| forward convs+matmuls per step |" in frontier.markdown(rows)
 
 
+@pytest.mark.slow
 def test_frontier_rows_are_eager_by_default_and_unknown_names_are_refused():
     assert frontier.EAGER == [c for c in frontier.CONFIGS if not c.startswith("compiled ")]
     assert frontier.with_baselines(["DropIT"]) == ["plain", "DropIT"]

@@ -139,6 +139,7 @@ def test_the_same_arms_measure_the_same_draws_twice():
     assert first == second
 
 
+@pytest.mark.slow
 def test_memory_matched_gamma_keeps_no_more_than_min_k():
     from dropit.equal_memory import kept_bytes
     from dropit.lab.claim.mechanism import memory_matched_gamma

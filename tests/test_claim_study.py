@@ -42,6 +42,7 @@ def _metrics(summary):
             for p, pr in summary["protocols"].items()}
 
 
+@pytest.mark.slow
 def test_an_interrupted_study_finishes_like_an_uninterrupted_one(tiny, tmp_path):
     kw = dict(protocol="cnn", arms=["plain", "mink"], seeds=2, overrides=tiny)
     whole = run_study(tmp_path / "whole", **kw)
@@ -61,6 +62,7 @@ def test_an_interrupted_study_finishes_like_an_uninterrupted_one(tiny, tmp_path)
     assert (cut / ".gitignore").read_text() == "work/\n"
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_plain_run(tiny, tmp_path):
     a = run_study(tmp_path / "a", protocol="cnn", arms=["plain"], seeds=[3], overrides=tiny)
     b = run_study(tmp_path / "b", protocol="cnn", arms=["plain"], seeds=[3], overrides=tiny)
@@ -71,6 +73,7 @@ def test_the_same_seed_gives_the_same_plain_run(tiny, tmp_path):
     assert _metrics(c)["cnn"]["plain"]["train_loss"] != _metrics(a)["cnn"]["plain"]["train_loss"]
 
 
+@pytest.mark.slow
 def test_summary_layout_and_the_command_line(tiny, tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["--out", str(out), "--protocol", "vit", "--arms", "plain,mink", "--seeds", "2", "--max-steps", "3"]

@@ -118,6 +118,7 @@ def test_compiled_forward_saves_one_record_per_shared_input(compiled):
     assert compiled_bytes <= 1.05 * dropit.measure_cache(model, x).total_bytes
 
 
+@pytest.mark.slow
 def test_a_converted_cifar_resnet18_traces_without_graph_breaks():
     model = torchvision.models.resnet18(num_classes=10)
     model.conv1, model.maxpool = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.Identity()

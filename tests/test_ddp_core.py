@@ -39,6 +39,7 @@ def _worker(rank, world, port, out, strategy):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["mink", "unbiased"])  # unbiased: each rank's hashed draws, as one process draws
 def test_ddp_all_reduces_the_dropit_gradients(tmp_path, strategy):
     with socket.socket() as s:

@@ -153,6 +153,7 @@ sys.meta_path.insert(0, Block())
 """
 
 
+@pytest.mark.slow
 def test_core_imports_and_converts_without_transformers():
     script = BLOCKER + textwrap.dedent("""
         import importlib, pkgutil

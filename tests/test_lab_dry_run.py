@@ -49,6 +49,7 @@ def test_every_row_is_listed_with_what_it_needs_and_the_run_fails_if_one_cannot_
     assert text.rstrip().endswith("iclr_cifar100_deit_base_dropit") and "4 of 16 rows can start here" in text
 
 
+@pytest.mark.slow
 def test_online_absent_weights_will_be_downloaded_and_with_downloads_off_they_are_missing(roots, monkeypatch):
     probes = []
     monkeypatch.setattr(dl, "reachable", lambda url, timeout=dl.PROBE_TIMEOUT_S: probes.append(url) or True)

@@ -10,6 +10,7 @@ def column():
     return cache_column()
 
 
+@pytest.mark.slow
 def test_eight_rows_with_the_papers_numbers_beside_ours(column):
     assert len(column) == 8
     assert [r["paper_mb"] for r in column] == [648, 598, 20290, 16052, 2826, 2600, 20290, 16056]
@@ -17,6 +18,7 @@ def test_eight_rows_with_the_papers_numbers_beside_ours(column):
     assert all(r["method"] == "meta estimate" and r["peak_mb"] is None for r in column)
 
 
+@pytest.mark.slow
 def test_kept_bytes_match_the_measured_reference_sizes(column):
     kept = {(r["table"], r["model"]): r["kept_mb"] for r in column}
     # saved activations measured on CPU at batch 128 (shared/reference/dropit-paper.md)
@@ -25,6 +27,7 @@ def test_kept_bytes_match_the_measured_reference_sizes(column):
     assert kept[("cifar100", "ViT-B/16 (224x224)")] == pytest.approx(14.4e3, rel=0.01)  # "14.4 GiB" there is 14.4e3 MiB
 
 
+@pytest.mark.slow
 def test_dropit_rows_keep_less_than_their_plain_rows(column):
     for r in column:
         assert (r["ratio"] < 0.85) if r["dropit"] else (r["ratio"] == 1.0)

@@ -11,6 +11,7 @@ from dropit.lab.measure.cache import per_layer_pair
 from dropit.lab.notebook import widgets
 
 
+@pytest.mark.slow
 def test_per_layer_memory_with_quantize_estimated_equals_measured():
     for model in ("resnet_mini", "vit_tiny"):
         real = per_layer_pair(model, gamma=0.9, strategy="mink", quantize="int8", batch_size=2, device="cpu")
@@ -22,6 +23,7 @@ def test_per_layer_memory_with_quantize_estimated_equals_measured():
         assert quantized < 0.4 * plain
 
 
+@pytest.mark.slow
 def test_memory_explorer_redraws_for_gamma_and_quantize():
     box = widgets.memory_explorer(("resnet_mini", "vit_tiny"), gamma=0.9, quantize=None, batch_size=2, top=10)
     slider, menu = box.controls

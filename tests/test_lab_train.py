@@ -37,6 +37,7 @@ class Interrupt:
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_equals_uninterrupted_run(data_root, tmp_path):
     # DropIT "random" draws from torch's global RNG, as do the augmentations: resume must restore it
     kw = dict(dropit=True, dropit_strategy="random", dropit_gamma=0.5, record_every=1)

@@ -153,6 +153,7 @@ def test_stop_button_stops_a_run_in_its_thread(tmp_path):
     assert str(tmp_path) not in panel.status.value and not panel.run_button.disabled
 
 
+@pytest.mark.slow
 def test_two_runs_side_by_side_fill_the_table(tmp_path):
     panel = _panel(tmp_path / "overlay", max_steps=4)
     panel.run()
@@ -191,6 +192,7 @@ def test_two_runs_side_by_side_fill_the_table(tmp_path):
     assert sorted(p.name for p in (tmp_path / "overlay").iterdir())[-1].startswith("03_")  # no folder overwritten
 
 
+@pytest.mark.slow
 def test_sweep_draws_its_summary_and_stop_skips_the_rest(tmp_path):
     panel = _panel(tmp_path / "sweep", max_steps=3)
     panel.sweep([0.5, 0.9], ["mink"])

@@ -136,6 +136,7 @@ def test_the_speed_tables_compiled_dropit_row_is_the_readmes_compile_line():
     assert [name for name, _, _ in dropit.converted_modules(model)] == ["0", "1"]  # the conv, its ReLU's mask
 
 
+@pytest.mark.slow
 def test_a_fresh_process_has_its_own_pid_and_the_allocators_environment():
     from dropit.lab.measure.process import ENV, in_fresh_process
 

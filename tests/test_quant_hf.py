@@ -133,6 +133,7 @@ def test_hf_models_keep_less_than_dropit_alone(name, converted):
     assert grads and all(torch.isfinite(g).all() for g in grads)
 
 
+@pytest.mark.slow
 def test_compiles_fullgraph_with_eager_gradients():
     torch.manual_seed(0)
     plain = nn.Sequential(nn.Linear(40, 40), hf_act.NewGELUActivation(), LlamaRMSNorm(40), hf_act.SiLUActivation())

@@ -214,6 +214,7 @@ def test_an_unknown_strategy_lists_the_valid_ones():
         get_strategy("unbaised")
 
 
+@pytest.mark.slow
 def test_equal_memory_gamma_matches_min_k_bytes():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
