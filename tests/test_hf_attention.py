@@ -312,3 +312,14 @@ def test_ddp_two_processes_all_reduce_the_gradients(tmp_path):
     for g0, g1, a, b in zip(got[0], got[1], *grads):
         torch.testing.assert_close(g0, g1)
         torch.testing.assert_close(g0, (a + b) / 2, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_autocast_forward_stays_bit_identical_on_llama():
+    plain, model = _pair("llama")
+    dropit.to_dropit(model, gamma=0.9, quantize="int8")
+    batch = _batch(pad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want, got = plain(**batch), model(**batch)
+    assert got.logits.dtype == torch.bfloat16 and torch.equal(got.logits, want.logits)
+    got.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
