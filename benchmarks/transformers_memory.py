@@ -1,7 +1,8 @@
 """Kept for backward by today's transformers, plain against DropIT + int8 (issue 30): docs/memory.md "today's models".
 
-    python benchmarks/transformers_memory.py             # the three models of the issue (a few minutes on a CPU)
+    python benchmarks/transformers_memory.py             # the three models of the issue (two minutes on a CPU)
     python benchmarks/transformers_memory.py --json FILE --seq-scale 0.25
+    python benchmarks/transformers_memory.py --peak      # and the step's peak, each in a fresh process
 
 Hugging Face GPT-2 (sequence 1024, its default dropout 0.1), BERT (masked LM,
 sequence 512, its default dropout) and LLaMA (sequence 1024, 8 heads with 4
@@ -91,21 +92,69 @@ def measure(name: str, seq: int, with_gradients: bool = True) -> dict:
     return row
 
 
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _step_peak_here(name: str, seq: int, variant: str) -> float:
+    """In this (fresh) process: the resident peak over one forward + backward above the resident size before, MiB.
+
+    Linux: the peak (VmHWM) is reset just before the step (``5 > /proc/self/clear_refs``), so what building
+    the model touched does not hide the step's own peak."""
+    import gc
+
+    model, batch = build(name, seq)
+    if variant == "dropit_int8":
+        dropit.to_dropit(model, gamma=0.9, quantize="int8")
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
+    model(**batch).loss.backward()
+    return (_status_kib("VmHWM") - before) / 1024
+
+
+def step_peak(name: str, seq: int, variant: str) -> float:
+    """:func:`_step_peak_here` in a fresh process (glibc returning freed blocks: MALLOC_MMAP_THRESHOLD_=65536)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    out = subprocess.run([sys.executable, __file__, "--peak-of", f"{name},{seq},{variant}"], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--seq-scale", type=float, default=1.0, help="multiply the sequence lengths (tests: small)")
     parser.add_argument("--no-gradients", action="store_true")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--peak", action="store_true",
+                        help="also the step's peak: resident high-water growth over forward + backward, fresh processes")
+    parser.add_argument("--peak-of", help=argparse.SUPPRESS)  # NAME,SEQ,VARIANT: the child process of --peak
     args = parser.parse_args(argv)
+    if args.peak_of:
+        name, seq, variant = args.peak_of.split(",")
+        print(_step_peak_here(name, int(seq), variant))
+        return
     rows = []
     for name in args.models.split(","):
         seq = max(8, int(MODELS[name] * args.seq_scale))
         row = measure(name, seq, not args.no_gradients)
+        if args.peak:
+            row["step_peak_mib"] = {variant: step_peak(name, seq, variant) for variant in ("plain", "dropit_int8")}
         rows.append(row)
         error = f", gradient error (gamma 0 + int8 vs plain) {row['gradient_error_int8']:.4f}" if "gradient_error_int8" in row else ""
         print(f"{name:6} seq {seq:5}: plain {row['plain_mib']:8.1f} MiB, DropIT 0.9 + int8 {row['dropit_int8_mib']:7.1f} MiB"
               f" = {row['vs_plain']:.3f} of plain{error}")
+        if "step_peak_mib" in row:
+            peaks = row["step_peak_mib"]
+            print(f"    step's peak (resident growth, forward + backward): plain {peaks['plain']:.1f} MiB, "
+                  f"DropIT 0.9 + int8 {peaks['dropit_int8']:.1f} MiB = {peaks['dropit_int8'] / max(peaks['plain'], 1e-9):.3f}")
         for dense in row["plain_rows_above_5pct"]:
             print(f"    still plain: {dense['layer']} ({dense['kind']}) {dense['mib']:.1f} MiB, {dense['share']:.1%}")
     if args.json:
