@@ -26,7 +26,7 @@ import re
 import sys
 from pathlib import Path
 
-from dropit.lab.claim.markdown import claim_markdown, mechanism_markdown
+from dropit.lab.claim.markdown import claim_markdown, equal_memory_markdown, mechanism_markdown
 from dropit.lab.stats import top1_stderr
 from dropit.lab.io import write_text  # the kit's one atomic writer
 
@@ -308,6 +308,11 @@ def render_claim(doc: dict) -> str:
 def render_mechanism(doc: dict) -> str:
     """docs/claim/mechanism.json: minibatch gradient noise and DropIT's bias per step and gamma."""
     return mechanism_markdown(doc)
+
+
+def render_equal_memory(doc: dict) -> str:
+    """docs/claim/mechanism_equal_memory.json: strategies at equal kept bytes, their bias against its standard error."""
+    return equal_memory_markdown(doc)
 
 
 RENDERERS = {name.removeprefix("render_"): fn for name, fn in list(globals().items()) if name.startswith("render_")}

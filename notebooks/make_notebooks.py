@@ -439,9 +439,9 @@ check_overrides = []  # more changes for its runs, each as --set takes them (pyt
 """),
     code("""
 import json
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 from dropit.lab.claim import figures, markdown
-from dropit.lab.claim.summary import load_runs, mechanism_files
+from dropit.lab.claim.summary import equal_memory_files, load_runs, mechanism_files
 from dropit.lab.reproduce.rows import resolve, resolve_out
 
 study = resolve(study_dir)
@@ -494,6 +494,17 @@ weights. The caption under each title states what the measurement shows.
 for path in ([resolve(mechanism_json)] if mechanism_json else mechanism_files(study)):
     fig = figures.mechanism_figure_of(path, title=f"Less noise, or a biased gradient? ({path.name})")
     fig.show() if fig is not None else print("no mechanism file:", path)
+"""),
+    md("""
+## Strategies at equal memory: does unbiased keeping remove the bias?
+
+Each strategy at the γ that keeps `mink`'s bytes: its bias beside the bias a strategy without one
+would read on the same minibatches (its standard error), and its noise and distance to the exact
+gradient as multiples of plain's.
+"""),
+    code("""
+for path in equal_memory_files(study):
+    display(Markdown(f"**{path.name}**\\n\\n" + markdown.equal_memory_markdown(json.loads(path.read_text()))))
 """),
     md("""
 ## Pipeline check (not an answer)

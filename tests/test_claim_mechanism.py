@@ -154,3 +154,22 @@ def test_memory_matched_gamma_keeps_no_more_than_min_k():
     options = {"module_filter_fn": dropit_filter(default_dropit_exclude(model))}
     shape = (8, 3, 32, 32)
     assert kept_bytes(model, shape, "unbiased", g, **options) <= kept_bytes(model, shape, "mink", 0.9, **options)
+
+
+def test_equal_memory_files_have_their_own_table_and_stay_out_of_the_per_strategy_list(tmp_path):
+    import json
+
+    from dropit.lab.claim.markdown import equal_memory_markdown
+    from dropit.lab.claim.summary import equal_memory_files, mechanism_files
+
+    rows = noise_and_bias(_mlp(), _batches(), arms=[("mink", 0.9), ("unbiased", 0.912)])
+    doc = {"protocol": "cnn", "rows": [{"step": 5, **r} for r in rows]}
+    for name in ("mechanism.json", "mechanism_sampled.json", "mechanism_equal_memory.json"):
+        (tmp_path / name).write_text(json.dumps(doc))
+    assert [p.name for p in mechanism_files(tmp_path)] == ["mechanism.json", "mechanism_sampled.json"]
+    assert [p.name for p in equal_memory_files(tmp_path)] == ["mechanism_equal_memory.json"]
+    table = equal_memory_markdown(doc).splitlines()
+    assert table[0].startswith("| step | strategy | γ | bias / ‖g‖ | its standard error")
+    assert [line.split(" | ")[1] for line in table[2:]] == ["`mink`", "`unbiased`"]
+    mink = rows[0]
+    assert f"{100 * mink['bias_se'] / mink['exact_norm']:.1f}%" in table[2]

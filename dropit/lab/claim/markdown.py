@@ -148,3 +148,19 @@ def mechanism_markdown(doc: Mapping) -> str:
              "DropIT" if r["mse_dropit"] < r["mse_plain"] else "plain", scale(r)]
             for r in sorted(doc["rows"], key=lambda r: (r["step"], r["gamma"]))]
     return _table(MECHANISM_HEADER, rows)
+
+
+EQUAL_MEMORY_HEADER = ["step", "strategy", "γ", "bias / ‖g‖", "its standard error", "noise vs plain's",
+                       "distance to g vs plain's"]
+
+
+def equal_memory_markdown(doc: Mapping) -> str:
+    """A mechanism file of several strategies (``--strategy a,b --match-memory``): per step and strategy, the
+    bias beside the bias a strategy without one would read on the same minibatches (``bias_se``), and the noise
+    and mean squared distance to g as multiples of plain's."""
+    order = {s: i for i, s in enumerate(dict.fromkeys(r["strategy"] for r in doc["rows"]))}
+    rows = [[f"{r['step']:,}", f"`{r['strategy']}`", f"{r['gamma']:g}", f"{100 * r['bias_rel']:.1f}%",
+             f"{100 * r['bias_se'] / r['exact_norm']:.1f}%", f"{r['noise_dropit'] / r['noise_plain']:.2f}x",
+             f"{r['mse_dropit'] / r['mse_plain']:.2f}x"]
+            for r in sorted(doc["rows"], key=lambda r: (r["step"], r["gamma"] > 0.85, order[r["strategy"]]))]
+    return _table(EQUAL_MEMORY_HEADER, rows)

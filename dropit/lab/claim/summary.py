@@ -79,8 +79,13 @@ def load_runs(out: str | Path) -> list[dict]:
 
 def mechanism_files(out: str | Path) -> list[Path]:
     """The study's mechanism measurements in ``DIR``, one file per DropIT strategy (``mechanism.json``,
-    ``mechanism_sampled.json``, ...), sorted by name."""
-    return sorted(Path(out).glob("mechanism*.json"))
+    ``mechanism_sampled.json``, ...), sorted by name; not the strategies compared at equal memory."""
+    return [p for p in sorted(Path(out).glob("mechanism*.json")) if p not in equal_memory_files(out)]
+
+
+def equal_memory_files(out: str | Path) -> list[Path]:
+    """The mechanism files that compare strategies at equal kept bytes (``mechanism*equal_memory*.json``)."""
+    return sorted(Path(out).glob("mechanism*equal_memory*.json"))
 
 
 def write_summary(out: str | Path) -> dict:

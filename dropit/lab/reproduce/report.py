@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from dropit.lab.claim.markdown import claim_markdown, mechanism_markdown, mechanism_strategies
-from dropit.lab.claim.summary import mechanism_files
+from dropit.lab.claim.markdown import claim_markdown, equal_memory_markdown, mechanism_markdown, mechanism_strategies
+from dropit.lab.claim.summary import equal_memory_files, mechanism_files
 from dropit.lab.io import write_text
 from dropit.lab.measure import cache, frontier
 from dropit.lab.reproduce import tables
@@ -102,6 +102,10 @@ def claim_sections(results: Path, committed: Path | None = None) -> list[str]:
         doc = json.loads(mechanism.read_text())
         out.append(f"#### The mechanism ({mechanism_strategies(doc['rows'])}): minibatch gradient noise and DropIT's "
                    "bias, against the exact gradient\n\n" + mechanism_markdown(doc))
+    for compared in equal_memory_files(committed.parent):
+        doc = json.loads(compared.read_text())
+        out.append(f"#### Strategies at equal memory ({doc['protocol']}): the bias beside its standard error\n\n"
+                   + equal_memory_markdown(doc))
     small = results / "claim" / "claim.json"
     if small.is_file():
         out.append("#### This reproduction's small study (a pipeline check, not evidence)\n\n"
