@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dropit.lab.measure.resident import forward_row, variants  # noqa: E402
+from dropit.lab.units import MiB  # noqa: E402
 
-MiB = 2**20
 CONFIGS = ("resnet18-cifar", "vit_b_16")  # dropit.lab.measure.frontier.MODELS: the frontier's models and batches
 
 

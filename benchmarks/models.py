@@ -27,8 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dropit.lab.measure.resident import zoo_row  # noqa: E402
-
-MiB = 2**20
+from dropit.lab.units import MiB  # noqa: E402
 
 
 def check_quantize(levels: list[str]) -> None:

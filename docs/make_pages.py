@@ -29,9 +29,9 @@ from pathlib import Path
 from dropit.lab.claim.markdown import claim_markdown, equal_memory_markdown, mechanism_markdown
 from dropit.lab.stats import top1_stderr
 from dropit.lab.io import write_text  # the kit's one atomic writer
+from dropit.lab.units import MiB
 
 ROOT = Path(__file__).resolve().parents[1]
-MiB = 2**20
 MARKER = re.compile(r"^<!-- table: (?P<spec>[^>]*?) -->\n(?P<body>.*?)^<!-- /table -->", re.S | re.M)
 OPENING = re.compile(r"^<!-- table: ", re.M)
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from .record import observe
 from .saved import SavedBytes, storage_key
 
-MiB = 2**20
+MiB = 2**20  # the kit's one definition of the unit its tables show
 
 
 @dataclass

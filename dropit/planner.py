@@ -61,8 +61,8 @@ from .quant import check_quantize
 from .saved import SavedBytes
 from .strategies import DEFAULT_STRATEGY, check_gamma, get_strategy
 from .timing import Timing, time_against
+from .meter import MiB
 
-MiB = 2**20
 METRICS = ("saved", "peak")
 OBJECTIVES = ("fastest", "faithful")
 _OLD_NAMES = {"kept_bytes": "saved_bytes", "kept_ratio": "saved_ratio", "kept": "saved"}  # before "saved" was the name

@@ -44,8 +44,8 @@ import torch
 from plotly.subplots import make_subplots
 
 from dropit.lab import stats
+from dropit.lab.units import MiB
 
-MiB = 2**20
 KEPT_COLOR = "#1f77b4"
 DROPPED_COLOR = "#d62728"
 PAPER_COLOR = "#7f7f7f"

@@ -1,7 +1,8 @@
-"""The lab's one definition of its memory unit: figures in bytes are shown in MiB (2**20 bytes)."""
+"""The lab's memory unit: figures in bytes are shown in MiB (2**20 bytes), the core's one definition
+(:data:`dropit.meter.MiB`)."""
 from __future__ import annotations
 
-MiB = 2**20
+from dropit.meter import MiB
 
 
 def mib(nbytes: float | None) -> float | None:

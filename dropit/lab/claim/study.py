@@ -25,6 +25,7 @@ from typing import Iterable, Sequence
 from dropit.lab.claim.protocols import ARMS, check, run_config
 from dropit.lab.claim.summary import write_summary
 from dropit.lab.io import write_json, write_text
+from dropit.lab.train.config import RUN_CONTROL
 from dropit.lab.train.loop import run
 
 _ROW_KEYS = ("epoch", "steps", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
@@ -45,14 +46,10 @@ def plan(protocol: str, arms: Sequence[str] | None, seeds: int | Sequence[int]) 
     return [(protocol, arm, s) for s in seed_list for arm in arms]
 
 
-_NOT_RECIPE = {"out_dir", "label", "resume", "log_every", "threads", "num_workers", "device", "data_dir", "download",
-               "record_every", "weights_dir", "checkpoint", "eval_batch_size", "cache_batch"}
-
-
 def stale_keys(saved: dict, now: dict) -> list[str]:
     """``"key: saved -> now"`` for every recipe parameter in which a finished run differs from what would run now."""
     return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in sorted(now)
-            if k not in _NOT_RECIPE and saved.get(k) != now[k]]
+            if k not in RUN_CONTROL and saved.get(k) != now[k]]
 
 
 def run_record(protocol: str, arm: str, seed: int, metrics: dict) -> dict:

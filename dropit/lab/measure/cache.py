@@ -24,9 +24,9 @@ import dropit
 
 from dropit.lab.models.catalog import build_model, default_dropit_exclude, default_image_size, dropit_filter
 from dropit.lab.paper import PAPER_ROWS, TABLE_TITLES
+from dropit.lab.data.datasets import NUM_CLASSES
+from dropit.lab.units import MiB
 
-MiB = 2**20
-NUM_CLASSES = {"cifar100": 100, "imagenet": 1000}
 
 
 def _model(row: dict, gamma: float | None, strategy: str | None, relu_mask: bool) -> nn.Module:

@@ -57,8 +57,8 @@ from dropit.lab.io import write_json
 from dropit.lab.measure.process import in_fresh_process
 from dropit.lab.models.catalog import build_model, default_dropit_exclude, dropit_filter
 from dropit.lab.train.runtime import peak_rss_bytes, reset_peak_rss, rss_bytes
+from dropit.lab.units import MiB
 
-MiB = 2**20
 GAMMA = 0.9
 FORWARD_OPS = ("aten::convolution", "aten::mm", "aten::addmm", "aten::bmm",
                "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_efficient_attention",

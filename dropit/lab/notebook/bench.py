@@ -31,16 +31,15 @@ from typing import Any, Sequence
 
 from dropit.lab import stats
 from dropit.lab.data.datasets import NUM_CLASSES, TRAIN_IMAGES  # the training split's size names the schedule
-from dropit.lab.train.config import CHOICES, ConfigError, RunConfig
+from dropit.lab.train.config import CHOICES, RUN_CONTROL, ConfigError, RunConfig
+from dropit.lab.units import MiB
 
-MiB = 2**20
 # DropIT runs take these in order; plain runs (the reference) the greys
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 PLAIN_COLORS = ("#222222", "#8c8c8c")
 _NAMED_DROPIT = {"dropit", "dropit_gamma", "dropit_strategy"}
 # fields that do not change what a run learns: runs differing only in these (and the seed) are repeats
-_RUN_CONTROL = {"seed", "out_dir", "label", "resume", "checkpoint", "num_workers", "threads", "device",
-                "log_every", "record_every", "cache_batch", "paper_row", "download", "data_dir"}
+_RUN_CONTROL = RUN_CONTROL | {"seed"}
 
 
 # ------------------------------------------------------------------ names

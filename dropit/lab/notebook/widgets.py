@@ -57,8 +57,7 @@ from dropit.lab.notebook import bench
 from dropit.lab import plots, stats
 from dropit.lab.measure.cache import per_layer_pair
 from dropit.lab.models.catalog import default_image_size
-
-MiB = 2**20
+from dropit.lab.units import MiB
 
 
 def _get(obj: Any, key: str, default=None):
