@@ -66,14 +66,25 @@ def _is_transformers(module: torch.nn.Module) -> bool:
     return any(c.__module__.startswith("transformers.") for c in type(module).__mro__)
 
 
-def _configs(model: torch.nn.Module) -> list:
-    """The distinct configs of the transformers models inside ``model`` (the root included)."""
-    seen: dict[int, object] = {}
+def _owners(model: torch.nn.Module) -> dict:
+    """{id(config): (config, the outermost module holding it)} for the transformers models inside ``model``."""
+    seen: dict[int, tuple] = {}
     for m in model.modules():
         config = getattr(m, "config", None)
         if config is not None and hasattr(config, "_attn_implementation") and _is_transformers(m):
-            seen.setdefault(id(config), config)
-    return list(seen.values())
+            seen.setdefault(id(config), (config, m))
+    return seen
+
+
+def _configs(model: torch.nn.Module) -> list:
+    """The distinct configs of the transformers models inside ``model`` (the root included)."""
+    return [config for config, _ in _owners(model).values()]
+
+
+def _uses_interface(module) -> bool:
+    """Whether the model calls its attention through the AttentionInterface (transformers' own test)."""
+    check = getattr(type(module), "_can_set_attn_implementation", None)
+    return check is None or bool(check())
 
 
 def _interfaces():
@@ -100,7 +111,15 @@ def plan(model: torch.nn.Module, quantize: str | None) -> list:
     """The configs whose attention :func:`apply` switches; raises (changing nothing) where it cannot."""
     if quantize is None:
         return []
-    configs = [c for c in _configs(model) if c._attn_implementation == REPLACES]
+    configs = []
+    for config, owner in _owners(model).values():
+        if config._attn_implementation != REPLACES:
+            continue
+        if not _uses_interface(owner):  # its own code picks attention by name: a new name would change it
+            warnings.warn(f"{type(owner).__name__} does not call its attention through transformers' "
+                          f"AttentionInterface: its attention is left as it is (kept dense)")
+            continue
+        configs.append(config)
     if configs:
         _interfaces()
     return configs

@@ -323,3 +323,12 @@ def test_bf16_autocast_forward_stays_bit_identical_on_llama():
     assert got.logits.dtype == torch.bfloat16 and torch.equal(got.logits, want.logits)
     got.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_a_model_that_does_not_use_the_interface_keeps_its_attention_with_a_warning(monkeypatch):
+    model = _llama()
+    monkeypatch.setattr(type(model), "_can_set_attn_implementation", classmethod(lambda cls: False))
+    with pytest.warns(UserWarning, match="AttentionInterface"):
+        dropit.to_dropit(model, gamma=0.9, quantize="int8")
+    assert model.config._attn_implementation == "sdpa"
+    assert any(fwd.kind == "gated_mlp" for _, _, fwd in dropit.converted_modules(model))  # the rest is converted
