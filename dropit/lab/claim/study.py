@@ -22,10 +22,11 @@ import subprocess
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from dropit.lab.claim.protocols import ARMS, check, run_config
+from dropit.lab.claim.protocols import ARMS, FINETUNE, check, run_config
+from dropit.lab.claim.source import check_source, ensure_source
 from dropit.lab.claim.summary import write_summary
 from dropit.lab.io import write_json, write_text
-from dropit.lab.train.config import RUN_CONTROL
+from dropit.lab.train.config import RUN_CONTROL, RunConfig
 from dropit.lab.train.loop import run
 
 _ROW_KEYS = ("epoch", "steps", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
@@ -46,10 +47,13 @@ def plan(protocol: str, arms: Sequence[str] | None, seeds: int | Sequence[int]) 
     return [(protocol, arm, s) for s in seed_list for arm in arms]
 
 
-def stale_keys(saved: dict, now: dict) -> list[str]:
-    """``"key: saved -> now"`` for every recipe parameter in which a finished run differs from what would run now."""
-    return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in sorted(now)
-            if k not in RUN_CONTROL and saved.get(k) != now[k]]
+def stale_keys(saved: dict, now: dict, ignore: Iterable[str] = ()) -> list[str]:
+    """``"key: saved -> now"`` for every recipe parameter in which a finished run differs from what would run now
+    (a parameter added since the run was saved counts at its default, the value the run had)."""
+    defaults = RunConfig().to_dict()
+    skip = RUN_CONTROL | set(ignore)
+    return [f"{k}: {saved.get(k, defaults.get(k))!r} -> {now[k]!r}" for k in sorted(now)
+            if k not in skip and saved.get(k, defaults.get(k)) != now[k]]
 
 
 def run_record(protocol: str, arm: str, seed: int, metrics: dict) -> dict:
@@ -69,9 +73,20 @@ def run_one(out: Path, protocol: str, arm: str, seed: int, *, overrides: Iterabl
     """Train (or resume) one run; its JSON path once finished, None if it ended early (stopped)."""
     rid = run_id(protocol, arm, seed)
     path = out / "runs" / f"{rid}.json"
+    overrides, source = list(overrides), None
+    if protocol in FINETUNE:  # the source first (made when missing), checked before anything trains
+        source_file = ensure_source(out, protocol, overrides=overrides, callbacks=callbacks)
+        if source_file is None:
+            return None
+        overrides.append(f"pretrained={source_file}")
+        source = {"file": source_file.name, "sha256": check_source(source_file, run_config(
+            protocol, arm, seed=seed, out_dir=out / "work" / rid, overrides=overrides))}
     cfg = run_config(protocol, arm, seed=seed, out_dir=out / "work" / rid, overrides=overrides)
     if path.is_file():
-        stale = stale_keys(json.loads(path.read_text())["config"], cfg.to_dict())
+        saved = json.loads(path.read_text())
+        stale = stale_keys(saved["config"], cfg.to_dict(), ignore={"pretrained"} if source else ())
+        if source and saved.get("source", {}).get("sha256") != source["sha256"]:
+            stale.append(f"source sha256: {saved.get('source', {}).get('sha256')} -> {source['sha256']}")
         if stale:
             raise ValueError(f"{path} was trained with other parameters ({', '.join(stale)}); "
                              f"give another --out, or delete it to retrain")
@@ -79,7 +94,7 @@ def run_one(out: Path, protocol: str, arm: str, seed: int, *, overrides: Iterabl
     metrics = run(cfg, callbacks=callbacks)
     if metrics["status"] != "done":
         return None
-    write_json(path, run_record(protocol, arm, seed, metrics))
+    write_json(path, {**run_record(protocol, arm, seed, metrics), **({"source": source} if source else {})})
     if commit:
         commit_files([path], f"claim: {rid} finished (top-1 {metrics['final']['top1']:.2f})")
     return path
@@ -110,6 +125,7 @@ def run_study(out: str | Path, *, protocol: str = "cnn", arms: Sequence[str] | N
             break  # stopped from outside: leave the rest for the next invocation
     summary = write_summary(out)
     if commit:
-        commit_files([ignore, out / "claim.json"], f"claim: summary of {len(summary['runs'])} runs")
+        sources = sorted((out / "sources").glob("*")) if protocol in FINETUNE else []
+        commit_files([ignore, out / "claim.json", *sources], f"claim: summary of {len(summary['runs'])} runs")
     return summary
 

@@ -126,6 +126,15 @@ class CIFAR100(Dataset):
         img = self.images[i]
         return (self.transform(img) if self.transform else img), self.targets[i]
 
+    def restrict(self, classes: range) -> "CIFAR100":
+        """Only the images of ``classes``, relabelled 0..len(classes)-1 in order (in place; returns self)."""
+        labels = torch.tensor(self.targets)
+        keep = (labels >= classes.start) & (labels < classes.stop)
+        self.images = self.images[keep]
+        self.targets = (labels[keep] - classes.start).tolist()
+        self.classes = [self.classes[c] for c in classes]
+        return self
+
 
 class CifarTrainTransform:
     """Reflect-pad 4, random 32x32 crop, horizontal flip, per-channel mean/std (uint8 -> float)."""
@@ -250,6 +259,19 @@ def balanced_subset(targets: Sequence[int], n: int | None) -> list[int]:
     return chosen
 
 
+def class_range(spec: str, dataset: str) -> range:
+    """The classes of ``"A-B"`` (inclusive) as a range; ValueError naming the problem."""
+    if dataset != "cifar100":
+        raise ValueError(f"a class range applies to cifar100 only, got dataset {dataset!r}")
+    try:
+        lo, hi = (int(v) for v in str(spec).split("-"))
+    except ValueError:
+        raise ValueError(f"expected 'A-B' (first and last class, inclusive), got {spec!r}") from None
+    if not 0 <= lo <= hi < NUM_CLASSES[dataset]:
+        raise ValueError(f"{spec!r} is not within 0-{NUM_CLASSES[dataset] - 1} with A <= B")
+    return range(lo, hi + 1)
+
+
 def targets_of(ds) -> list[int]:
     """Labels of a dataset or Subset, in order, without loading images."""
     if isinstance(ds, Subset):
@@ -272,6 +294,9 @@ def build_datasets(cfg) -> tuple[Dataset, Dataset, int]:
         train = CIFAR100(folder, "train", train_tf)
         val = CIFAR100(folder, "test", eval_tf)
         num_classes = NUM_CLASSES["cifar100"]
+        if cfg.classes is not None:
+            chosen = class_range(cfg.classes, cfg.dataset)
+            train, val, num_classes = train.restrict(chosen), val.restrict(chosen), len(chosen)
     else:
         train_tf, eval_tf = resized_transforms(size, mean, std, cfg.crop_scale_min, pil=True)
         train = image_folder(root, cfg.dataset, "train", train_tf)

@@ -141,8 +141,10 @@ def build_model(
     image_size: int | None = None,
     weights: str | Path | None = None,
     patch_size: int | None = None,
+    fresh_head: bool = False,
 ) -> nn.Module:
-    """A freshly initialised model, or one loaded from ``weights`` (a local file or a name: :func:`load_weights`).
+    """A freshly initialised model, or one loaded from ``weights`` (a local file or a name: :func:`load_weights`);
+    ``fresh_head``: the classifier keeps its fresh initialisation even where the weights' head would fit.
 
     ``image_size`` defaults to the model's own (:func:`default_image_size`); only the ViTs depend on it.
     """
@@ -164,7 +166,7 @@ def build_model(
     elif name in _DEIT or name == "deit_mini":
         model = _deit(name, num_classes, size, patch_size)
     if weights:
-        load_weights(model, weights)
+        load_weights(model, weights, fresh=[classifier_name(model)] if fresh_head else ())
     return model
 
 
@@ -179,8 +181,9 @@ def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def load_weights(model: nn.Module, path: str | Path) -> list[str]:
-    """Load a state_dict into ``model``; returns the keys re-initialised (shape mismatch: the head).
+def load_weights(model: nn.Module, path: str | Path, fresh: Sequence[str] = ()) -> list[str]:
+    """Load a state_dict into ``model``; returns the keys re-initialised (shape mismatch: the head; and those of
+    the modules named in ``fresh``, which keep the model's own initialisation).
 
     ``path`` is a local file or published weights by name, fetched into the
     default cache if absent (:func:`dropit.lab.models.weights.resolve_weights`).
@@ -199,7 +202,8 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
 
         state["pos_embed"] = resample_abs_pos_embed(
             state["pos_embed"], list(model.patch_embed.grid_size), num_prefix_tokens=model.num_prefix_tokens)
-    skipped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
+    skipped = [k for k, v in state.items() if k in own and (v.shape != own[k].shape
+                                                            or any(k.startswith(f"{m}.") for m in fresh))]
     for k in skipped:
         del state[k]
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -213,14 +217,20 @@ def _is_layer(m: nn.Module) -> bool:
     return isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
 
 
+def classifier_name(model: nn.Module) -> str | None:
+    """The classifier's module name: the lab's one rule, the last Linear (``fc``, ``heads.head``, ``head``)."""
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
 def default_dropit_exclude(model: nn.Module, *, classifier: bool = True) -> list[str]:
     """The layers DropIT leaves dense, by the lab's one rule: the first convolution/linear layer, and the
-    classifier (the last Linear) unless ``classifier=False`` (the paper's v1 protocol, its Cache column)."""
+    classifier (:func:`classifier_name`) unless ``classifier=False`` (the paper's v1 protocol, its Cache column)."""
     layers = [name for name, m in model.named_modules() if _is_layer(m)]
-    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    head = classifier_name(model)
     out = layers[:1]
-    if classifier and linears and linears[-1] not in out:
-        out.append(linears[-1])
+    if classifier and head is not None and head not in out:
+        out.append(head)
     return out
 
 

@@ -54,6 +54,7 @@ class RunConfig:
     download: bool = True  # fetch CIFAR-100 / Imagenette / pretrained weights where absent; false: never download
     subset: Optional[int] = None  # train on this many images, class-balanced, deterministic
     val_subset: Optional[int] = None  # evaluate on this many images, class-balanced
+    classes: Optional[str] = None  # "A-B": CIFAR-100's classes A..B only (inclusive), relabelled 0..B-A
     image_size: Optional[int] = None  # default: 32 for CIFAR-100, 224 for ImageNet
     patch_size: Optional[int] = None  # ViT patch size (vit_tiny default: image_size // 8)
     mean_std: str = "dataset"  # normalisation: dataset statistics, 0.5/0.5, or ImageNet's
@@ -61,6 +62,7 @@ class RunConfig:
     data_on_device: bool = False  # CIFAR-100 at 32x32 only: images as one uint8 tensor on the device, crop/flip/normalise per batch there
     pretrained: Optional[str] = None  # a local state_dict file, or by name: torchvision:<Enum>.<member> | timm:<model>.<tag>
     weights_dir: Optional[str] = None  # cache of named weights; else $DROPIT_WEIGHTS, else $TORCH_HOME/hub/checkpoints
+    fresh_head: bool = False  # with pretrained: the classifier keeps its own fresh initialisation (a new task)
     label: str = ""  # free text saying what ran, shown in the tables
 
     # optimisation
@@ -69,6 +71,7 @@ class RunConfig:
     eval_batch_size: Optional[int] = None  # default: batch_size
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.1
+    head_lr_scale: float = 1.0  # the classifier's learning rate, as a multiple of lr (fine-tuning)
     momentum: float = 0.9  # SGD momentum; AdamW beta1
     nesterov: bool = False
     weight_decay: float = 5e-4
@@ -266,8 +269,21 @@ def validate(cfg: RunConfig, source: str | Mapping[str, str] | None = None) -> R
         raise ConfigError(f"parameter {_where('crop_scale_min', source)} must be in (0, 1], got {cfg.crop_scale_min}")
     if sorted(cfg.milestones) != cfg.milestones:
         raise ConfigError(f"parameter {_where('milestones', source)} must be increasing, got {cfg.milestones}")
+    if cfg.head_lr_scale <= 0:
+        raise ConfigError(f"parameter {_where('head_lr_scale', source)} must be positive, got {cfg.head_lr_scale}")
+    if cfg.fresh_head and not cfg.pretrained:
+        raise ConfigError(f"parameter {_where('fresh_head', source)} needs pretrained weights (every layer is fresh "
+                          "without them); set pretrained or drop fresh_head")
+    if cfg.classes is not None:
+        from dropit.lab.data.datasets import class_range
+
+        try:
+            class_range(cfg.classes, cfg.dataset)
+        except ValueError as e:
+            raise ConfigError(f"parameter {_where('classes', source)}: {e}") from None
     _check_pretrained(cfg.pretrained, source)
     return cfg
+
 
 
 def _check_pretrained(spec: str | None, source: str | None) -> None:

@@ -469,7 +469,8 @@ def _setup_model(cfg: RunConfig, num_classes: int, weights_file: Path | None, de
                  memory_format: torch.memory_format) -> nn.Module:
     """The model, DropIT-converted per the config, on the device in the run's memory format."""
     image_size = cfg.image_size or default_image_size(cfg.model, cfg.dataset)
-    model = build_model(cfg.model, num_classes, image_size=image_size, weights=weights_file, patch_size=cfg.patch_size)
+    model = build_model(cfg.model, num_classes, image_size=image_size, weights=weights_file, patch_size=cfg.patch_size,
+                        fresh_head=cfg.fresh_head)
     return apply_dropit(model, cfg).to(device, memory_format=memory_format)
 
 

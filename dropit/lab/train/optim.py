@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn as nn
 
+from dropit.lab.models.catalog import classifier_name
 from dropit.lab.train.config import RunConfig
 
 
@@ -38,6 +39,10 @@ class Schedule:
 
 def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.head_lr_scale != 1.0:  # two groups, the body first (the run's reported lr is group 0's)
+        head = {id(p) for p in model.get_submodule(classifier_name(model)).parameters()}
+        params = [{"params": [p for p in params if id(p) not in head]},
+                  {"params": [p for p in params if id(p) in head], "lr": cfg.lr * cfg.head_lr_scale}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
