@@ -3,6 +3,7 @@
     python benchmarks/transformers_memory.py             # the three models of the issue (two minutes on a CPU)
     python benchmarks/transformers_memory.py --json FILE --seq-scale 0.25
     python benchmarks/transformers_memory.py --peak      # and the step's peak, each in a fresh process
+    python benchmarks/transformers_memory.py --time      # and step time against plain, eager and compiled (alone!)
 
 Hugging Face GPT-2 (sequence 1024, its default dropout 0.1), BERT (masked LM,
 sequence 512, its default dropout) and LLaMA (sequence 1024, 8 heads with 4
@@ -14,19 +15,29 @@ loss keeps for backward (``dropit.measure_cache``), plain and
 "plain" above 5% of the total; and the relative error of the whole gradient
 against plain at ``gamma=0, quantize="int8"`` (dropout off for that check, so
 both runs draw no mask: the error is that of the int8 companions alone).
-Bytes do not depend on the machine's load; no times are printed.
+Bytes do not depend on the machine's load. ``--time`` adds the step time
+(forward, loss, backward) of DropIT 0.9 + int8 against plain's, eager and each
+compiled (``torch.compile``, its compiled plain as the baseline): the median of
+per-round ratios over interleaved rounds (:mod:`dropit.timing`); run it with
+nothing else on the machine.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import json
+import sys
+from pathlib import Path
 
 import torch
 
-import dropit
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MiB = 2**20
+import dropit  # noqa: E402
+from dropit.lab.io import write_json  # noqa: E402
+from dropit.lab.measure.process import in_fresh_process  # noqa: E402
+from dropit.lab.units import MiB  # noqa: E402
+from dropit.timing import time_against  # noqa: E402
+
 LAYERS, WIDTH, HEADS, VOCAB, BATCH = 4, 512, 8, 1000, 2
 
 
@@ -97,7 +108,7 @@ def _status_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def _step_peak_here(name: str, seq: int, variant: str) -> float:
+def step_peak_here(name: str, seq: int, variant: str) -> float:
     """In this (fresh) process: the resident peak over one forward + backward above the resident size before, MiB.
 
     Linux: the peak (VmHWM) is reset just before the step (``5 > /proc/self/clear_refs``), so what building
@@ -116,15 +127,28 @@ def _step_peak_here(name: str, seq: int, variant: str) -> float:
 
 
 def step_peak(name: str, seq: int, variant: str) -> float:
-    """:func:`_step_peak_here` in a fresh process (glibc returning freed blocks: MALLOC_MMAP_THRESHOLD_=65536)."""
-    import os
-    import subprocess
-    import sys
+    """:func:`step_peak_here` in a fresh process (the kit's one runner, :mod:`dropit.lab.measure.process`)."""
+    return in_fresh_process("benchmarks.transformers_memory:step_peak_here", name=name, seq=seq, variant=variant)
 
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    out = subprocess.run([sys.executable, __file__, "--peak-of", f"{name},{seq},{variant}"], env=env, check=True,
-                         capture_output=True, text=True).stdout
-    return float(out.strip().splitlines()[-1])
+
+def step_times(name: str, seq: int, rounds: int, compiled: bool) -> dict:
+    """DropIT 0.9 + int8's step time against plain's (both compiled, or both eager): the timer's figures."""
+    steps = {}
+    for variant in ("plain", "dropit_int8"):
+        model, batch = build(name, seq)
+        if variant == "dropit_int8":
+            dropit.to_dropit(model, gamma=0.9, quantize="int8")
+        run = torch.compile(model) if compiled else model
+
+        def step(run=run, model=model, batch=batch):
+            for p in model.parameters():
+                p.grad = None
+            run(**batch).loss.backward()
+
+        steps[variant] = step
+    timing = time_against(steps, "plain", rounds=rounds, warmup=2 if compiled else 1)["dropit_int8"]
+    return {"ratio": timing.ratio, "q1": timing.ratio_q1, "q3": timing.ratio_q3, "step_s": timing.step_s,
+            "rounds": rounds}
 
 
 def main(argv=None) -> None:
@@ -135,12 +159,9 @@ def main(argv=None) -> None:
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--peak", action="store_true",
                         help="also the step's peak: resident high-water growth over forward + backward, fresh processes")
-    parser.add_argument("--peak-of", help=argparse.SUPPRESS)  # NAME,SEQ,VARIANT: the child process of --peak
+    parser.add_argument("--time", action="store_true", help="also step time against plain, eager and compiled")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds (--time)")
     args = parser.parse_args(argv)
-    if args.peak_of:
-        name, seq, variant = args.peak_of.split(",")
-        print(_step_peak_here(name, int(seq), variant))
-        return
     rows = []
     for name in args.models.split(","):
         seq = max(8, int(MODELS[name] * args.seq_scale))
@@ -155,11 +176,16 @@ def main(argv=None) -> None:
             peaks = row["step_peak_mib"]
             print(f"    step's peak (resident growth, forward + backward): plain {peaks['plain']:.1f} MiB, "
                   f"DropIT 0.9 + int8 {peaks['dropit_int8']:.1f} MiB = {peaks['dropit_int8'] / max(peaks['plain'], 1e-9):.3f}")
+        if args.time:
+            row["step_time_vs_plain"] = {kind: step_times(name, seq, args.rounds, kind == "compiled")
+                                         for kind in ("eager", "compiled")}
+            for kind, t in row["step_time_vs_plain"].items():
+                print(f"    step time vs plain, {kind}: {t['ratio']:.3f}x ({t['q1']:.2f}-{t['q3']:.2f}), "
+                      f"{args.rounds} rounds")
         for dense in row["plain_rows_above_5pct"]:
             print(f"    still plain: {dense['layer']} ({dense['kind']}) {dense['mib']:.1f} MiB, {dense['share']:.1%}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -43,3 +43,8 @@ def test_the_step_peak_runs_in_a_fresh_process_and_sees_the_step():
     bench = _bench()
     small, large = bench.step_peak("gpt2", 32, "plain"), bench.step_peak("gpt2", 256, "plain")
     assert 0 < small < large  # the peak of the step itself, not the process's earlier high-water mark
+
+
+def test_the_timer_reports_a_ratio_with_quartiles_eager():
+    t = _bench().step_times("llama", 16, rounds=2, compiled=False)
+    assert t["q1"] <= t["ratio"] <= t["q3"] and t["ratio"] > 0 and t["rounds"] == 2 and t["step_s"] > 0

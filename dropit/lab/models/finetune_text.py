@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import sysconfig
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 
 import dropit
+from dropit.lab.io import write_json, write_text
 
 VARIANTS = ("plain", "dropit_int8")
 
@@ -147,9 +147,7 @@ def write_svg(result: dict, path, width: int = 640, height: int = 360) -> Path:
         parts.append(f'<text x="{width - right - 8}" y="{top + 18 + 16 * j}" text-anchor="end" '
                      f'fill="{colors.get(name, "black")}">{legend}</text>')
     parts.append("</svg>")
-    path = Path(path)
-    path.write_text("\n".join(parts) + "\n")
-    return path
+    return write_text(path, "\n".join(parts) + "\n")
 
 
 def main(argv=None) -> None:
@@ -162,7 +160,7 @@ def main(argv=None) -> None:
     result = compare(steps=args.steps, seq=args.seq, batch=args.batch)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "finetune.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json(out / "finetune.json", result)
     write_svg(result, out / "finetune.svg")
     last = {k: sum(v[-50:]) / len(v[-50:]) for k, v in result["curves"].items()}
     for name in VARIANTS:
