@@ -173,3 +173,17 @@ def test_equal_memory_files_have_their_own_table_and_stay_out_of_the_per_strateg
     assert [line.split(" | ")[1] for line in table[2:]] == ["`mink`", "`unbiased`"]
     mink = rows[0]
     assert f"{100 * mink['bias_se'] / mink['exact_norm']:.1f}%" in table[2]
+
+
+def test_the_stochastic_rounding_prescreen_table_holds_the_committed_rows():
+    import json
+    from pathlib import Path
+
+    docs = Path(__file__).parents[1] / "docs"
+    page = (docs / "claim.md").read_text()
+    rows = json.loads((docs / "claim" / "prescreen_stochastic_rounding.json").read_text())
+    assert len(rows) == 8
+    for r in rows:
+        cells = (f"{100 * r['bias_rel']:.1f}% ({100 * r['bias_se'] / r['exact_norm']:.1f}%) | "
+                 f"{r['noise_dropit'] / r['noise_plain']:.2f}x | {r['mse_dropit'] / r['mse_plain']:.2f}x |")
+        assert f"| {r['step']} |" in page and cells in page, (r["step"], r["strategy"])
