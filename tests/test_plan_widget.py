@@ -17,7 +17,7 @@ def test_moving_the_target_changes_the_marked_pick(planned):
     assert loose is not None
     star = next(t for t in box.figure.data if t.name == "pick")
     assert list(star.text) == [loose]
-    low = min(r["kept_ratio"] for r in planned.rows)
+    low = min(r.saved_ratio for r in planned.rows)
     box.slider.value = round(low + 0.01, 2)  # only the leanest candidates fit
     assert box.pick != loose and box.pick == pick_at(planned, box.slider.value)
     star = next(t for t in box.figure.data if t.name == "pick")
@@ -26,7 +26,7 @@ def test_moving_the_target_changes_the_marked_pick(planned):
 
 
 def test_an_unreachable_target_marks_nothing_and_says_so(planned):
-    low = min(r["kept_ratio"] for r in planned.rows)
+    low = min(r.saved_ratio for r in planned.rows)
     assert pick_at(planned, low * 0.5) is None
     fig = plan_figure(planned, target=low * 0.5)
     assert "no candidate fits" in fig.layout.title.text
@@ -39,3 +39,18 @@ def test_every_candidate_is_labelled_not_only_the_pick(planned):
     assert all("text" in t.mode for t in groups)
     labelled = sorted(n for t in groups for n in t.text)
     assert labelled == sorted(r["name"] for r in planned.rows if r["time_ratio"] is not None) and len(labelled) > 1
+
+
+def test_the_most_faithful_pick_within_a_step_time_budget(planned):
+    box = planner_explorer(planned, target=1.0)
+    assert box.budget.disabled
+    box.objective.value = "faithful"
+    assert not box.budget.disabled and box.pick == "plain"  # plain's gradient is the exact one
+    low = min(r.saved_ratio for r in planned.rows if r.gamma)
+    box.slider.value = round(low + 0.01, 2)
+    fits = [r for r in planned.rows if r.timing is not None and r.saved_bytes <= int(box.slider.value * planned.plain_bytes)]
+    assert box.pick == min(fits, key=lambda r: (r.grad_bias, r.grad_error)).name
+    assert "most faithful" in box.figure.layout.title.text
+    box.budget.value = 1.0
+    fastest = min(r.time_ratio for r in fits)
+    assert (box.pick is None) == (fastest > 1.0)  # a budget no candidate meets marks nothing
