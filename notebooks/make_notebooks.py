@@ -393,7 +393,7 @@ from dropit.lab.notebook.planner_widget import plan_figure, plan_model
 
 name, _, _, time_batch = frontier.MODELS[frontier_models.split(",")[0]]
 planned = plan_model(name, batch_size=time_batch, gammas=(0.9,), rounds=frontier_rounds)
-write_json(out / "plan.json", planned.rows)
+write_json(out / "plan.json", [row.as_dict() for row in planned.rows])
 if interactive:
     from dropit.lab.notebook.planner_widget import planner_explorer
     display(planner_explorer(planned, target=0.3))
