@@ -320,7 +320,25 @@ def uniform24(index: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
 
 
 def keep_mask(seed, p: float, B: int, H: int, L: int, S: int, start: int, stop: int, device) -> torch.Tensor:
-    """The dropout keep mask (B, H, stop - start, S) of query rows [start, stop): True where kept."""
+    """The dropout keep mask (B, H, stop - start, S) of query rows [start, stop): True where kept.
+
+    A custom op, opaque to ``torch.compile``: inductor folds the hash's 64-bit constants into index
+    arithmetic and overflows int64 when it prints them (seen compiling BERT with attention dropout)."""
+    return keep_mask_op(seed, p, B, H, L, S, start, stop, torch.device(device))
+
+
+@torch.library.custom_op("dropit::dropout_keep_mask", mutates_args=())
+def keep_mask_op(seed: torch.Tensor, p: float, B: int, H: int, L: int, S: int, start: int, stop: int,
+                 device: torch.device) -> torch.Tensor:
+    return _keep_mask(seed, p, B, H, L, S, start, stop, device)
+
+
+@keep_mask_op.register_fake
+def _(seed, p, B, H, L, S, start, stop, device):
+    return torch.empty((B, H, stop - start, S), dtype=torch.bool, device=device)
+
+
+def _keep_mask(seed, p: float, B: int, H: int, L: int, S: int, start: int, stop: int, device) -> torch.Tensor:
     b = torch.arange(B, device=device).view(B, 1, 1, 1)
     h = torch.arange(H, device=device).view(1, H, 1, 1)
     i = torch.arange(start, stop, device=device).view(1, 1, -1, 1)

@@ -332,3 +332,30 @@ def test_a_model_that_does_not_use_the_interface_keeps_its_attention_with_a_warn
         dropit.to_dropit(model, gamma=0.9, quantize="int8")
     assert model.config._attn_implementation == "sdpa"
     assert any(fwd.kind == "gated_mlp" for _, _, fwd in dropit.converted_modules(model))  # the rest is converted
+
+
+@pytest.mark.slow
+def test_a_compiled_bert_with_attention_dropout_at_sequence_512_compiles_and_trains():
+    # the dropout mask's hash, traced inline, made inductor print a 64-bit index constant times a large index and
+    # overflow int64 at this length; the mask is a custom op now, opaque to the compiler
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                                       vocab_size=VOCAB, max_position_embeddings=512, hidden_dropout_prob=0.0)).train()
+    model.config.loss_type = "ForMaskedLM"
+    dropit.to_dropit(model, gamma=0.9, quantize="int8")
+    ids = torch.randint(0, VOCAB, (1, 512))
+    try:
+        torch.compile(model)(input_ids=ids, labels=ids).loss.backward()
+    finally:
+        torch._dynamo.reset()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_the_dropout_mask_op_matches_its_reference_and_its_fake_shape():
+    seed = torch.tensor(12345, dtype=torch.int64)
+    mask = hf_attention.keep_mask(seed, 0.1, 2, 3, 40, 40, 8, 24, "cpu")
+    assert mask.shape == (2, 3, 16, 40) and mask.dtype == torch.bool
+    assert torch.equal(mask, hf_attention._keep_mask(seed, 0.1, 2, 3, 40, 40, 8, 24, torch.device("cpu")))
+    torch.library.opcheck(torch.ops.dropit.dropout_keep_mask.default, (seed, 0.1, 2, 3, 40, 40, 8, 24, torch.device("cpu")))
