@@ -1,19 +1,17 @@
 """benchmarks/transformers_memory.py at tiny sizes, and docs/memory.md's issue-30 table against its JSON."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from scripts import load_script
 
 pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("transformers_memory", ROOT / "benchmarks" / "transformers_memory.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/transformers_memory.py")
 
 
 def test_the_benchmark_prints_kept_bytes_and_gradient_errors(tmp_path, capsys):

@@ -1,21 +1,19 @@
 """The docs' tables are what docs/make_pages.py renders from docs/data/*.json, and a changed figure is caught."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _make_pages():
-    spec = importlib.util.spec_from_file_location("make_pages", ROOT / "docs" / "make_pages.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("docs/make_pages.py")
 
 
 make_pages = _make_pages()

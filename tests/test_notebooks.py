@@ -9,7 +9,6 @@ executed notebooks land in one results folder that the last test turns into
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -20,6 +19,8 @@ import nbformat
 from dropit.lab.paper import PAPER_ROWS
 import pytest
 
+from scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 NAMES = ("quickstart", "explore", "cifar100", "imagenet", "iclr", "memory", "claim")
@@ -28,10 +29,7 @@ TINY = ["subset=200", "val_subset=100", "batch_size=50", "max_steps=2", "cache_b
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("make_notebooks", NB_DIR / "make_notebooks.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("notebooks/make_notebooks.py")
 
 
 # ------------------------------------------------------------------ static checks
