@@ -284,7 +284,7 @@ def test_memory_notebook_writes_the_cache_column(kernel, results):
     assert sum(r["bytes"] for r in dropped) < sum(r["bytes"] for r in plain)
     assert len(_outputs(nb, PLOTLY)) == 1 + len(pairs) + 2 + 1 + 1  # + per-layer with quantize (2 models), frontier, plan
     planned = json.loads((out / "plan.json").read_text())
-    assert planned[0]["name"] == "plain" and min(r["kept_ratio"] for r in planned) < 0.5
+    assert planned[0]["name"] == "plain" and min(r["saved_ratio"] for r in planned) < 0.5
     frontier = json.loads((out / "frontier.json").read_text())
     assert [r["config"] for r in frontier] == ["plain", "DropIT + int8"] and frontier[1]["kept_ratio"] < 0.5
     assert "| 20290 |" in "".join(_outputs(nb, "text/markdown"))
